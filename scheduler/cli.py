@@ -1,0 +1,281 @@
+"""The ``replay`` command. Errors print one line on stderr and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from scheduler.coordinator import Coordinator
+from scheduler.requests import REPLAY_TYPES, SLICE_BY
+from shared import db, schema, seed
+from shared.errors import ReplayError
+from shared.handlers import load_registry
+from shared.settings import Settings
+
+EXIT_USAGE = 2
+# soft_wrap: a message is one line however narrow the terminal (scripts grep them).
+console = Console(soft_wrap=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="replay", description="Replay PostgreSQL events through idempotent handlers")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("migrate", help="create the database if missing and apply migrations")
+
+    s = sub.add_parser("seed", help="bulk-load synthetic Order aggregates")
+    s.add_argument("--aggregates", type=int, required=True)
+    s.add_argument("--events-per-aggregate", type=int, required=True)
+    s.add_argument("--seed", type=int, default=1, help="same seed, same events (default 1)")
+    s.add_argument("--months", type=int, default=seed.DEFAULT_MONTHS)
+
+    s = sub.add_parser("submit", help="submit a replay job")
+    s.add_argument("consumer", help="handler name, e.g. order_summary")
+    s.add_argument("--type", dest="replay_type", default="full", help=" | ".join(REPLAY_TYPES))
+    s.add_argument("--aggregate-id")
+    s.add_argument("--from", dest="from_time", help="ISO-8601 with a time zone (inclusive)")
+    s.add_argument("--to", dest="to_time", help="ISO-8601 with a time zone (exclusive)")
+    s.add_argument("--event-type", dest="event_types", action="append", help="repeatable")
+    s.add_argument("--slices", type=int)
+    s.add_argument("--slice-by", default="aggregate", help=" | ".join(SLICE_BY))
+    s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
+    s.add_argument("--wait", action="store_true", help="show progress until the job ends")
+    s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+
+    s = sub.add_parser("status", help="show a job and its slices")
+    s.add_argument("job_id")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("jobs", help="list recent jobs")
+    s.add_argument("--limit", type=int, default=20)
+
+    s = sub.add_parser("handlers", help="list registered handlers")
+
+    s = sub.add_parser("demo", help="run the whole story end to end on this machine")
+    s.add_argument("--aggregates", type=int, default=2000)
+    s.add_argument("--events-per-aggregate", type=int, default=100)
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--slices", type=int, default=8)
+    s.add_argument("--database", default=None, help="demo database (default: <db>_demo)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return COMMANDS[args.command](settings, args)
+    except ReplayError as exc:
+        print(f"replay: error: {db.first_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("replay: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = schema.migrate(settings)
+    registry = load_registry(settings.handler_modules)
+    with db.connect(settings) as conn, db.translate_errors():
+        for handler in registry:
+            handler.setup(conn)
+    console.print(
+        f"migrated {settings.database_name}: "
+        + (", ".join(applied) if applied else "already up to date")
+        + f"; handlers ready: {', '.join(registry.names())}"
+    )
+    return 0
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    seed.validate(args.aggregates, args.events_per_aggregate, args.months)
+    with db.connect(settings) as conn, db.translate_errors():
+        result = seed.seed(
+            conn, args.aggregates, args.events_per_aggregate, seed=args.seed, months=args.months
+        )
+    console.print(
+        f"seeded {result.events:,} events in {result.aggregates:,} Order aggregates"
+        f" in {result.seconds:.1f} s ({result.events_per_second:,.0f} events/s)"
+    )
+    return 0
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    coordinator = Coordinator(settings)
+    job_id = coordinator.submit(
+        args.consumer,
+        replay_type=args.replay_type,
+        aggregate_id=args.aggregate_id,
+        from_time=args.from_time,
+        to_time=args.to_time,
+        event_types=args.event_types,
+        slices=args.slices,
+        slice_by=args.slice_by,
+        reset=args.reset,
+    )
+    if not args.wait:
+        console.print(job_id)
+        return 0
+    job = follow(coordinator, job_id, timeout=args.timeout)
+    print_summary(job)
+    return 0 if job["status"] == "completed" else 1
+
+
+class RateColumn(ProgressColumn):
+    """Events per second, averaged over the job so far."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:,.0f} events/s", style="progress.data.speed")
+
+
+def follow(coordinator: Coordinator, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """Show a live progress bar (events done / total, events/s) until the job ends."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = coordinator.get(job_id)
+    console.print(f"job {job_id}: {job['slice_count']} slices, {job['total_events']:,} events")
+    with Progress(
+        TextColumn("[bold]{task.fields[status]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        RateColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("replay", total=max(job["total_events"], 1), status=job["status"])
+        while True:
+            bar.update(task, completed=job["processed_count"], status=job["status"])
+            if job["status"] in ("completed", "failed", "cancelled"):
+                if job["total_events"] == 0:
+                    bar.update(task, completed=1)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise ReplayTimeout(job)
+            time.sleep(0.25)
+            job = coordinator.get(job_id)
+
+
+class ReplayTimeout(ReplayError):
+    def __init__(self, job: dict[str, Any]) -> None:
+        super().__init__(
+            f"job {job['job_id']} still {job['status']} "
+            f"({job['processed_count']:,}/{job['total_events']:,} events); it keeps running"
+        )
+
+
+def print_summary(job: dict[str, Any]) -> None:
+    elapsed = job.get("elapsed_seconds") or 0.0
+    rate = job["processed_count"] / elapsed if elapsed else 0.0
+    console.print(
+        f"job {job['job_id']} {job['status']}: {job['processed_count']:,}/{job['total_events']:,}"
+        f" events ({job['applied_count']:,} applied, {job['skipped_count']:,} already processed)"
+        f" in {elapsed:.1f} s, {rate:,.0f} events/s"
+    )
+    if job.get("error"):
+        console.print(f"error: {job['error'].splitlines()[0]}", markup=False)
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    job = Coordinator(settings).get(args.job_id)
+    if args.json:
+        print(json.dumps(job, default=_json_default, indent=2))
+        return 0
+    print_summary(job)
+    table = Table("slice", "status", "range", "processed", "total", "attempts", "error")
+    for s in job["slices"]:
+        if s["first_aggregate"] is not None:
+            bounds = f"{s['first_aggregate']} .. {s['last_aggregate']}"
+        else:
+            bounds = f"{_fmt_time(s['from_time'])} .. {_fmt_time(s['to_time'])}"
+        error = (s["last_error"] or "").splitlines()[0] if s["last_error"] else ""
+        table.add_row(
+            str(s["slice_no"]), s["status"], bounds, f"{s['processed_count']:,}",
+            f"{s['total_events']:,}", str(s["attempts"]), error,
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    table = Table("job", "consumer", "type", "status", "processed", "total", "created")
+    for job in Coordinator(settings).list(args.limit):
+        table.add_row(
+            job["job_id"], job["consumer"], job["replay_type"], job["status"],
+            f"{job['processed_count']:,}", f"{job['total_events']:,}",
+            _fmt_time(job["created_at"]),
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def cmd_handlers(settings: Settings, args: argparse.Namespace) -> int:
+    for handler in load_registry(settings.handler_modules):
+        order = "per-aggregate order" if handler.requires_order else "any order"
+        console.print(f"{handler.name}  ({type(handler).__module__}, {order})")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from scheduler import demo
+
+    return demo.run(
+        settings,
+        aggregates=args.aggregates,
+        events_per_aggregate=args.events_per_aggregate,
+        workers=args.workers,
+        slices=args.slices,
+        database=args.database,
+        console=console,
+    )
+
+
+def _fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "seed": cmd_seed,
+    "submit": cmd_submit,
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "handlers": cmd_handlers,
+    "demo": cmd_demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

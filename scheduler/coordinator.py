@@ -1,0 +1,214 @@
+"""The coordinator: turns a replay request into a planned job and dispatches it.
+
+Submitting is one REPEATABLE READ transaction (validate against the store, reset if asked, freeze
+the scope, plan and count the slices, write the job and slice rows), and only after its commit the
+dispatch of a Celery chord: a slice task per slice and a callback that finalizes the job from the
+slice rows. Dispatching before the commit could let a worker look for rows that do not exist yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from functools import cached_property
+from typing import Any
+
+import psycopg
+from celery import Celery, chord
+from kombu.exceptions import KombuError
+
+from scheduler.requests import ReplayRequest, build_request
+from shared import db, idempotency, jobs, slicing
+from shared.celeryconf import FINALIZE_TASK, SLICE_TASK, celery_config
+from shared.errors import (
+    BrokerUnavailable,
+    JobNotFound,
+    JobTimeout,
+    OrderingRequired,
+    UnknownEventType,
+)
+from shared.handlers import Registry, load_registry
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+
+
+class Coordinator:
+    """Submits, inspects and waits for replay jobs against one configuration."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def registry(self) -> Registry:
+        return load_registry(self.settings.handler_modules)
+
+    @cached_property
+    def celery(self) -> Celery:
+        app = Celery("event_replay_scheduler", set_as_current=False)
+        app.conf.update(celery_config(self.settings))
+        return app
+
+    # --- submit ---------------------------------------------------------------------------------
+    def submit(self, consumer: Any, **kwargs: Any) -> str:
+        request = build_request(consumer, **kwargs)
+        handler = self.registry.get(request.consumer)
+        if request.slice_by == "time" and handler.requires_order:
+            raise OrderingRequired(
+                f"handler {handler.name!r} needs per-aggregate order, so it cannot be replayed in"
+                " time slices; use slice_by='aggregate'"
+            )
+        job_id = uuid.uuid4()
+        task_ids = self._plan(job_id, request)
+        if task_ids:
+            self._dispatch(str(job_id), task_ids)
+        return str(job_id)
+
+    def _plan(self, job_id: uuid.UUID, request: ReplayRequest) -> list[str]:
+        started = time.perf_counter()
+        handler = self.registry.get(request.consumer)
+        with db.connect(self.settings) as conn, db.translate_errors():
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                # First statement: fixes the transaction's snapshot, which is the job's scope.
+                row = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
+                assert row is not None
+                snapshot: str = row["s"]
+                scope = request.scope
+                if scope.event_types:
+                    missing = slicing.missing_event_types(conn, scope.event_types)
+                    if missing:
+                        known = ", ".join(slicing.known_event_types(conn)) or "none"
+                        raise UnknownEventType(
+                            f"no event in the store has type {', '.join(map(repr, missing))}"
+                            f" (known: {known})"
+                        )
+                if request.reset:
+                    handler.reset(conn, scope.aggregate_id)
+                    idempotency.clear_markers(conn, handler.name, scope.aggregate_id)
+                epoch = idempotency.current_epoch(conn, handler.name)
+                count = request.slices
+                if count is None:
+                    count = slicing.default_slice_count(slicing.count_events(conn, scope, snapshot))
+                plan = (
+                    slicing.plan_by_time
+                    if request.slice_by == "time"
+                    else slicing.plan_by_aggregate
+                )
+                planned = plan(conn, scope, snapshot, count)
+                jobs.insert_job(
+                    conn,
+                    job_id=job_id,
+                    consumer_name=handler.name,
+                    replay_type=request.replay_type,
+                    scope=scope,
+                    slice_by=request.slice_by,
+                    reset=request.reset,
+                    snapshot=snapshot,
+                    cache_epoch=epoch,
+                )
+                task_ids = [str(uuid.uuid4()) for _ in planned]
+                planning_ms = round((time.perf_counter() - started) * 1000)
+                jobs.insert_slices(conn, job_id, planned, task_ids, planning_ms)
+        log.info("planned job %s: %d slices in %d ms", job_id, len(planned), planning_ms)
+        return task_ids
+
+    def _dispatch(self, job_id: str, task_ids: list[str]) -> None:
+        queue = self.settings.queue
+        header = [
+            self.celery.signature(SLICE_TASK, args=(job_id, n), task_id=tid, queue=queue)
+            for n, tid in enumerate(task_ids)
+        ]
+        body = self.celery.signature(FINALIZE_TASK, kwargs={"job_id": job_id}, queue=queue)
+        try:
+            chord(header, app=self.celery)(body)
+        except (KombuError, OSError, ConnectionError) as exc:
+            message = f"could not dispatch to the broker: {db.first_line(exc)}"
+            with db.connect(self.settings) as conn:
+                conn.execute(
+                    "UPDATE replay_job SET status = 'failed', error = %s, completed_at = now()"
+                    " WHERE job_id = %s",
+                    (message, job_id),
+                )
+            raise BrokerUnavailable(f"job {job_id} planned but {message}") from exc
+
+    # --- inspect ---------------------------------------------------------------------------------
+    def get(self, job_id: Any) -> dict[str, Any]:
+        key = _job_uuid(job_id)
+        with db.connect(self.settings) as conn, db.translate_errors():
+            return jobs.job_view(conn, key)
+
+    def list(self, limit: int = 20) -> list[dict[str, Any]]:
+        with db.connect(self.settings) as conn, db.translate_errors():
+            return jobs.list_jobs(conn, limit)
+
+    def wait(self, job_id: Any, timeout: float | None = None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job["status"] in jobs.FINAL_STATUSES:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise JobTimeout(
+                    f"job {job_id} is still {job['status']} after {timeout} s "
+                    f"({job['processed_count']}/{job['total_events']} events)"
+                )
+            time.sleep(POLL_SECONDS)
+
+
+def _job_uuid(job_id: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID)") from None
+
+
+# --- the module-level API (DESIGN.md: "Python API — contract") -----------------------------------
+_default: Coordinator | None = None
+
+
+def default_coordinator() -> Coordinator:
+    """The coordinator for the environment's settings, built on first use."""
+    global _default
+    if _default is None:
+        _default = Coordinator(Settings.from_env())
+    return _default
+
+
+def submit_replay(
+    consumer: str,
+    replay_type: str = "full",
+    aggregate_id: str | None = None,
+    from_time: Any = None,
+    to_time: Any = None,
+    event_types: Any = None,
+    slices: int | None = None,
+    slice_by: str = "aggregate",
+    reset: bool = False,
+) -> str:
+    """Plan a replay job and dispatch it to the workers; returns its id. Raises a
+    ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request."""
+    return default_coordinator().submit(
+        consumer,
+        replay_type=replay_type,
+        aggregate_id=aggregate_id,
+        from_time=from_time,
+        to_time=to_time,
+        event_types=event_types,
+        slices=slices,
+        slice_by=slice_by,
+        reset=reset,
+    )
+
+
+def get_job(job_id: str) -> dict[str, Any]:
+    """The job's status, counts, error and slices."""
+    return default_coordinator().get(job_id)
+
+
+def wait_for_job(job_id: str, timeout: float | None = None) -> dict[str, Any]:
+    """Block until the job is completed, failed or cancelled; returns ``get_job``."""
+    return default_coordinator().wait(job_id, timeout)

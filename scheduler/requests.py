@@ -1,0 +1,134 @@
+"""Validation of replay requests: every argument checked before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared import errors
+from shared.scope import Scope
+from shared.slicing import MAX_SLICES
+
+REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
+SLICE_BY = ("aggregate", "time")
+MAX_AGGREGATE_ID_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    consumer: str
+    replay_type: str
+    scope: Scope
+    slices: int | None
+    slice_by: str
+    reset: bool
+
+
+def parse_timestamp(value: Any, name: str) -> datetime | None:
+    """An aware datetime from a datetime or an ISO-8601 string; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise errors.InvalidTimestamp(
+                f"{name} {value!r} is not an ISO-8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
+            ) from None
+    if not isinstance(value, datetime):
+        raise errors.InvalidTimestamp(
+            f"{name} must be a datetime or an ISO-8601 string, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise errors.InvalidTimestamp(
+            f"{name} {value.isoformat()} has no time zone; give one (e.g. +00:00 or Z)"
+        )
+    return value
+
+
+def _event_types(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise errors.InvalidRequest("event_types must be a list of event type names")
+    names: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise errors.InvalidRequest(f"event type names must be non-empty strings, got {item!r}")
+        if item.strip() not in names:
+            names.append(item.strip())
+    return tuple(names)
+
+
+def build_request(
+    consumer: Any,
+    *,
+    replay_type: Any = "full",
+    aggregate_id: Any = None,
+    from_time: Any = None,
+    to_time: Any = None,
+    event_types: Any = None,
+    slices: Any = None,
+    slice_by: Any = "aggregate",
+    reset: Any = False,
+) -> ReplayRequest:
+    """Check every argument that can be checked without the database or the registry."""
+    if not isinstance(consumer, str) or not consumer:
+        raise errors.UnknownHandler(f"consumer must be a handler name, got {consumer!r}")
+    if replay_type not in REPLAY_TYPES:
+        raise errors.UnknownReplayType(
+            f"unknown replay type {replay_type!r} (choose from {', '.join(REPLAY_TYPES)})"
+        )
+    if slice_by not in SLICE_BY:
+        raise errors.UnknownSliceBy(
+            f"unknown slice_by {slice_by!r} (choose from {', '.join(SLICE_BY)})"
+        )
+    if replay_type == "aggregate":
+        if not isinstance(aggregate_id, str) or not aggregate_id.strip():
+            raise errors.MissingAggregateId("replay type 'aggregate' needs an aggregate_id")
+        if len(aggregate_id) > MAX_AGGREGATE_ID_LENGTH:
+            raise errors.InvalidRequest(
+                f"aggregate_id is longer than {MAX_AGGREGATE_ID_LENGTH} characters"
+            )
+    elif aggregate_id is not None:
+        raise errors.InvalidRequest(
+            f"aggregate_id is only used with replay type 'aggregate', not {replay_type!r}"
+        )
+    start = parse_timestamp(from_time, "from_time")
+    end = parse_timestamp(to_time, "to_time")
+    if start is not None and end is not None and start >= end:
+        raise errors.InvalidTimeRange(
+            f"from_time {start.isoformat()} must be before to_time {end.isoformat()}"
+        )
+    if replay_type == "time_range" and start is None and end is None:
+        raise errors.InvalidTimeRange("replay type 'time_range' needs from_time and/or to_time")
+    types = _event_types(event_types)
+    if replay_type == "event_type" and not types:
+        raise errors.MissingEventTypes("replay type 'event_type' needs at least one event type")
+    if slices is not None and (
+        isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
+    ):
+        raise errors.InvalidSliceCount(
+            f"slices must be an integer from 1 to {MAX_SLICES}, got {slices!r}"
+        )
+    if not isinstance(reset, bool):
+        raise errors.InvalidRequest(f"reset must be true or false, got {reset!r}")
+    if reset and (replay_type not in ("full", "aggregate") or start or end or types):
+        raise errors.ResetNotSupported(
+            "reset (rebuild) is only defined for a full or one-aggregate replay without time or"
+            " event-type filters: a handler's state for part of the events cannot be separated out"
+        )
+    scope = Scope(
+        aggregate_id=aggregate_id.strip() if replay_type == "aggregate" else None,
+        from_time=start,
+        to_time=end,
+        event_types=types,
+    )
+    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset)

@@ -1,0 +1,102 @@
+"""Starting and stopping real ``celery worker`` processes (for the demo, the tests and the
+benchmarks), and waiting until they listen."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery import Celery
+
+from shared.celeryconf import celery_config
+from shared.errors import ServiceUnavailable
+from shared.settings import Settings
+
+
+@dataclass
+class WorkerProcess:
+    """One ``celery -A worker worker`` process with its own node name."""
+
+    settings: Settings
+    name: str
+    concurrency: int = 1
+    queues: tuple[str, ...] = ()
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.settings.as_env(), **self.extra_env}
+        queues = ",".join(self.queues or (self.settings.queue,))
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "worker", "worker",
+            "-Q", queues, "--concurrency", str(self.concurrency), "--pool", "prefork",
+            "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle",
+            "--loglevel", "INFO",
+        ]  # fmt: skip
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children at once, as an OOM killer would."""
+        if self.process is not None and self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Warm shutdown (SIGTERM: finish the current task), then SIGKILL if it lingers."""
+        if self.process is None or not self.alive():
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def control_app(settings: Settings) -> Celery:
+    app = Celery("event_replay_control", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def wait_until_ready(
+    settings: Settings,
+    names: list[str],
+    timeout: float = 60.0,
+    workers: list[WorkerProcess] | None = None,
+) -> None:
+    """Block until every named worker answers a ping (so that timings start with workers up)."""
+    app = control_app(settings)
+    deadline = time.monotonic() + timeout
+    want = set(names)
+    try:
+        while time.monotonic() < deadline:
+            for w in workers or []:
+                if not w.alive():
+                    raise ServiceUnavailable(
+                        f"worker {w.name} exited with code {w.process.returncode}"
+                    )  # type: ignore[union-attr]
+            replies = app.control.ping(timeout=0.5) or []
+            seen = {name.split("@", 1)[0] for reply in replies for name in reply}
+            if want <= seen:
+                return
+        raise ServiceUnavailable(f"workers {sorted(want)} did not start within {timeout:.0f} s")
+    finally:
+        app.close()

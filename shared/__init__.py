@@ -1,0 +1,2 @@
+"""The library shared by the worker and the scheduler: settings, schema, event store,
+handlers, idempotency, slicing and the replay loop itself."""

@@ -1,0 +1,53 @@
+"""Celery configuration shared by the worker (which runs tasks) and the scheduler (which sends
+them by name). The scheduler never imports the worker package: it only knows these names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.settings import Settings
+
+SLICE_TASK = "replay.slice"
+FINALIZE_TASK = "replay.finalize"
+LIVE_TASK = "replay.live"
+
+# Results hold the chord's bookkeeping: if they expire before every slice of a job is done, the
+# chord callback can never fire. Keep them far longer than any job runs.
+RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        # JSON only: a pickle payload on a shared broker is remote code execution.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": RESULT_EXPIRES_SECONDS,
+        "result_extended": True,
+        # A slice task is acknowledged only when it ends, and redelivered if its worker dies
+        # (SIGKILL, OOM) mid-slice; it then resumes from its checkpoint.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message at a time per process: a slow slice does not hold others hostage.
+        "worker_prefetch_multiplier": 1,
+        # Unacknowledged messages come back after this; see DEFAULT_VISIBILITY_TIMEOUT_SECONDS.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds
+        },
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": settings.queue,
+        "task_routes": {
+            SLICE_TASK: {"queue": settings.queue},
+            FINALIZE_TASK: {"queue": settings.queue},
+            LIVE_TASK: {"queue": settings.live_queue},
+        },
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }

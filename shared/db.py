@@ -1,0 +1,109 @@
+"""The one module that talks to the PostgreSQL driver directly.
+
+It opens connections and pools, and turns driver errors into this project's errors, so that the
+rest of the code never imports psycopg's internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from shared.errors import DatabaseUnavailable
+from shared.settings import Settings, redact, replace_database
+
+Connection = psycopg.Connection[dict[str, Any]]
+
+# psycopg errors that mean "the server went away or refused us", as opposed to a bad statement.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    pg_errors.AdminShutdown,
+    pg_errors.CannotConnectNow,
+    pg_errors.ConnectionFailure,
+)
+UniqueViolation = pg_errors.UniqueViolation
+SerializationFailure = pg_errors.SerializationFailure
+
+
+def connect(settings: Settings, *, autocommit: bool = False) -> Connection:
+    """A new connection to the configured database, rows as dicts."""
+    try:
+        return psycopg.connect(
+            settings.database_url,
+            autocommit=autocommit,
+            row_factory=dict_row,
+            connect_timeout=10,
+            application_name="event-replay",
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {redact(settings.database_url)}: {first_line(exc)}"
+        ) from exc
+
+
+def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connection]:
+    """A small pool for one process (a worker process or a scheduler)."""
+    return ConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "application_name": "event-replay"},
+        open=True,
+        check=ConnectionPool.check_connection,
+        connection_class=psycopg.Connection,
+    )
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Re-raise a lost or refused connection as ``DatabaseUnavailable``."""
+    try:
+        yield
+    except TRANSIENT_ERRORS as exc:
+        raise DatabaseUnavailable(f"PostgreSQL connection lost: {first_line(exc)}") from exc
+
+
+def create_database_if_missing(settings: Settings) -> bool:
+    """Create the configured database if it does not exist. Returns True if it was created."""
+    admin = replace_database(settings.database_url, "postgres")
+    name = settings.database_name
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists:
+                return False
+            try:
+                conn.execute(
+                    psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
+                )
+            except pg_errors.DuplicateDatabase:
+                return False  # created concurrently by another migrate
+            return True
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {redact(admin)}: {first_line(exc)}"
+        ) from exc
+
+
+def drop_database(settings: Settings, name: str) -> None:
+    """Drop database ``name`` on the configured server, disconnecting its sessions."""
+    admin = replace_database(settings.database_url, "postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)
+            )
+        )
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,114 @@
+"""Settings: one frozen object built from the environment, once, by an entry point.
+
+Nothing in this project reads ``os.environ`` at import time; ``Settings.from_env()`` is called by
+``main()`` of the CLI and by the Celery app's lazy configuration, and the result is passed down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/replay"
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_RESULT_BACKEND = "redis://127.0.0.1:6379/1"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/2"
+
+# A Redis broker redelivers a message that has not been acknowledged within this many seconds.
+# With acks_late, a slice task is acknowledged only when it ends, so this must exceed the longest
+# slice can run, or a slice still running is handed to a second worker (harmless for correctness,
+# the checkpoint compare-and-set stops the loser, but wasted work). 6 hours covers a slice of tens
+# of millions of events at the measured rates; raise it with REPLAY_VISIBILITY_TIMEOUT_SECONDS.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 6 * 3600
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_CACHE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    result_backend: str = DEFAULT_RESULT_BACKEND
+    redis_url: str = DEFAULT_REDIS_URL
+    handler_modules: tuple[str, ...] = ()
+    queue: str = "replay"
+    live_queue: str = "live"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        modules = tuple(
+            m.strip() for m in env.get("REPLAY_HANDLER_MODULES", "").split(",") if m.strip()
+        )
+        return cls(
+            database_url=env.get("REPLAY_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            broker_url=env.get("CELERY_BROKER_URL") or DEFAULT_BROKER_URL,
+            result_backend=env.get("CELERY_RESULT_BACKEND") or DEFAULT_RESULT_BACKEND,
+            redis_url=env.get("REPLAY_REDIS_URL") or DEFAULT_REDIS_URL,
+            handler_modules=modules,
+            queue=env.get("REPLAY_QUEUE") or "replay",
+            live_queue=env.get("REPLAY_LIVE_QUEUE") or "live",
+            batch_size=_int(env, "REPLAY_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            visibility_timeout_seconds=_int(
+                env, "REPLAY_VISIBILITY_TIMEOUT_SECONDS", DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+            ),
+            cache_ttl_seconds=_int(env, "REPLAY_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS),
+        )
+
+    def with_database(self, name: str) -> Settings:
+        """The same settings pointed at another database on the same server."""
+        return replace(self, database_url=replace_database(self.database_url, name))
+
+    @property
+    def database_name(self) -> str:
+        return urlsplit(self.database_url).path.lstrip("/") or "postgres"
+
+    def as_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        return {
+            "REPLAY_DATABASE_URL": self.database_url,
+            "CELERY_BROKER_URL": self.broker_url,
+            "CELERY_RESULT_BACKEND": self.result_backend,
+            "REPLAY_REDIS_URL": self.redis_url,
+            "REPLAY_HANDLER_MODULES": ",".join(self.handler_modules),
+            "REPLAY_QUEUE": self.queue,
+            "REPLAY_LIVE_QUEUE": self.live_queue,
+            "REPLAY_BATCH_SIZE": str(self.batch_size),
+            "REPLAY_VISIBILITY_TIMEOUT_SECONDS": str(self.visibility_timeout_seconds),
+            "REPLAY_CACHE_TTL_SECONDS": str(self.cache_ttl_seconds),
+        }
+
+
+def replace_database(url: str, name: str) -> str:
+    """``url`` with its database name replaced by ``name``."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

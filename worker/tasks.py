@@ -1,0 +1,72 @@
+"""Thin tasks: decode ids, call one function of ``shared``, return a small JSON-able result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from shared import db, jobs, runner
+from shared.celeryconf import FINALIZE_TASK, LIVE_TASK, SLICE_TASK
+from shared.errors import DatabaseUnavailable
+from shared.settings import Settings
+from worker.app import app
+
+
+def _context() -> runner.Context:
+    return runner.process_context(Settings.from_env())
+
+
+@app.task(
+    name=SLICE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(DatabaseUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=None,
+)
+def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
+    """Replay one slice of a job from its checkpoint; progress shows in Flower as PROGRESS."""
+
+    def progress(processed: int, total: int) -> None:
+        self.update_state(
+            state="PROGRESS",
+            meta={"job_id": job_id, "slice_no": slice_no, "processed": processed, "total": total},
+        )
+
+    return runner.run_slice(
+        _context(), job_id, slice_no, task_id=self.request.id, progress=progress
+    ).as_dict()
+
+
+@app.task(
+    name=FINALIZE_TASK,
+    acks_late=True,
+    autoretry_for=(DatabaseUnavailable,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def finalize(_results: Any, job_id: str) -> dict[str, Any]:
+    """Chord callback: derive the job's final status from its slice rows."""
+    ctx = _context()
+    with ctx.pool.connection() as conn, db.translate_errors():
+        status = jobs.finalize_job(conn, job_id)
+    return {"job_id": job_id, "status": str(status)}
+
+
+@app.task(
+    name=LIVE_TASK,
+    acks_late=True,
+    autoretry_for=(DatabaseUnavailable,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=None,
+)
+def live(consumer: str, event_ids: list[str]) -> dict[str, Any]:
+    """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
+    result = runner.process_live(_context(), consumer, event_ids)
+    return {"consumer": consumer, "applied": len(result.applied), "skipped": result.skipped}
