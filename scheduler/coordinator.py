@@ -52,6 +52,13 @@ class Coordinator:
         app.conf.update(celery_config(self.settings))
         return app
 
+    def close(self) -> None:
+        """Release the broker connections (if any were opened)."""
+        if "celery" in self.__dict__:
+            from scheduler.workers import close_app
+
+            close_app(self.celery)
+
     # --- submit ---------------------------------------------------------------------------------
     def submit(self, consumer: Any, **kwargs: Any) -> str:
         request = build_request(consumer, **kwargs)

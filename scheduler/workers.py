@@ -39,10 +39,18 @@ class WorkerProcess:
             "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO",
         ]  # fmt: skip
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=out or subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if out is not None:
+                out.close()  # the child has its own descriptor
         return self
 
     @property
@@ -76,6 +84,23 @@ def control_app(settings: Settings) -> Celery:
     return app
 
 
+def close_app(app: Celery) -> None:
+    """Close a client-side Celery app's connections, including the result backend's Redis
+    client and the pub/sub connection it opens to follow the results of what it sent
+    (``app.close()`` leaves both open)."""
+    backend = app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None:
+        # Forget the subscriptions first: AsyncResults collected later unsubscribe in __del__,
+        # which on a closed pub/sub would open a new connection, never to be closed.
+        getattr(consumer, "subscribed_to", set()).clear()
+        consumer.stop()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.connection_pool.disconnect()
+    app.close()
+
+
 def wait_until_ready(
     settings: Settings,
     names: list[str],
@@ -99,4 +124,4 @@ def wait_until_ready(
                 return
         raise ServiceUnavailable(f"workers {sorted(want)} did not start within {timeout:.0f} s")
     finally:
-        app.close()
+        close_app(app)

@@ -1,0 +1,237 @@
+"""End-to-end replays through two real worker processes (DESIGN.md "Flow of one job")."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from scheduler.coordinator import Coordinator
+from shared import runner, seed, store
+from shared.celeryconf import LIVE_TASK
+from shared.db import Connection
+from shared.settings import Settings
+from tests.folds import fold_order_summary, read_order_summary
+from tests.integration.conftest import TOTAL_SEEDED, events_where, flush
+
+pytestmark = pytest.mark.integration
+
+BIG_ORDER = seed.aggregate_id(8, 3)  # one of the 200-event orders
+FEB, APR = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+
+# replay type -> (submit kwargs, SQL selecting exactly the same events, its parameters)
+CASES: dict[str, tuple[dict[str, Any], str, tuple[Any, ...]]] = {
+    "full": ({"replay_type": "full"}, "TRUE", ()),
+    "aggregate": (
+        {"replay_type": "aggregate", "aggregate_id": BIG_ORDER},
+        "aggregate_id = %s",
+        (BIG_ORDER,),
+    ),
+    "time_range": (
+        {"replay_type": "time_range", "from_time": FEB, "to_time": APR.isoformat()},
+        "occurred_at >= %s AND occurred_at < %s",
+        (FEB, APR),
+    ),
+    "event_type": (
+        {"replay_type": "event_type", "event_types": ["ItemAdded", "OrderShipped"]},
+        "event_type IN ('ItemAdded', 'OrderShipped')",
+        (),
+    ),
+    "time_range+event_types": (
+        {
+            "replay_type": "time_range",
+            "from_time": "2026-02-01T00:00:00Z",
+            "to_time": APR,
+            "event_types": ["ItemAdded", "PaymentProcessed"],
+        },
+        "occurred_at >= %s AND occurred_at < %s"
+        " AND event_type IN ('ItemAdded', 'PaymentProcessed')",
+        (FEB, APR),
+    ),
+}
+
+
+def run(coordinator: Coordinator, consumer: str = "order_summary", **kwargs: Any) -> dict[str, Any]:
+    job = coordinator.wait(coordinator.submit(consumer, **kwargs), timeout=120)
+    assert job["status"] == "completed", job.get("error")
+    assert job["processed_count"] == job["total_events"]
+    return job
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_replay_type_equals_an_independent_fold(
+    coordinator: Coordinator, conn: Connection, case: str
+) -> None:
+    kwargs, condition, params = CASES[case]
+    selected = events_where(conn, condition, params)
+    assert selected, "the case must select some events"
+
+    job = run(coordinator, slices=8, **kwargs)
+
+    assert job["total_events"] == len(selected)
+    assert job["applied_count"] == len(selected)
+    if case != "aggregate":
+        assert job["slice_count"] == 8
+    assert read_order_summary(conn) == fold_order_summary(selected)
+    markers = conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()
+    assert markers["n"] == len(selected)
+
+
+def test_per_aggregate_order_holds_across_slices_and_batches(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    # strict_order raises on any event that is not the next sequence_num of its aggregate; the
+    # 200-event orders span several 250-event batches.
+    job = run(coordinator, "strict_order", slices=8)
+    state = conn.execute(
+        "SELECT count(*) AS n, sum(events) AS e FROM strict_order_state"
+    ).fetchone()
+    assert state["n"] == 220
+    assert state["e"] == job["total_events"] == TOTAL_SEEDED
+
+
+def test_slices_are_balanced_by_event_count(coordinator: Coordinator) -> None:
+    job = run(coordinator, slices=4)
+    sizes = [s["total_events"] for s in job["slices"]]
+    assert sum(sizes) == TOTAL_SEEDED
+    # an aggregate is never split, so a slice can be off by at most one aggregate (200 events)
+    assert max(sizes) - min(sizes) <= 2 * 200, sizes
+
+
+def test_catch_up_twice_changes_nothing_the_second_time(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    first = run(coordinator, slices=8)
+    before = read_order_summary(conn)
+
+    second = run(coordinator, slices=8)
+
+    assert first["applied_count"] == TOTAL_SEEDED
+    assert second["applied_count"] == 0
+    assert second["skipped_count"] == second["total_events"] == TOTAL_SEEDED
+    assert read_order_summary(conn) == before
+
+
+def test_reset_rebuilds_a_corrupted_read_model(coordinator: Coordinator, conn: Connection) -> None:
+    run(coordinator, slices=8)
+    expected = fold_order_summary(events_where(conn))
+    conn.execute("UPDATE order_summary SET total = 0, status = 'bogus'")
+    conn.execute("DELETE FROM order_summary WHERE order_id LIKE 'order-7-00001%%'")
+    conn.execute("INSERT INTO order_summary VALUES ('ghost', 1, 1, 'placed', 1)")
+
+    run(coordinator, slices=8)  # catch-up: everything was processed, nothing is repaired
+    assert read_order_summary(conn) != expected
+
+    job = run(coordinator, slices=8, reset=True)
+
+    assert job["applied_count"] == TOTAL_SEEDED
+    assert read_order_summary(conn) == expected
+
+
+def test_reset_of_one_aggregate_rebuilds_only_that_aggregate(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    run(coordinator, slices=8)
+    expected = fold_order_summary(events_where(conn))
+    conn.execute("UPDATE order_summary SET item_count = -1 WHERE order_id = %s", (BIG_ORDER,))
+    conn.execute("UPDATE order_summary SET item_count = -2 WHERE order_id <> %s", (BIG_ORDER,))
+
+    job = run(coordinator, replay_type="aggregate", aggregate_id=BIG_ORDER, reset=True)
+
+    assert job["applied_count"] == 200
+    after = read_order_summary(conn)
+    assert after[BIG_ORDER] == expected[BIG_ORDER]
+    assert {v[0] for k, v in after.items() if k != BIG_ORDER} == {-2}
+
+
+def test_flushed_cache_never_lets_an_event_apply_twice(
+    coordinator: Coordinator, conn: Connection, settings: Settings
+) -> None:
+    run(coordinator, slices=8)
+    flush(settings.redis_url)
+
+    job = run(coordinator, slices=8)
+
+    assert job["applied_count"] == 0
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+
+
+def test_events_committed_after_planning_are_not_in_the_job(
+    coordinator: Coordinator, conn: Connection, settings: Settings
+) -> None:
+    from shared import db
+
+    # A writer whose transaction began before planning but commits after it: a timestamp or
+    # sequence cut-off would let its event slip into (or out of) the job; the snapshot does not.
+    with db.connect(settings) as writer, writer.transaction():
+        store.append(writer, "late-1", "Order", [store.NewEvent("OrderPlaced")], expected_version=0)
+        job_id = coordinator.submit("order_summary", slices=8)
+    store.append(conn, "late-2", "Order", [store.NewEvent("OrderPlaced")], expected_version=0)
+    try:
+        job = coordinator.wait(job_id, timeout=120)
+        assert job["status"] == "completed"
+        assert job["total_events"] == job["processed_count"] == TOTAL_SEEDED
+        rows = read_order_summary(conn)
+        assert "late-1" not in rows and "late-2" not in rows
+
+        later = run(coordinator, slices=2)  # a later catch-up picks both up, and only them
+        assert later["applied_count"] == 2
+        assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id IN ('late-1', 'late-2')")
+
+
+def test_aggregate_without_events_completes_with_zero(coordinator: Coordinator) -> None:
+    job = run(coordinator, replay_type="aggregate", aggregate_id="no-such-order")
+    assert job["total_events"] == 0 and job["slice_count"] == 0
+
+
+def test_notifications_never_sent_by_replay_and_once_live(
+    coordinator: Coordinator, conn: Connection, ctx: runner.Context, celery_client: Any,
+    settings: Settings,
+) -> None:  # fmt: skip
+    shipped = events_where(conn, "event_type = 'OrderShipped'")
+    all_ids = [str(e["event_id"]) for e in events_where(conn)]
+
+    job = run(coordinator, "order_notifications", slices=8, slice_by="time")
+    assert job["applied_count"] == TOTAL_SEEDED
+    assert conn.execute("SELECT count(*) AS n FROM email_outbox").fetchone()["n"] == 0
+
+    # The same events processed live (markers cleared, as for events never replayed): through
+    # the live Celery task for half of them, through the entry point in-process for the rest.
+    conn.execute("DELETE FROM processed_event WHERE handler_name = 'order_notifications'")
+    half = len(all_ids) // 2
+    sent = celery_client.send_task(LIVE_TASK, args=("order_notifications", all_ids[:half]),
+                                   queue=settings.live_queue)  # fmt: skip
+    assert sent.get(timeout=60)["applied"] == half
+    runner.process_live(ctx, "order_notifications", all_ids[half:])
+    runner.process_live(ctx, "order_notifications", all_ids)  # again: all skipped
+
+    outbox = conn.execute("SELECT event_id FROM email_outbox").fetchall()
+    assert sorted(r["event_id"] for r in outbox) == sorted(e["event_id"] for e in shipped)
+
+    run(coordinator, "order_notifications", reset=True, slices=8)  # a rebuild sends nothing
+    assert conn.execute("SELECT count(*) AS n FROM email_outbox").fetchone()["n"] == len(shipped)
+
+
+def test_slice_progress_is_reported_to_celery(coordinator: Coordinator, celery_client: Any) -> None:
+    # slow_noop sleeps a quarter of a second per batch: about 8 batches in February
+    job_id = coordinator.submit(
+        "slow_noop", replay_type="time_range", from_time=FEB, to_time="2026-03-01T00:00:00Z",
+        slices=1,
+    )  # fmt: skip
+    planned = coordinator.get(job_id)
+    result = celery_client.AsyncResult(planned["slices"][0]["task_id"])
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while result.state != "SUCCESS" and time.monotonic() < deadline:
+        if result.state == "PROGRESS":
+            seen.append(result.info)
+        time.sleep(0.02)
+    job = coordinator.wait(job_id, timeout=60)
+    assert job["status"] == "completed"
+    assert seen, "no PROGRESS state was observed"
+    assert all(m["total"] == planned["total_events"] for m in seen)
+    assert 0 < seen[0]["processed"] < planned["total_events"]
