@@ -104,7 +104,9 @@ class ProcessedCache:
         if not event_ids:
             return set()
         try:
-            values = self._redis.mget([cache_key(handler_name, e) for e in event_ids])
+            values: list[bytes | None] = self._redis.mget(  # type: ignore[assignment]
+                [cache_key(handler_name, e) for e in event_ids]
+            )
         except redis.RedisError as exc:
             log.warning("idempotency cache unreachable, asking PostgreSQL only: %s", exc)
             return set()

@@ -7,6 +7,7 @@ fragments only; every value travels as a query parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -121,7 +122,7 @@ class SliceReader:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_base", self.scope.where(self.snapshot))
 
-    def query(self, checkpoint: dict[str, Any] | None) -> tuple[sql.Composable, dict[str, Any]]:
+    def query(self, checkpoint: dict[str, Any] | None) -> tuple[sql.Composed, dict[str, Any]]:
         conds, base_params = self._base
         conds = list(conds)
         params = dict(base_params, limit=self.batch_size)
@@ -155,7 +156,7 @@ class SliceReader:
         )
         return query, params
 
-    def checkpoint_after(self, event: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint_after(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """The checkpoint that resumes right after ``event``."""
         if not self.bounds.by_time:
             return {"aggregate_id": event["aggregate_id"], "sequence_num": event["sequence_num"]}

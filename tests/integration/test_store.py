@@ -95,7 +95,8 @@ def test_seed_writes_what_it_says(conn: Connection) -> None:
         assert result.events == 360
         row = conn.execute(
             "SELECT count(DISTINCT aggregate_id) AS a, min(sequence_num) AS lo,"
-            " max(sequence_num) AS hi, count(*) FILTER (WHERE event_type = 'OrderPlaced') AS placed,"
+            " max(sequence_num) AS hi,"
+            " count(*) FILTER (WHERE event_type = 'OrderPlaced') AS placed,"
             " max(occurred_at) - min(occurred_at) AS span"
             " FROM event WHERE aggregate_id LIKE 'order-99-%%'"
         ).fetchone()

@@ -1,0 +1,35 @@
+"""``replay demo`` end to end, as a user runs it (smaller than its default, to keep CI short)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared import db
+from shared.settings import Settings
+from tests.integration.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_the_whole_story_and_verifies_it(settings: Settings) -> None:
+    name = f"{settings.database_name}_demo"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "demo", "--aggregates", "400",
+             "--events-per-aggregate", "25", "--database", name],
+            env={**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, timeout=240, cwd=ROOT,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        out = proc.stdout
+        assert "seeded 10,000 events" in out
+        assert "started 2 worker processes" in out
+        assert "10,000/10,000 events" in out
+        assert "-> OK" in out and "0 differ" in out
+        assert "events/s" in out
+    finally:
+        db.drop_database(settings, name)

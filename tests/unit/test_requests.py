@@ -1,0 +1,85 @@
+"""Validation of replay requests, without services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from scheduler.requests import build_request, parse_timestamp
+from shared import errors
+
+
+def test_a_full_replay_needs_only_a_consumer() -> None:
+    r = build_request("order_summary")
+    assert (r.replay_type, r.slice_by, r.slices, r.reset) == ("full", "aggregate", None, False)
+    assert r.scope.aggregate_id is None and r.scope.event_types == ()
+
+
+def test_filters_combine_into_one_scope() -> None:
+    r = build_request(
+        "h", replay_type="time_range", from_time="2026-02-01T00:00:00Z",
+        to_time=datetime(2026, 3, 1, tzinfo=UTC), event_types=["A", "B", "A"],
+    )  # fmt: skip
+    assert r.scope.from_time == datetime(2026, 2, 1, tzinfo=UTC)
+    assert r.scope.to_time == datetime(2026, 3, 1, tzinfo=UTC)
+    assert r.scope.event_types == ("A", "B")
+
+
+def test_a_single_event_type_string_is_one_type_not_letters() -> None:
+    assert build_request(
+        "h", replay_type="event_type", event_types="OrderShipped"
+    ).scope.event_types == ("OrderShipped",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"replay_type": "all"}, errors.UnknownReplayType),
+        ({"slice_by": "size"}, errors.UnknownSliceBy),
+        ({"replay_type": "aggregate"}, errors.MissingAggregateId),
+        ({"replay_type": "aggregate", "aggregate_id": "  "}, errors.MissingAggregateId),
+        ({"aggregate_id": "x"}, errors.InvalidRequest),
+        (
+            {"from_time": "2026-01-02T00:00:00Z", "to_time": "2026-01-01T00:00:00Z"},
+            errors.InvalidTimeRange,
+        ),
+        ({"replay_type": "time_range"}, errors.InvalidTimeRange),
+        ({"from_time": "2026-01-01T00:00:00"}, errors.InvalidTimestamp),
+        ({"to_time": datetime(2026, 1, 1)}, errors.InvalidTimestamp),
+        ({"from_time": "yesterday"}, errors.InvalidTimestamp),
+        ({"from_time": 1700000000}, errors.InvalidTimestamp),
+        ({"replay_type": "event_type"}, errors.MissingEventTypes),
+        ({"replay_type": "event_type", "event_types": [""]}, errors.InvalidRequest),
+        ({"slices": 0}, errors.InvalidSliceCount),
+        ({"slices": -3}, errors.InvalidSliceCount),
+        ({"slices": 1025}, errors.InvalidSliceCount),
+        ({"slices": True}, errors.InvalidSliceCount),
+        ({"slices": 2.5}, errors.InvalidSliceCount),
+        ({"reset": "yes"}, errors.InvalidRequest),
+        (
+            {"reset": True, "replay_type": "event_type", "event_types": ["A"]},
+            errors.ResetNotSupported,
+        ),
+        ({"reset": True, "from_time": "2026-01-01T00:00:00Z"}, errors.ResetNotSupported),
+    ],
+)
+def test_bad_arguments_raise_their_specific_error(kwargs: dict[str, Any], error: type) -> None:
+    with pytest.raises(error):
+        build_request("order_summary", **kwargs)
+
+
+def test_errors_are_replay_errors_with_one_line_messages() -> None:
+    with pytest.raises(errors.ReplayError) as info:
+        build_request("order_summary", replay_type="nope")
+    assert "\n" not in str(info.value) and "full" in str(info.value)
+
+
+def test_timestamps_keep_their_offset() -> None:
+    t = parse_timestamp("2026-05-01T12:00:00+02:00", "from_time")
+    assert t is not None and t.utcoffset() == timedelta(hours=2)
+    assert parse_timestamp("2026-05-01T10:00:00Z", "x") == t
+    aware = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5)))
+    assert parse_timestamp(aware, "x") is aware
+    assert parse_timestamp(None, "x") is None
