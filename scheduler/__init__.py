@@ -1,5 +1,12 @@
 """The coordinator of replay jobs, and the ``replay`` command."""
 
-from scheduler.coordinator import Coordinator, get_job, submit_replay, wait_for_job
+from scheduler.coordinator import (
+    Coordinator,
+    cancel_job,
+    get_job,
+    resume_job,
+    submit_replay,
+    wait_for_job,
+)
 
-__all__ = ["Coordinator", "get_job", "submit_replay", "wait_for_job"]
+__all__ = ["Coordinator", "cancel_job", "get_job", "resume_job", "submit_replay", "wait_for_job"]

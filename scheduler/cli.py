@@ -64,12 +64,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--slices", type=int)
     s.add_argument("--slice-by", default="aggregate", help=" | ".join(SLICE_BY))
     s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
+    s.add_argument(
+        "--on-error",
+        default="fail",
+        help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
+    )
     s.add_argument("--wait", action="store_true", help="show progress until the job ends")
     s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
     s = sub.add_parser("status", help="show a job and its slices")
     s.add_argument("job_id")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("cancel", help="cancel a job (slices stop at their next batch)")
+    s.add_argument("job_id")
+
+    s = sub.add_parser("resume", help="re-dispatch a failed/cancelled job from its checkpoints")
+    s.add_argument("job_id")
+    s.add_argument("--wait", action="store_true")
+
+    s = sub.add_parser("reconcile", help="one reconciler pass now (normally run by beat)")
+
+    s = sub.add_parser("parked", help="list the events a job parked (on_error=park)")
+    s.add_argument("job_id")
+
+    s = sub.add_parser("retry-parked", help="run a job's parked events again (after a fix)")
+    s.add_argument("job_id")
 
     s = sub.add_parser("jobs", help="list recent jobs")
     s.add_argument("--limit", type=int, default=20)
@@ -137,6 +157,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         slices=args.slices,
         slice_by=args.slice_by,
         reset=args.reset,
+        on_error=args.on_error,
     )
     if not args.wait:
         console.print(job_id)
@@ -199,6 +220,10 @@ def print_summary(job: dict[str, Any]) -> None:
         f" events ({job['applied_count']:,} applied, {job['skipped_count']:,} already processed)"
         f" in {elapsed:.1f} s, {rate:,.0f} events/s"
     )
+    if job.get("poison_count"):
+        console.print(
+            f"{job['poison_count']:,} event(s) skipped or parked by on_error={job['on_error']}"
+        )
     if job.get("error"):
         console.print(f"error: {job['error'].splitlines()[0]}", markup=False)
 
@@ -222,6 +247,69 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         )  # fmt: skip
     console.print(table)
     return 0
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    print_summary(Coordinator(settings).cancel(args.job_id))
+    return 0
+
+
+def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    coordinator = Coordinator(settings)
+    job = coordinator.resume(args.job_id)
+    if args.wait:
+        job = follow(coordinator, job["job_id"])
+    print_summary(job)
+    return 0 if not args.wait or job["status"] == "completed" else 1
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    report = Coordinator(settings).reconcile()
+    if report.skipped:
+        console.print("another reconciler pass is running; nothing done")
+        return 0
+    console.print(
+        f"finalized {len(report.finalized)} job(s), re-dispatched {len(report.redispatched)}"
+        f" slice(s), {report.waiting} pending slice(s) still queued"
+    )
+    for job_id, slice_no in report.redispatched:
+        console.print(f"  re-dispatched slice {slice_no} of job {job_id}")
+    return 0
+
+
+def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
+    from shared import jobs
+
+    Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
+    with db.connect(settings) as conn, db.translate_errors():
+        rows = jobs.parked_events(conn, args.job_id)
+    table = Table("event", "aggregate", "seq", "type", "attempts", "resolved", "error")
+    for r in rows:
+        table.add_row(
+            str(r["event_id"]), r["aggregate_id"] or "?", str(r["sequence_num"]),
+            r["event_type"] or "?", str(r["attempts"]), "yes" if r["resolved_at"] else "no",
+            r["error"],
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{len(rows)} parked event(s), {sum(not r['resolved_at'] for r in rows)} unresolved"
+    )
+    return 0
+
+
+def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
+    from shared import runner
+
+    Coordinator(settings).get(args.job_id)
+    ctx = runner.Context.create(settings)
+    try:
+        result = runner.retry_parked(ctx, args.job_id)
+    finally:
+        ctx.close()
+    console.print(
+        f"{result.resolved} parked event(s) applied, {result.still_failing} still failing"
+    )
+    return 0 if result.still_failing == 0 else 1
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
@@ -272,6 +360,11 @@ COMMANDS = {
     "seed": cmd_seed,
     "submit": cmd_submit,
     "status": cmd_status,
+    "cancel": cmd_cancel,
+    "resume": cmd_resume,
+    "reconcile": cmd_reconcile,
+    "parked": cmd_parked,
+    "retry-parked": cmd_retry_parked,
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
     "demo": cmd_demo,

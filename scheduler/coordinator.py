@@ -15,13 +15,14 @@ from functools import cached_property
 from typing import Any
 
 import psycopg
-from celery import Celery, chord
+from celery import Celery
 from kombu.exceptions import KombuError
 
 from scheduler.requests import ReplayRequest, build_request
-from shared import db, idempotency, jobs, slicing
-from shared.celeryconf import FINALIZE_TASK, SLICE_TASK, celery_config
+from shared import db, dispatch, idempotency, jobs, reconcile, slicing
+from shared.celeryconf import celery_config
 from shared.errors import (
+    ActiveJobExists,
     BrokerUnavailable,
     JobNotFound,
     JobTimeout,
@@ -93,10 +94,26 @@ class Coordinator:
                             f"no event in the store has type {', '.join(map(repr, missing))}"
                             f" (known: {known})"
                         )
+                # The job row first: it claims the consumer (one active job per consumer, by a
+                # unique index), so a concurrent submit fails here, before it resets anything.
+                try:
+                    with conn.transaction():
+                        jobs.insert_job(
+                            conn, job_id=job_id, consumer_name=handler.name,
+                            replay_type=request.replay_type, scope=scope,
+                            slice_by=request.slice_by, reset=request.reset, snapshot=snapshot,
+                            cache_epoch="", on_error=request.on_error,
+                        )  # fmt: skip
+                except db.UniqueViolation:
+                    active = _active_job(self.settings, handler.name)
+                    raise ActiveJobExists(
+                        f"consumer {handler.name!r} already has an active job ({active});"
+                        " wait for it, or cancel it with `replay cancel`"
+                    ) from None
                 if request.reset:
                     handler.reset(conn, scope.aggregate_id)
                     idempotency.clear_markers(conn, handler.name, scope.aggregate_id)
-                epoch = idempotency.current_epoch(conn, handler.name)
+                jobs.set_cache_epoch(conn, job_id, idempotency.current_epoch(conn, handler.name))
                 count = request.slices
                 if count is None:
                     count = slicing.default_slice_count(slicing.count_events(conn, scope, snapshot))
@@ -106,17 +123,6 @@ class Coordinator:
                     else slicing.plan_by_aggregate
                 )
                 planned = plan(conn, scope, snapshot, count)
-                jobs.insert_job(
-                    conn,
-                    job_id=job_id,
-                    consumer_name=handler.name,
-                    replay_type=request.replay_type,
-                    scope=scope,
-                    slice_by=request.slice_by,
-                    reset=request.reset,
-                    snapshot=snapshot,
-                    cache_epoch=epoch,
-                )
                 task_ids = [str(uuid.uuid4()) for _ in planned]
                 planning_ms = round((time.perf_counter() - started) * 1000)
                 jobs.insert_slices(conn, job_id, planned, task_ids, planning_ms)
@@ -124,14 +130,11 @@ class Coordinator:
         return task_ids
 
     def _dispatch(self, job_id: str, task_ids: list[str]) -> None:
-        queue = self.settings.queue
-        header = [
-            self.celery.signature(SLICE_TASK, args=(job_id, n), task_id=tid, queue=queue)
-            for n, tid in enumerate(task_ids)
-        ]
-        body = self.celery.signature(FINALIZE_TASK, kwargs={"job_id": job_id}, queue=queue)
+        self._send(job_id, list(enumerate(task_ids)))
+
+    def _send(self, job_id: str, slices: list[tuple[int, str]]) -> None:
         try:
-            chord(header, app=self.celery)(body)
+            dispatch.send_job(self.celery, self.settings, job_id, slices)
         except (KombuError, OSError, ConnectionError) as exc:
             message = f"could not dispatch to the broker: {db.first_line(exc)}"
             with db.connect(self.settings) as conn:
@@ -141,6 +144,28 @@ class Coordinator:
                     (message, job_id),
                 )
             raise BrokerUnavailable(f"job {job_id} planned but {message}") from exc
+
+    # --- operate ---------------------------------------------------------------------------------
+    def cancel(self, job_id: Any) -> dict[str, Any]:
+        """Cancel an unfinished job; its slices stop at their next batch boundary."""
+        key = _job_uuid(job_id)
+        with db.connect(self.settings) as conn, db.translate_errors():
+            jobs.cancel_job(conn, key)
+        return self.get(key)
+
+    def resume(self, job_id: Any) -> dict[str, Any]:
+        """Re-dispatch a failed, cancelled or stuck job's unfinished slices from their
+        checkpoints (a failed slice retries the event it failed on)."""
+        key = _job_uuid(job_id)
+        with db.connect(self.settings) as conn, db.translate_errors():
+            slices = jobs.prepare_resume(conn, key)
+        if slices:
+            self._send(str(key), slices)
+        return self.get(key)
+
+    def reconcile(self) -> reconcile.ReconcileReport:
+        """One reconciler pass, now (``replay reconcile``)."""
+        return reconcile.reconcile(self.settings, self.celery)
 
     # --- inspect ---------------------------------------------------------------------------------
     def get(self, job_id: Any) -> dict[str, Any]:
@@ -164,6 +189,11 @@ class Coordinator:
                     f"({job['processed_count']}/{job['total_events']} events)"
                 )
             time.sleep(POLL_SECONDS)
+
+
+def _active_job(settings: Settings, consumer: str) -> str:
+    with db.connect(settings, autocommit=True) as conn:
+        return jobs.active_job_id(conn, consumer) or "finished meanwhile"
 
 
 def _job_uuid(job_id: Any) -> uuid.UUID:
@@ -195,9 +225,11 @@ def submit_replay(
     slices: int | None = None,
     slice_by: str = "aggregate",
     reset: bool = False,
+    on_error: str = "fail",
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
-    ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request."""
+    ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
+    ``ActiveJobExists`` if the consumer already has a pending or running job."""
     return default_coordinator().submit(
         consumer,
         replay_type=replay_type,
@@ -208,6 +240,7 @@ def submit_replay(
         slices=slices,
         slice_by=slice_by,
         reset=reset,
+        on_error=on_error,
     )
 
 
@@ -219,3 +252,14 @@ def get_job(job_id: str) -> dict[str, Any]:
 def wait_for_job(job_id: str, timeout: float | None = None) -> dict[str, Any]:
     """Block until the job is completed, failed or cancelled; returns ``get_job``."""
     return default_coordinator().wait(job_id, timeout)
+
+
+def resume_job(job_id: str) -> dict[str, Any]:
+    """Re-dispatch the unfinished slices of a failed, cancelled or stuck job from their
+    checkpoints; returns ``get_job``."""
+    return default_coordinator().resume(job_id)
+
+
+def cancel_job(job_id: str) -> dict[str, Any]:
+    """Cancel a job: every slice stops at its next batch boundary; returns ``get_job``."""
+    return default_coordinator().cancel(job_id)

@@ -13,6 +13,7 @@ from shared.slicing import MAX_SLICES
 
 REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
 SLICE_BY = ("aggregate", "time")
+ON_ERROR = ("fail", "skip", "park")
 MAX_AGGREGATE_ID_LENGTH = 100
 
 
@@ -24,6 +25,7 @@ class ReplayRequest:
     slices: int | None
     slice_by: str
     reset: bool
+    on_error: str = "fail"
 
 
 def parse_timestamp(value: Any, name: str) -> datetime | None:
@@ -78,6 +80,7 @@ def build_request(
     slices: Any = None,
     slice_by: Any = "aggregate",
     reset: Any = False,
+    on_error: Any = "fail",
 ) -> ReplayRequest:
     """Check every argument that can be checked without the database or the registry."""
     if not isinstance(consumer, str) or not consumer:
@@ -118,6 +121,10 @@ def build_request(
         raise errors.InvalidSliceCount(
             f"slices must be an integer from 1 to {MAX_SLICES}, got {slices!r}"
         )
+    if on_error not in ON_ERROR:
+        raise errors.UnknownErrorPolicy(
+            f"unknown on_error policy {on_error!r} (choose from {', '.join(ON_ERROR)})"
+        )
     if not isinstance(reset, bool):
         raise errors.InvalidRequest(f"reset must be true or false, got {reset!r}")
     if reset and (replay_type not in ("full", "aggregate") or start or end or types):
@@ -131,4 +138,4 @@ def build_request(
         to_time=end,
         event_types=types,
     )
-    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset)
+    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset, on_error)

@@ -10,10 +10,7 @@ from shared.settings import Settings
 SLICE_TASK = "replay.slice"
 FINALIZE_TASK = "replay.finalize"
 LIVE_TASK = "replay.live"
-
-# Results hold the chord's bookkeeping: if they expire before every slice of a job is done, the
-# chord callback can never fire. Keep them far longer than any job runs.
-RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
+RECONCILE_TASK = "replay.reconcile"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -25,7 +22,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "result_expires": RESULT_EXPIRES_SECONDS,
+        # Checked against the visibility timeout in Settings: see MIN_RESULT_EXPIRES_SECONDS.
+        "result_expires": settings.result_expires_seconds,
         "result_extended": True,
         # A slice task is acknowledged only when it ends, and redelivered if its worker dies
         # (SIGKILL, OOM) mid-slice; it then resumes from its checkpoint.
@@ -47,6 +45,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             SLICE_TASK: {"queue": settings.queue},
             FINALIZE_TASK: {"queue": settings.queue},
             LIVE_TASK: {"queue": settings.live_queue},
+            RECONCILE_TASK: {"queue": settings.control_queue},
+        },
+        # The scheduler process (celery -A worker worker --beat -Q control) runs the reconciler.
+        # On its own queue, so that it never waits behind long slices.
+        "beat_schedule": {
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_seconds,
+                "options": {"queue": settings.control_queue, "expires": settings.reconcile_seconds},
+            }
         },
         "worker_hijack_root_logger": False,
         "enable_utc": True,

@@ -13,19 +13,24 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings, redact, replace_database
 
 Connection = psycopg.Connection[dict[str, Any]]
 
-# psycopg errors that mean "the server went away or refused us", as opposed to a bad statement.
+# Errors that mean "try again later" (the server went away, refused us, or chose us as the victim
+# of a conflict), as opposed to a bad statement or a handler bug. A batch that meets one is rolled
+# back and retried, never counted as a poison event.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     psycopg.OperationalError,
     pg_errors.AdminShutdown,
     pg_errors.CannotConnectNow,
     pg_errors.ConnectionFailure,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    PoolTimeout,
 )
 UniqueViolation = pg_errors.UniqueViolation
 SerializationFailure = pg_errors.SerializationFailure
@@ -53,6 +58,8 @@ def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connec
         settings.database_url,
         min_size=1,
         max_size=max_size,
+        timeout=10,  # seconds to wait for a connection before PoolTimeout (a transient error)
+        reconnect_timeout=60,
         kwargs={"row_factory": dict_row, "application_name": "event-replay"},
         open=True,
         check=ConnectionPool.check_connection,
@@ -66,7 +73,7 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except TRANSIENT_ERRORS as exc:
-        raise DatabaseUnavailable(f"PostgreSQL connection lost: {first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"PostgreSQL unavailable: {first_line(exc)}") from exc
 
 
 def create_database_if_missing(settings: Settings) -> bool:

@@ -60,6 +60,10 @@ class ResetNotSupported(InvalidRequest):
     """reset=True for a scope whose state cannot be separated out (time range, event types)."""
 
 
+class UnknownErrorPolicy(InvalidRequest):
+    """on_error is not one of fail, skip, park."""
+
+
 class InvalidSeed(InvalidRequest):
     """Arguments of the synthetic data generator that make no sense."""
 
@@ -78,12 +82,16 @@ class JobNotFound(ReplayError):
     """No replay_job row has this id."""
 
 
+class ActiveJobExists(ReplayError):
+    """The consumer already has a pending or running job (one active job per consumer)."""
+
+
+class InvalidJobState(ReplayError):
+    """The operation does not apply to the job in its state (e.g. resume a completed job)."""
+
+
 class JobTimeout(ReplayError):
     """wait_for_job gave up before the job reached a final state."""
-
-
-class SliceOwnershipLost(ReplayError):
-    """Another copy of this slice task advanced the checkpoint first; this copy must stop."""
 
 
 class DemoVerificationFailed(ReplayError):

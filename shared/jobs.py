@@ -15,8 +15,8 @@ from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
-from shared.db import Connection
-from shared.errors import JobNotFound
+from shared.db import Connection, UniqueViolation
+from shared.errors import ActiveJobExists, InvalidJobState, JobNotFound
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, slice_row
 
@@ -48,6 +48,7 @@ class Job:
     snapshot: str
     cache_epoch: str
     total_events: int
+    on_error: str
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -62,6 +63,7 @@ class Job:
             snapshot=row["snapshot"],
             cache_epoch=str(row["cache_epoch"]),
             total_events=int(row["total_events"]),
+            on_error=row["on_error"],
         )
 
 
@@ -75,6 +77,7 @@ class Slice:
     processed_count: int
     checkpoint: dict[str, Any] | None
     version: int
+    owner: UUID | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Slice:
@@ -92,12 +95,13 @@ class Slice:
             processed_count=int(row["processed_count"]),
             checkpoint=row["checkpoint"],
             version=int(row["version"]),
+            owner=row["owner"],
         )
 
 
 _JOB_COLUMNS = (
     "job_id, consumer_name, replay_type, filter_params, status, slice_by, reset,"
-    " snapshot::text AS snapshot, cache_epoch, total_events"
+    " snapshot::text AS snapshot, cache_epoch, total_events, on_error"
 )
 
 
@@ -112,10 +116,13 @@ def insert_job(
     reset: bool,
     snapshot: str,
     cache_epoch: str,
+    on_error: str,
 ) -> None:
+    """Insert a pending job. Raises ``db.UniqueViolation`` if the consumer has an active job."""
     conn.execute(
         "INSERT INTO replay_job (job_id, consumer_name, replay_type, filter_params, slice_by,"
-        " reset, snapshot, cache_epoch) VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s)",
+        " reset, snapshot, cache_epoch, on_error)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s, %s)",
         (
             job_id,
             consumer_name,
@@ -125,8 +132,22 @@ def insert_job(
             reset,
             snapshot,
             cache_epoch,
+            on_error,
         ),
     )
+
+
+def set_cache_epoch(conn: Connection, job_id: UUID, cache_epoch: str) -> None:
+    conn.execute("UPDATE replay_job SET cache_epoch = %s WHERE job_id = %s", (cache_epoch, job_id))
+
+
+def active_job_id(conn: Connection, consumer_name: str) -> str | None:
+    row = conn.execute(
+        "SELECT job_id::text AS job_id FROM replay_job"
+        " WHERE consumer_name = %s AND status IN ('pending', 'running')",
+        (consumer_name,),
+    ).fetchone()
+    return row["job_id"] if row else None
 
 
 def insert_slices(
@@ -143,9 +164,9 @@ def insert_slices(
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO replay_slice (job_id, slice_no, first_aggregate, last_aggregate,"
-            " from_time, to_time, total_events, task_id) VALUES (%(job_id)s, %(slice_no)s,"
-            " %(first_aggregate)s, %(last_aggregate)s, %(from_time)s, %(to_time)s,"
-            " %(total_events)s, %(task_id)s)",
+            " from_time, to_time, total_events, task_id, dispatched_at) VALUES (%(job_id)s,"
+            " %(slice_no)s, %(first_aggregate)s, %(last_aggregate)s, %(from_time)s, %(to_time)s,"
+            " %(total_events)s, %(task_id)s, now())",
             rows,
         )
     total = sum(p.total_events for p in planned)
@@ -168,18 +189,32 @@ def load_job(conn: Connection, job_id: UUID | str) -> Job:
 
 
 def start_slice(conn: Connection, job_id: UUID | str, slice_no: int, task_id: str | None) -> Slice:
-    """Mark a slice (and its job) running; count the attempt. Returns the slice as stored."""
+    """Take ownership of a slice for this attempt and mark it (and its job) running.
+
+    Only a pending or running slice of an unfinished job is taken; a completed, failed or
+    cancelled one is returned as it is, and the caller stops. Taking ownership from a copy that
+    is still running is deliberate: it is a redelivery or a re-dispatch of a slice whose worker
+    looked dead, and the older copy stops at its next batch (see ``lock_slice_version``).
+    """
     with conn.transaction():
         row = conn.execute(
-            "UPDATE replay_slice SET status = CASE WHEN status = 'completed' THEN status"
-            " ELSE 'running' END, attempts = attempts + 1, heartbeat_at = now(),"
-            " started_at = coalesce(started_at, now()), task_id = coalesce(%s, task_id),"
-            " last_error = NULL"
-            " WHERE job_id = %s AND slice_no = %s RETURNING *",
+            "UPDATE replay_slice s SET status = 'running', owner = gen_random_uuid(),"
+            " attempts = attempts + 1, heartbeat_at = now(),"
+            " started_at = coalesce(s.started_at, now()), task_id = coalesce(%s, s.task_id)"
+            " FROM replay_job j"
+            " WHERE s.job_id = %s AND s.slice_no = %s AND j.job_id = s.job_id"
+            " AND s.status IN ('pending', 'running') AND j.status IN ('pending', 'running')"
+            " RETURNING s.*",
             (task_id, job_id, slice_no),
         ).fetchone()
         if row is None:
-            raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+            row = conn.execute(
+                "SELECT * FROM replay_slice WHERE job_id = %s AND slice_no = %s",
+                (job_id, slice_no),
+            ).fetchone()
+            if row is None:
+                raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+            return Slice.from_row(row)
         conn.execute(
             "UPDATE replay_job SET status = 'running', started_at = coalesce(started_at, now())"
             " WHERE job_id = %s AND status = 'pending'",
@@ -188,17 +223,29 @@ def start_slice(conn: Connection, job_id: UUID | str, slice_no: int, task_id: st
     return Slice.from_row(row)
 
 
-def lock_slice_version(conn: Connection, job_id: UUID, slice_no: int, version: int) -> bool:
-    """Compare-and-set, first statement of a batch's transaction: bump the slice's version if it
-    is still ``version``. False means another copy of this slice moved on: stop, apply nothing.
+def lock_slice_version(
+    conn: Connection, job_id: UUID, slice_no: int, owner: UUID, version: int
+) -> bool:
+    """Compare-and-set, first statement of a batch's transaction: bump the slice's version if
+    this attempt still owns the slice, it is still running and still at ``version``. False means
+    stop and apply nothing: the slice was cancelled, or another copy took it over or moved it on.
     The row lock taken here also serializes two copies that race for the same batch."""
     row = conn.execute(
         "UPDATE replay_slice SET version = version + 1, heartbeat_at = now()"
-        " WHERE job_id = %s AND slice_no = %s AND version = %s AND status = 'running'"
-        " RETURNING version",
-        (job_id, slice_no, version),
+        " WHERE job_id = %s AND slice_no = %s AND owner = %s AND version = %s"
+        " AND status = 'running' RETURNING version",
+        (job_id, slice_no, owner, version),
     ).fetchone()
     return row is not None
+
+
+def slice_status(conn: Connection, job_id: UUID | str, slice_no: int) -> Status:
+    row = conn.execute(
+        "SELECT status FROM replay_slice WHERE job_id = %s AND slice_no = %s", (job_id, slice_no)
+    ).fetchone()
+    if row is None:
+        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+    return Status(row["status"])
 
 
 def record_batch(
@@ -210,17 +257,20 @@ def record_batch(
     last_event_id: UUID,
     processed: int,
     applied: int,
+    poisoned: int = 0,
 ) -> None:
     conn.execute(
         "UPDATE replay_slice SET checkpoint = %s, last_event_id = %s,"
         " processed_count = processed_count + %s, applied_count = applied_count + %s,"
-        " skipped_count = skipped_count + %s WHERE job_id = %s AND slice_no = %s",
+        " skipped_count = skipped_count + %s, poison_count = poison_count + %s"
+        " WHERE job_id = %s AND slice_no = %s",
         (
             Jsonb(checkpoint),
             last_event_id,
             processed,
             applied,
-            processed - applied,
+            processed - applied - poisoned,
+            poisoned,
             job_id,
             slice_no,
         ),
@@ -235,12 +285,92 @@ def complete_slice(conn: Connection, job_id: UUID, slice_no: int) -> None:
     )
 
 
-def fail_slice(conn: Connection, job_id: UUID | str, slice_no: int, error: str) -> None:
+def fail_slice(
+    conn: Connection,
+    job_id: UUID | str,
+    slice_no: int,
+    error: str,
+    *,
+    owner: UUID | None = None,
+    event_id: UUID | None = None,
+) -> None:
+    """Mark a slice failed (only if ``owner`` still owns it, when given)."""
     conn.execute(
-        "UPDATE replay_slice SET status = 'failed', last_error = %s, heartbeat_at = now()"
-        " WHERE job_id = %s AND slice_no = %s AND status <> 'completed'",
-        (error, job_id, slice_no),
+        "UPDATE replay_slice SET status = 'failed', last_error = %s, error_event_id = %s,"
+        " heartbeat_at = now() WHERE job_id = %s AND slice_no = %s AND status = 'running'"
+        " AND (%s::uuid IS NULL OR owner = %s::uuid)",
+        (error, event_id, job_id, slice_no, owner, owner),
     )
+
+
+def park_event(
+    conn: Connection,
+    *,
+    job_id: UUID,
+    slice_no: int,
+    event_id: UUID,
+    handler_name: str,
+    error: str,
+    traceback: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO parked_event (job_id, event_id, handler_name, slice_no, error, traceback)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, event_id) DO UPDATE"
+        " SET error = EXCLUDED.error, traceback = EXCLUDED.traceback,"
+        " attempts = parked_event.attempts + 1, resolved_at = NULL",
+        (job_id, event_id, handler_name, slice_no, error, traceback),
+    )
+
+
+def parked_events(
+    conn: Connection, job_id: UUID | str, *, unresolved_only: bool = False
+) -> list[dict[str, Any]]:
+    return conn.execute(
+        "SELECT p.event_id, p.handler_name, p.slice_no, p.error, p.traceback, p.attempts,"
+        " p.parked_at, p.resolved_at, e.aggregate_id, e.sequence_num, e.event_type"
+        " FROM parked_event p LEFT JOIN event e ON e.event_id = p.event_id"
+        " WHERE p.job_id = %s AND (NOT %s OR p.resolved_at IS NULL)"
+        " ORDER BY e.aggregate_id, e.sequence_num",
+        (job_id, unresolved_only),
+    ).fetchall()
+
+
+def resolve_parked(conn: Connection, job_id: UUID | str, event_id: UUID) -> None:
+    conn.execute(
+        "UPDATE parked_event SET resolved_at = now() WHERE job_id = %s AND event_id = %s",
+        (job_id, event_id),
+    )
+
+
+_SLICE_TOTALS = """
+SELECT count(*) AS slices,
+       count(*) FILTER (WHERE status = 'completed') AS completed,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status IN ('pending', 'running')) AS unfinished,
+       coalesce(sum(processed_count), 0)::bigint AS processed,
+       coalesce(sum(applied_count), 0)::bigint AS applied,
+       coalesce(sum(skipped_count), 0)::bigint AS skipped,
+       coalesce(sum(poison_count), 0)::bigint AS poisoned,
+       (array_agg(last_error ORDER BY slice_no) FILTER (WHERE status = 'failed'))[1] AS error,
+       (array_agg(last_event_id ORDER BY slice_no DESC)
+           FILTER (WHERE last_event_id IS NOT NULL))[1] AS last_event_id
+  FROM replay_slice WHERE job_id = %s
+"""
+
+
+def _lock_job(conn: Connection, job_id: UUID | str) -> Status:
+    row = conn.execute(
+        "SELECT status FROM replay_job WHERE job_id = %s FOR UPDATE", (job_id,)
+    ).fetchone()
+    if row is None:
+        raise JobNotFound(f"no replay job {job_id}")
+    return Status(row["status"])
+
+
+def _slice_totals(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
+    row = conn.execute(_SLICE_TOTALS, (job_id,)).fetchone()
+    assert row is not None
+    return row
 
 
 def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
@@ -250,53 +380,131 @@ def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
     run: ``failed``, with the first slice error. Otherwise the job keeps its status.
     """
     with conn.transaction():
-        job = conn.execute(
-            "SELECT status FROM replay_job WHERE job_id = %s FOR UPDATE", (job_id,)
-        ).fetchone()
-        if job is None:
-            raise JobNotFound(f"no replay job {job_id}")
-        status = Status(job["status"])
+        status = _lock_job(conn, job_id)
         if status.final:
             return status
-        s = conn.execute(
-            """
-            SELECT count(*) AS slices,
-                   count(*) FILTER (WHERE status = 'completed') AS completed,
-                   count(*) FILTER (WHERE status = 'failed') AS failed,
-                   count(*) FILTER (WHERE status IN ('pending', 'running')) AS unfinished,
-                   coalesce(sum(processed_count), 0)::bigint AS processed,
-                   coalesce(sum(applied_count), 0)::bigint AS applied,
-                   coalesce(sum(skipped_count), 0)::bigint AS skipped,
-                   (array_agg(last_error ORDER BY slice_no) FILTER (WHERE status = 'failed'))[1]
-                       AS error,
-                   (array_agg(last_event_id ORDER BY slice_no DESC)
-                       FILTER (WHERE last_event_id IS NOT NULL))[1] AS last_event_id
-              FROM replay_slice WHERE job_id = %s
-            """,
-            (job_id,),
-        ).fetchone()
-        assert s is not None
-        if s["completed"] == s["slices"]:
+        totals = _slice_totals(conn, job_id)
+        if totals["completed"] == totals["slices"]:
             new = Status.COMPLETED
-        elif s["failed"] and not s["unfinished"]:
+        elif totals["failed"] and not totals["unfinished"]:
             new = Status.FAILED
         else:
             return status
-        conn.execute(
-            "UPDATE replay_job SET status = %s, processed_count = %s, applied_count = %s,"
-            " skipped_count = %s, last_event_id = %s, error = %s, completed_at = now()"
-            " WHERE job_id = %s",
-            (
-                new,
-                s["processed"],
-                s["applied"],
-                s["skipped"],
-                s["last_event_id"],
-                s["error"] if new is Status.FAILED else None,
-                job_id,
-            ),
-        )
+        _close_job(conn, job_id, new, totals, totals["error"] if new is Status.FAILED else None)
         return new
+
+
+def cancel_job(conn: Connection, job_id: UUID | str) -> Status:
+    """Cancel an unfinished job: its slices stop at their next batch boundary (their
+    compare-and-set requires a running slice). Returns the job's status afterwards."""
+    with conn.transaction():
+        status = _lock_job(conn, job_id)
+        if status.final:
+            raise InvalidJobState(f"job {job_id} is already {status}; nothing to cancel")
+        # Waits for a batch in flight to commit (it holds its slice's row lock), so the counts
+        # below include it, and no batch commits after this.
+        conn.execute(
+            "UPDATE replay_slice SET status = 'cancelled', owner = NULL"
+            " WHERE job_id = %s AND status IN ('pending', 'running')",
+            (job_id,),
+        )
+        _close_job(conn, job_id, Status.CANCELLED, _slice_totals(conn, job_id), "cancelled")
+        return Status.CANCELLED
+
+
+def prepare_resume(conn: Connection, job_id: UUID | str) -> list[tuple[int, str]]:
+    """Reopen a failed, cancelled or stuck job: every unfinished slice goes back to pending
+    (keeping its checkpoint) with a new task id, and the job to running. Returns the
+    (slice_no, task_id) pairs to dispatch. Raises ``ActiveJobExists`` if the consumer has
+    another active job, ``InvalidJobState`` for a completed job."""
+    with conn.transaction():
+        status = _lock_job(conn, job_id)
+        if status is Status.COMPLETED:
+            raise InvalidJobState(f"job {job_id} is completed; nothing to resume")
+        try:
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE replay_job SET status = 'running', error = NULL, completed_at = NULL"
+                    " WHERE job_id = %s",
+                    (job_id,),
+                )
+        except UniqueViolation:
+            raise ActiveJobExists(
+                f"cannot resume job {job_id}: its consumer has another active job"
+                f" ({active_job_id_for(conn, job_id)})"
+            ) from None
+        rows = conn.execute(
+            "UPDATE replay_slice SET status = 'pending', owner = NULL, last_error = NULL,"
+            " error_event_id = NULL, task_id = gen_random_uuid()::text, dispatched_at = now()"
+            " WHERE job_id = %s AND status <> 'completed' RETURNING slice_no, task_id",
+            (job_id,),
+        ).fetchall()
+        if not rows:  # every slice was done: only the finalization was missing
+            _close_job(conn, job_id, Status.COMPLETED, _slice_totals(conn, job_id), None)
+        return sorted((r["slice_no"], r["task_id"]) for r in rows)
+
+
+def active_job_id_for(conn: Connection, job_id: UUID | str) -> str | None:
+    row = conn.execute(
+        "SELECT a.job_id::text AS job_id FROM replay_job j JOIN replay_job a"
+        " ON a.consumer_name = j.consumer_name AND a.status IN ('pending', 'running')"
+        " WHERE j.job_id = %s AND a.job_id <> j.job_id",
+        (job_id,),
+    ).fetchone()
+    return row["job_id"] if row else None
+
+
+# --- the reconciler's view ----------------------------------------------------------------------
+def unfinished_jobs(conn: Connection) -> list[UUID]:
+    rows = conn.execute(
+        "SELECT job_id FROM replay_job WHERE status IN ('pending', 'running') ORDER BY created_at"
+    ).fetchall()
+    return [r["job_id"] for r in rows]
+
+
+def stale_slices(conn: Connection, stale_seconds: float) -> list[dict[str, Any]]:
+    """Slices of unfinished jobs that nobody seems to work on: running with a heartbeat older
+    than ``stale_seconds``, or pending since a dispatch older than that."""
+    return conn.execute(
+        "SELECT s.job_id, s.slice_no, s.status, s.task_id FROM replay_slice s"
+        " JOIN replay_job j ON j.job_id = s.job_id AND j.status IN ('pending', 'running')"
+        " WHERE (s.status = 'running' AND s.heartbeat_at < now() - make_interval(secs => %s))"
+        "    OR (s.status = 'pending'"
+        "        AND coalesce(s.dispatched_at, j.created_at) < now() - make_interval(secs => %s))"
+        " ORDER BY s.job_id, s.slice_no",
+        (stale_seconds, stale_seconds),
+    ).fetchall()
+
+
+def redispatched(conn: Connection, job_id: UUID, slice_no: int, task_id: str) -> None:
+    """Record a re-dispatch: a new task id; a running slice goes back to pending and loses its
+    owner (if its old copy is alive after all, it stops at its next batch)."""
+    conn.execute(
+        "UPDATE replay_slice SET task_id = %s, dispatched_at = now(), owner = NULL,"
+        " status = 'pending' WHERE job_id = %s AND slice_no = %s"
+        " AND status IN ('pending', 'running')",
+        (task_id, job_id, slice_no),
+    )
+
+
+def _close_job(
+    conn: Connection, job_id: UUID | str, status: Status, totals: dict[str, Any], error: str | None
+) -> None:
+    conn.execute(
+        "UPDATE replay_job SET status = %s, processed_count = %s, applied_count = %s,"
+        " skipped_count = %s, poison_count = %s, last_event_id = %s, error = %s,"
+        " completed_at = now() WHERE job_id = %s",
+        (
+            status,
+            totals["processed"],
+            totals["applied"],
+            totals["skipped"],
+            totals["poisoned"],
+            totals["last_event_id"],
+            error,
+            job_id,
+        ),
+    )
 
 
 _VIEW = """
@@ -308,6 +516,7 @@ SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.f
             ELSE coalesce(s.applied, 0) END AS applied_count,
        CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.skipped_count
             ELSE coalesce(s.skipped, 0) END AS skipped_count,
+       j.on_error, j.poison_count,
        j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
        j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count
   FROM replay_job j
@@ -326,8 +535,9 @@ def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
         raise JobNotFound(f"no replay job {job_id}")
     slices = conn.execute(
         "SELECT slice_no, status, first_aggregate, last_aggregate, from_time, to_time,"
-        " total_events, processed_count, applied_count, skipped_count, checkpoint, attempts,"
-        " task_id, last_error, heartbeat_at, started_at, completed_at"
+        " total_events, processed_count, applied_count, skipped_count, poison_count, checkpoint,"
+        " attempts, task_id, owner::text AS owner, last_error, error_event_id::text AS"
+        " error_event_id, heartbeat_at, dispatched_at, started_at, completed_at"
         " FROM replay_slice WHERE job_id = %s ORDER BY slice_no",
         (job_id,),
     ).fetchall()

@@ -21,8 +21,8 @@ from psycopg_pool import ConnectionPool
 
 from shared import db, idempotency, jobs
 from shared.db import Connection
-from shared.errors import SliceOwnershipLost
 from shared.handlers import Event, IdempotentEventHandler, Registry, load_registry
+from shared.heartbeat import Heartbeat
 from shared.idempotency import ProcessedCache
 from shared.scope import EVENT_COLUMN_NAMES, SliceReader
 from shared.settings import Settings
@@ -95,7 +95,7 @@ def apply_batch(
 class SliceResult:
     job_id: str
     slice_no: int
-    status: str
+    status: str  # completed | failed | cancelled | superseded | the slice's status if not taken
     processed: int
     applied: int
 
@@ -109,6 +109,14 @@ class SliceResult:
         }
 
 
+class _Stop(Exception):
+    """This attempt must stop: the slice was cancelled or another attempt owns it."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 def run_slice(
     ctx: Context,
     job_id: str,
@@ -117,72 +125,185 @@ def run_slice(
     task_id: str | None = None,
     progress: Progress | None = None,
 ) -> SliceResult:
-    """Replay one slice from its checkpoint to its end. Handler errors fail the slice (recorded
-    in its row, with the traceback); infrastructure errors propagate for the task to retry."""
+    """Replay one slice from its checkpoint to its end.
+
+    A handler error is dealt with by the job's ``on_error`` policy (see ``_SliceRun._isolate``);
+    infrastructure errors (``db.TRANSIENT_ERRORS``) propagate for the task to retry, after the
+    transaction of the batch in flight was rolled back.
+    """
     with ctx.pool.connection() as conn, db.translate_errors():
         job = jobs.load_job(conn, job_id)
-        if job.status.final:
-            return SliceResult(job_id, slice_no, f"job {job.status}", 0, 0)
         current = jobs.start_slice(conn, job_id, slice_no, task_id)
-        if current.status is jobs.Status.COMPLETED:
-            return SliceResult(job_id, slice_no, "completed", 0, 0)
-        handler = ctx.registry.get(job.consumer_name)
-        reader = SliceReader(job.scope, current.bounds, job.snapshot, ctx.settings.batch_size)
-        checkpoint, version = current.checkpoint, current.version
-        processed, applied = current.processed_count, 0
+        if current.owner is None or current.status is not jobs.Status.RUNNING:
+            return SliceResult(job_id, slice_no, str(current.status), 0, 0)
+        run = _SliceRun(ctx, conn, job, current, ctx.registry.get(job.consumer_name), progress)
+        beat = Heartbeat(
+            ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
+        )
+        with beat:
+            return run.run()
+
+
+class _SliceRun:
+    """One attempt at one slice: the loop of batches, and what to do when a handler fails."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        conn: Connection,
+        job: jobs.Job,
+        current: jobs.Slice,
+        handler: IdempotentEventHandler,
+        progress: Progress | None,
+    ) -> None:
+        assert current.owner is not None
+        self.ctx, self.conn, self.job, self.handler, self.progress = (
+            ctx, conn, job, handler, progress,
+        )  # fmt: skip
+        self.slice_no = current.slice_no
+        self.owner: UUID = current.owner
+        self.total = current.total_events
+        self.reader = SliceReader(job.scope, current.bounds, job.snapshot, ctx.settings.batch_size)
+        self.checkpoint = current.checkpoint
+        self.version = current.version
+        self.processed = current.processed_count
+        self.applied = 0
+
+    def result(self, status: str) -> SliceResult:
+        return SliceResult(
+            str(self.job.job_id), self.slice_no, status, self.processed, self.applied
+        )
+
+    def run(self) -> SliceResult:
         try:
             while True:
-                with conn.transaction():
-                    if not jobs.lock_slice_version(conn, job.job_id, slice_no, version):
-                        raise SliceOwnershipLost(
-                            f"slice {slice_no} of job {job_id} was advanced by another task"
-                        )
-                    query, params = reader.query(checkpoint)
-                    events: list[Event] = conn.execute(query, params).fetchall()  # type: ignore[assignment]
-                    if not events:
-                        jobs.complete_slice(conn, job.job_id, slice_no)
-                        break
-                    ids = [e["event_id"] for e in events]
-                    cached = ctx.cache.seen(handler.name, job.cache_epoch, ids)
-                    result = apply_batch(
-                        conn, handler, events, is_replay=True, known_processed=cached
-                    )
-                    checkpoint = reader.checkpoint_after(events[-1])
-                    jobs.record_batch(
-                        conn,
-                        job.job_id,
-                        slice_no,
-                        checkpoint=checkpoint,
-                        last_event_id=events[-1]["event_id"],
-                        processed=len(events),
-                        applied=len(result.applied),
-                    )
-                version += 1
-                processed += len(events)
-                applied += len(result.applied)
-                ctx.cache.mark(handler.name, job.cache_epoch, [i for i in ids if i not in cached])
-                if progress is not None:
-                    progress(processed, current.total_events)
-        except SliceOwnershipLost:
-            log.warning(
-                "slice %s of job %s: another copy is running it; this one stops", slice_no, job_id
-            )
-            return SliceResult(job_id, slice_no, "superseded", processed, applied)
+                outcome = self._batch()
+                if outcome is not None:
+                    return self.result(outcome)
+        except _Stop as stop:
+            log.warning("slice %s of job %s stops: %s", self.slice_no, self.job.job_id, stop.status)
+            return self.result(stop.status)
+
+    def _lock_and_read(self) -> list[Event]:
+        """First statements of a batch's transaction: the compare-and-set, then the batch."""
+        conn = self.conn
+        if not jobs.lock_slice_version(
+            conn, self.job.job_id, self.slice_no, self.owner, self.version
+        ):
+            status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
+            raise _Stop("cancelled" if status is jobs.Status.CANCELLED else "superseded")
+        query, params = self.reader.query(self.checkpoint)
+        return conn.execute(query, params).fetchall()  # type: ignore[return-value]
+
+    def _batch(self) -> str | None:
+        """Process the next batch. Returns the slice's final status when it is done."""
+        cached: set[UUID] = set()
+        try:
+            with self.conn.transaction():
+                events = self._lock_and_read()
+                if not events:
+                    jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
+                    return "completed"
+                cached = self.ctx.cache.seen(
+                    self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
+                )
+                result = apply_batch(
+                    self.conn, self.handler, events, is_replay=True, known_processed=cached
+                )
+                self._record(events, len(result.applied), 0)
+        except _Stop:
+            raise
         except db.TRANSIENT_ERRORS:
             raise
-        except Exception as exc:
-            # A handler (or a bug) failed on this batch: nothing of it was committed. Record why
-            # in the slice row, where `replay status` and the job's final state show it.
-            log.exception("slice %s of job %s failed", slice_no, job_id)
-            with conn.transaction():
-                jobs.fail_slice(conn, job_id, slice_no, _describe(exc))
-            return SliceResult(job_id, slice_no, "failed", processed, applied)
-        return SliceResult(job_id, slice_no, "completed", processed, applied)
+        except Exception:
+            # Something in this batch failed (most likely the handler on one event): nothing of
+            # the batch was committed. Find the event, one at a time, and apply the policy.
+            log.warning("batch of slice %s of job %s failed; isolating the event",
+                        self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
+            return self._isolate()
+        self._after_commit(events, cached, len(result.applied))
+        return None
+
+    def _isolate(self) -> str | None:
+        """Re-run the failed batch event by event, each in a savepoint, and apply ``on_error``:
+
+        * ``fail``: commit the events before the poison event, stop the slice there (failed,
+          with the error, traceback and event id); ``resume_job`` retries from that event.
+        * ``skip``: leave the event unapplied and unmarked, go on.
+        * ``park``: the same, and record it in ``parked_event`` for ``retry-parked``.
+        """
+        policy = self.job.on_error
+        failure: tuple[Event, BaseException] | None = None
+        applied, poisoned, done = 0, 0, 0
+        with self.conn.transaction():
+            events = self._lock_and_read()
+            cached = self.ctx.cache.seen(
+                self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
+            )
+            for event in events:
+                try:
+                    with self.conn.transaction():  # a savepoint per event
+                        applied += len(
+                            apply_batch(
+                                self.conn, self.handler, [event], is_replay=True,
+                                known_processed=cached,
+                            ).applied
+                        )  # fmt: skip
+                except db.TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    if policy == "fail":
+                        failure = (event, exc)
+                        break
+                    poisoned += 1
+                    log.error("slice %s of job %s: %s event %s (%s)", self.slice_no,
+                              self.job.job_id, "parked" if policy == "park" else "skipped",
+                              event["event_id"], db.first_line(exc))  # fmt: skip
+                    if policy == "park":
+                        jobs.park_event(
+                            self.conn, job_id=self.job.job_id, slice_no=self.slice_no,
+                            event_id=event["event_id"], handler_name=self.handler.name,
+                            error=f"{type(exc).__name__}: {db.first_line(exc)}",
+                            traceback=_traceback(exc),
+                        )  # fmt: skip
+                done += 1
+            handled = events[:done]
+            if handled:
+                self._record(handled, applied, poisoned)
+            if failure is not None:
+                poison, error = failure
+                jobs.fail_slice(
+                    self.conn, self.job.job_id, self.slice_no,
+                    f"{type(error).__name__} on event {poison['event_id']}"
+                    f" ({poison['aggregate_id']} #{poison['sequence_num']}):"
+                    f" {db.first_line(error)}\n{_traceback(error)}",
+                    owner=self.owner, event_id=poison["event_id"],
+                )  # fmt: skip
+        self._after_commit(handled, cached, applied)
+        return "failed" if failure is not None else None
+
+    def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> None:
+        self.checkpoint = self.reader.checkpoint_after(events[-1])
+        jobs.record_batch(
+            self.conn, self.job.job_id, self.slice_no, checkpoint=self.checkpoint,
+            last_event_id=events[-1]["event_id"], processed=len(events), applied=applied,
+            poisoned=poisoned,
+        )  # fmt: skip
+
+    def _after_commit(self, events: Sequence[Event], cached: set[UUID], applied: int) -> None:
+        self.version += 1
+        self.processed += len(events)
+        self.applied += applied
+        self.ctx.cache.mark(
+            self.handler.name, self.job.cache_epoch,
+            [e["event_id"] for e in events if e["event_id"] not in cached],
+        )  # fmt: skip
+        if self.progress is not None:
+            self.progress(self.processed, self.total)
 
 
-def _describe(exc: BaseException) -> str:
-    tb = "".join(traceback.format_exception(exc))
-    return f"{type(exc).__name__}: {db.first_line(exc)}\n{tb}"
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
 
 
 _EVENTS_BY_ID = (
@@ -203,3 +324,42 @@ def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -
         epoch = idempotency.current_epoch(conn, handler.name)
     ctx.cache.mark(handler.name, epoch, [e["event_id"] for e in result.applied])
     return result
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    resolved: int
+    still_failing: int
+
+
+def retry_parked(ctx: Context, job_id: str) -> RetryResult:
+    """Run a job's parked events through its handler again (after a fix), in per-aggregate
+    order, each in its own transaction. Those that pass are marked processed and resolved; those
+    that fail again stay parked with the new error."""
+    resolved = failing = 0
+    with ctx.pool.connection() as conn, db.translate_errors():
+        job = jobs.load_job(conn, job_id)
+        handler = ctx.registry.get(job.consumer_name)
+        parked = jobs.parked_events(conn, job_id, unresolved_only=True)
+        for p in parked:
+            with conn.transaction():
+                events: list[Event] = conn.execute(  # type: ignore[assignment]
+                    _EVENTS_BY_ID, ([str(p["event_id"])],)
+                ).fetchall()
+                try:
+                    with conn.transaction():
+                        apply_batch(conn, handler, events, is_replay=True)
+                except db.TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    failing += 1
+                    jobs.park_event(
+                        conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],
+                        handler_name=handler.name,
+                        error=f"{type(exc).__name__}: {db.first_line(exc)}",
+                        traceback=_traceback(exc),
+                    )  # fmt: skip
+                    continue
+                jobs.resolve_parked(conn, job_id, p["event_id"])
+                resolved += 1
+    return RetryResult(resolved, failing)

@@ -26,6 +26,15 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/2"
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 6 * 3600
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_CACHE_TTL_SECONDS = 7 * 24 * 3600
+# A running slice writes a heartbeat this often; the reconciler (run every RECONCILE seconds by
+# the scheduler's beat) re-dispatches a slice whose heartbeat is older than STALE seconds.
+DEFAULT_HEARTBEAT_SECONDS = 10
+DEFAULT_STALE_SECONDS = 60
+DEFAULT_RECONCILE_SECONDS = 15
+# Chord bookkeeping lives in the result backend: if it expires while a job runs, the chord
+# callback can never fire. Refused below a day or below the visibility timeout.
+DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
+MIN_RESULT_EXPIRES_SECONDS = 24 * 3600
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -41,6 +50,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -53,6 +75,26 @@ class Settings:
     batch_size: int = DEFAULT_BATCH_SIZE
     visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     cache_ttl_seconds: int = DEFAULT_CACHE_TTL_SECONDS
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    stale_seconds: float = DEFAULT_STALE_SECONDS
+    reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS
+    result_expires_seconds: int = DEFAULT_RESULT_EXPIRES_SECONDS
+    control_queue: str = "control"
+
+    def __post_init__(self) -> None:
+        if self.stale_seconds < 3 * self.heartbeat_seconds:
+            raise ConfigurationError(
+                f"REPLAY_STALE_SECONDS ({self.stale_seconds:g}) must be at least three heartbeats"
+                f" (REPLAY_HEARTBEAT_SECONDS={self.heartbeat_seconds:g}), or live slices would"
+                " be taken for dead"
+            )
+        floor = max(MIN_RESULT_EXPIRES_SECONDS, self.visibility_timeout_seconds)
+        if self.result_expires_seconds < floor:
+            raise ConfigurationError(
+                f"REPLAY_RESULT_EXPIRES_SECONDS ({self.result_expires_seconds}) must be at least"
+                f" {floor} (a day, and the visibility timeout): results that expire while a job"
+                " runs silently lose its chord callback"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +115,13 @@ class Settings:
                 env, "REPLAY_VISIBILITY_TIMEOUT_SECONDS", DEFAULT_VISIBILITY_TIMEOUT_SECONDS
             ),
             cache_ttl_seconds=_int(env, "REPLAY_CACHE_TTL_SECONDS", DEFAULT_CACHE_TTL_SECONDS),
+            heartbeat_seconds=_float(env, "REPLAY_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS),
+            stale_seconds=_float(env, "REPLAY_STALE_SECONDS", DEFAULT_STALE_SECONDS),
+            reconcile_seconds=_float(env, "REPLAY_RECONCILE_SECONDS", DEFAULT_RECONCILE_SECONDS),
+            result_expires_seconds=_int(
+                env, "REPLAY_RESULT_EXPIRES_SECONDS", DEFAULT_RESULT_EXPIRES_SECONDS
+            ),
+            control_queue=env.get("REPLAY_CONTROL_QUEUE") or "control",
         )
 
     def with_database(self, name: str) -> Settings:
@@ -96,6 +145,11 @@ class Settings:
             "REPLAY_BATCH_SIZE": str(self.batch_size),
             "REPLAY_VISIBILITY_TIMEOUT_SECONDS": str(self.visibility_timeout_seconds),
             "REPLAY_CACHE_TTL_SECONDS": str(self.cache_ttl_seconds),
+            "REPLAY_HEARTBEAT_SECONDS": str(self.heartbeat_seconds),
+            "REPLAY_STALE_SECONDS": str(self.stale_seconds),
+            "REPLAY_RECONCILE_SECONDS": str(self.reconcile_seconds),
+            "REPLAY_RESULT_EXPIRES_SECONDS": str(self.result_expires_seconds),
+            "REPLAY_CONTROL_QUEUE": self.control_queue,
         }
 
 

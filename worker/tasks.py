@@ -6,8 +6,8 @@ from typing import Any
 
 from celery import Task
 
-from shared import db, jobs, runner
-from shared.celeryconf import FINALIZE_TASK, LIVE_TASK, SLICE_TASK
+from shared import db, jobs, reconcile, runner
+from shared.celeryconf import FINALIZE_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from worker.app import app
@@ -70,3 +70,9 @@ def live(consumer: str, event_ids: list[str]) -> dict[str, Any]:
     """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
     result = runner.process_live(_context(), consumer, event_ids)
     return {"consumer": consumer, "applied": len(result.applied), "skipped": result.skipped}
+
+
+@app.task(name=RECONCILE_TASK, bind=True, acks_late=True, ignore_result=True)
+def reconcile_jobs(self: Task) -> dict[str, Any]:
+    """Periodic (beat): finalize jobs whose callback was lost, re-dispatch abandoned slices."""
+    return reconcile.reconcile(Settings.from_env(), self.app).as_dict()

@@ -95,7 +95,7 @@ def conn(settings: Settings) -> Iterator[db.Connection]:
 def clean(settings: Settings, conn: db.Connection) -> None:
     """Empty read models, markers and jobs; the seeded events stay."""
     conn.execute(
-        "TRUNCATE order_summary, email_outbox, processed_event, replay_job, replay_slice,"
+        "TRUNCATE order_summary, email_outbox, processed_event, replay_job, replay_slice, parked_event,"
         " handler_state, strict_order_state"
     )
     flush(settings.redis_url)

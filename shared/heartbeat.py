@@ -1,0 +1,66 @@
+"""A running slice's pulse: ``replay_slice.heartbeat_at`` kept fresh from a background thread, so
+that the reconciler can tell a slow batch from a dead worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from uuid import UUID
+
+from psycopg_pool import ConnectionPool
+
+from shared.db import Connection
+
+log = logging.getLogger(__name__)
+
+# SKIP LOCKED: while a batch holds the slice's row lock, its own compare-and-set refreshes the
+# heartbeat when it commits; the pulse neither waits for it nor delays it.
+_BEAT = """
+UPDATE replay_slice SET heartbeat_at = now()
+ WHERE (job_id, slice_no) IN (
+       SELECT job_id, slice_no FROM replay_slice
+        WHERE job_id = %s AND slice_no = %s AND owner = %s AND status = 'running'
+          FOR UPDATE SKIP LOCKED)
+"""
+
+
+class Heartbeat:
+    """Context manager: beats every ``interval`` seconds until exit."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[Connection],
+        job_id: UUID,
+        slice_no: int,
+        owner: UUID,
+        interval: float,
+    ) -> None:
+        self._pool = pool
+        self._args = (job_id, slice_no, owner)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{job_id}-{slice_no}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join(self._interval + 5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._pool.connection(timeout=self._interval) as conn:
+                    conn.execute(_BEAT, self._args)
+            except Exception as exc:  # an outage: the slice's own retry deals with it
+                log.warning("heartbeat of slice %s/%s failed: %s", *self._args[:2], exc)

@@ -1,0 +1,83 @@
+"""The reconciler: repairs what lost messages and lost callbacks leave behind.
+
+Run every ``reconcile_seconds`` by the scheduler's beat (task ``replay.reconcile``) and on demand
+by ``replay reconcile``. Each pass, under an advisory lock so that passes never overlap:
+
+1. finalizes every unfinished job whose slices are all done (the chord callback may never run:
+   a header task's message lost, the callback's message lost, results flushed);
+2. re-dispatches slices nobody works on: running with a heartbeat older than ``stale_seconds``
+   (the worker died: SIGKILL, OOM, a lost machine), or pending since a dispatch older than that
+   whose message is no longer in the broker (Redis restarted without persistence, FLUSHALL).
+
+Re-dispatching is always safe: a slice resumes from its checkpoint, the new attempt takes
+ownership, and an older copy that is somehow still alive stops at its next batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from shared import broker, db, jobs
+from shared.dispatch import send_slice
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x7265636F6E63  # "reconc"
+
+
+@dataclass
+class ReconcileReport:
+    finalized: list[str] = field(default_factory=list)
+    redispatched: list[tuple[str, int]] = field(default_factory=list)
+    waiting: int = 0  # stale-looking pending slices whose message is still queued
+    skipped: bool = False  # another pass held the lock
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "finalized": self.finalized,
+            "redispatched": [f"{j}/{n}" for j, n in self.redispatched],
+            "waiting": self.waiting,
+            "skipped": self.skipped,
+        }
+
+
+def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
+    report = ReconcileReport()
+    with db.connect(settings, autocommit=True) as conn, db.translate_errors():
+        locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,)).fetchone()
+        if not locked or not locked["ok"]:
+            report.skipped = True
+            return report
+        try:
+            for job_id in jobs.unfinished_jobs(conn):
+                if jobs.finalize_job(conn, job_id).final:
+                    report.finalized.append(str(job_id))
+            stale = jobs.stale_slices(conn, settings.stale_seconds)
+            queued = (
+                broker.task_ids_with_messages(settings.broker_url, [settings.queue])
+                if any(s["status"] == "pending" for s in stale)
+                else set()
+            )
+            for s in stale:
+                if s["status"] == "pending" and (queued is None or s["task_id"] in queued):
+                    # Still waiting its turn (or the broker cannot tell us): leave it. A message
+                    # that is never delivered comes back with the visibility timeout.
+                    report.waiting += 1
+                    continue
+                task_id = str(uuid.uuid4())
+                jobs.redispatched(conn, s["job_id"], s["slice_no"], task_id)
+                send_slice(app, settings, s["job_id"], s["slice_no"], task_id)
+                report.redispatched.append((str(s["job_id"]), s["slice_no"]))
+                log.warning(
+                    "re-dispatched slice %s of job %s (%s, no sign of life for %ss)",
+                    s["slice_no"], s["job_id"], s["status"], settings.stale_seconds,
+                )  # fmt: skip
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return report
