@@ -192,7 +192,7 @@ class Coordinator:
 
 
 def _active_job(settings: Settings, consumer: str) -> str:
-    with db.connect(settings, autocommit=True) as conn:
+    with db.connect(settings) as conn:
         return jobs.active_job_id(conn, consumer) or "finished meanwhile"
 
 

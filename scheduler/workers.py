@@ -26,6 +26,8 @@ class WorkerProcess:
     name: str
     concurrency: int = 1
     queues: tuple[str, ...] = ()
+    pool: str = "prefork"
+    extra_args: tuple[str, ...] = ()
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
@@ -35,9 +37,9 @@ class WorkerProcess:
         queues = ",".join(self.queues or (self.settings.queue,))
         cmd = [
             sys.executable, "-m", "celery", "-A", "worker", "worker",
-            "-Q", queues, "--concurrency", str(self.concurrency), "--pool", "prefork",
+            "-Q", queues, "--concurrency", str(self.concurrency), "--pool", self.pool,
             "--hostname", f"{self.name}@%h", "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO",
+            "--loglevel", "INFO", *self.extra_args,
         ]  # fmt: skip
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
@@ -76,6 +78,17 @@ class WorkerProcess:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def scheduler_process(
+    settings: Settings, name: str, schedule_file: Path, **kwargs: object
+) -> WorkerProcess:
+    """The scheduler: Celery beat (the periodic reconciler) embedded in a one-process worker that
+    consumes only the control queue, so reconciling never waits behind slices."""
+    return WorkerProcess(
+        settings, name, queues=(settings.control_queue,), pool="solo",
+        extra_args=("--beat", "--schedule", str(schedule_file)), **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def control_app(settings: Settings) -> Celery:

@@ -1,9 +1,10 @@
-"""A look into the Redis broker: which task ids still have a message, queued or unacknowledged.
+"""A look into the Redis broker: which task ids still wait in a queue.
 
-The reconciler uses it to tell a slice that waits its turn in the queue from one whose message
-vanished (Redis restarted without persistence, FLUSHALL). It knows kombu's Redis layout: a queue
-is a list of JSON messages under the queue's name, and messages delivered but not yet acknowledged
-sit in the ``unacked`` hash. For any other broker it answers None ("cannot tell").
+The reconciler uses it to tell a pending slice that waits its turn from one whose message is gone:
+vanished (Redis restarted without persistence, FLUSHALL), or delivered to a worker that died before
+starting it (the message then sits among the unacknowledged until the visibility timeout, hours
+away). It knows kombu's Redis layout: a queue is a list of JSON messages under the queue's name.
+For any other broker it answers None ("cannot tell").
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import redis
 
 log = logging.getLogger(__name__)
 
-UNACKED_KEY = "unacked"
 _SCAN_CHUNK = 1000
 
 
-def task_ids_with_messages(broker_url: str, queues: Iterable[str]) -> set[str] | None:
-    """Task ids that have a message in ``queues`` or among the unacknowledged ones."""
+def queued_task_ids(broker_url: str, queues: Iterable[str]) -> set[str] | None:
+    """Task ids that have a message waiting in ``queues`` (not yet delivered to a worker)."""
     if not broker_url.startswith(("redis://", "rediss://", "unix://")):
         return None
     ids: set[str] = set()
@@ -31,24 +31,18 @@ def task_ids_with_messages(broker_url: str, queues: Iterable[str]) -> set[str] |
                 length = int(client.llen(queue))
                 for start in range(0, length, _SCAN_CHUNK):
                     for raw in client.lrange(queue, start, start + _SCAN_CHUNK - 1):
-                        ids.update(_task_id(raw))
-            for raw in client.hvals(UNACKED_KEY):
-                try:
-                    envelope = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(envelope, list) and envelope:
-                    ids.update(_task_id(json.dumps(envelope[0])))
+                        task_id = _task_id(raw)
+                        if task_id:
+                            ids.add(task_id)
     except redis.RedisError as exc:
         log.warning("cannot look into the broker: %s", exc)
         return None
     return ids
 
 
-def _task_id(raw: bytes | str) -> set[str]:
+def _task_id(raw: bytes | str) -> str | None:
     try:
-        message = json.loads(raw)
-        task_id = message["headers"]["id"]
+        task_id = json.loads(raw)["headers"]["id"]
     except (ValueError, KeyError, TypeError):
-        return set()
-    return {task_id} if isinstance(task_id, str) else set()
+        return None
+    return task_id if isinstance(task_id, str) else None

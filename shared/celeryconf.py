@@ -32,7 +32,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # One message at a time per process: a slow slice does not hold others hostage.
         "worker_prefetch_multiplier": 1,
         # Unacknowledged messages come back after this; see DEFAULT_VISIBILITY_TIMEOUT_SECONDS.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_seconds},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # How often workers sweep for messages whose visibility timeout ran out (kombu's
+            # default is about every 100 s): often enough for a short timeout to mean something.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_seconds // 4)),
+            "unacked_restore_throttle": 1 if settings.visibility_timeout_seconds < 600 else 10,
+            # A broker that vanishes without closing the connection must not hang a publish.
+            "socket_timeout": 30,
+            "socket_connect_timeout": 10,
+        },
         "result_backend_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds
         },

@@ -36,8 +36,14 @@ UniqueViolation = pg_errors.UniqueViolation
 SerializationFailure = pg_errors.SerializationFailure
 
 
-def connect(settings: Settings, *, autocommit: bool = False) -> Connection:
-    """A new connection to the configured database, rows as dicts."""
+def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
+    """A new connection to the configured database, rows as dicts.
+
+    Autocommit by default: a transaction is then exactly a ``with conn.transaction():`` block.
+    (Without autocommit, the first statement silently opens a transaction that lasts until
+    commit, and every ``transaction()`` block inside it is only a savepoint: a slice's batches
+    would all commit at its end, or all vanish with its worker.)
+    """
     try:
         return psycopg.connect(
             settings.database_url,
@@ -60,7 +66,8 @@ def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connec
         max_size=max_size,
         timeout=10,  # seconds to wait for a connection before PoolTimeout (a transient error)
         reconnect_timeout=60,
-        kwargs={"row_factory": dict_row, "application_name": "event-replay"},
+        # autocommit: see connect()
+        kwargs={"row_factory": dict_row, "application_name": "event-replay", "autocommit": True},
         open=True,
         check=ConnectionPool.check_connection,
         connection_class=psycopg.Connection,

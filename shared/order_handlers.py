@@ -14,6 +14,8 @@ from shared.handlers import Event, IdempotentEventHandler, handler
 ORDER = "Order"
 STATUS_BY_EVENT = {"OrderPlaced": "placed", "PaymentProcessed": "paid", "OrderShipped": "shipped"}
 
+# GREATEST: an event applied late (a parked event retried after a fix) must not move the
+# version back; in order, the batch's last sequence_num is always the greatest.
 UPSERT_ORDER_SUMMARY = """
 INSERT INTO order_summary AS s (order_id, item_count, total, status, version)
 VALUES (%s, %s, %s, %s, %s)
@@ -21,7 +23,7 @@ ON CONFLICT (order_id) DO UPDATE SET
     item_count = s.item_count + EXCLUDED.item_count,
     total      = s.total + EXCLUDED.total,
     status     = COALESCE(EXCLUDED.status, s.status),
-    version    = EXCLUDED.version
+    version    = GREATEST(s.version, EXCLUDED.version)
 """
 
 

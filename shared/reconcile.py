@@ -7,7 +7,8 @@ by ``replay reconcile``. Each pass, under an advisory lock so that passes never 
    a header task's message lost, the callback's message lost, results flushed);
 2. re-dispatches slices nobody works on: running with a heartbeat older than ``stale_seconds``
    (the worker died: SIGKILL, OOM, a lost machine), or pending since a dispatch older than that
-   whose message is no longer in the broker (Redis restarted without persistence, FLUSHALL).
+   whose message no longer waits in the queue (Redis restarted without persistence, FLUSHALL, or
+   the message was delivered to a worker that died before starting it).
 
 Re-dispatching is always safe: a slice resumes from its checkpoint, the new attempt takes
 ownership, and an older copy that is somehow still alive stops at its next batch.
@@ -49,7 +50,7 @@ class ReconcileReport:
 
 def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
     report = ReconcileReport()
-    with db.connect(settings, autocommit=True) as conn, db.translate_errors():
+    with db.connect(settings) as conn, db.translate_errors():
         locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,)).fetchone()
         if not locked or not locked["ok"]:
             report.skipped = True
@@ -60,14 +61,14 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
                     report.finalized.append(str(job_id))
             stale = jobs.stale_slices(conn, settings.stale_seconds)
             queued = (
-                broker.task_ids_with_messages(settings.broker_url, [settings.queue])
+                broker.queued_task_ids(settings.broker_url, [settings.queue])
                 if any(s["status"] == "pending" for s in stale)
                 else set()
             )
             for s in stale:
                 if s["status"] == "pending" and (queued is None or s["task_id"] in queued):
-                    # Still waiting its turn (or the broker cannot tell us): leave it. A message
-                    # that is never delivered comes back with the visibility timeout.
+                    # Still waiting its turn (or the broker cannot tell us, and a message
+                    # delivered to a dead worker comes back with the visibility timeout).
                     report.waiting += 1
                     continue
                 task_id = str(uuid.uuid4())

@@ -99,6 +99,11 @@ class SliceResult:
     processed: int
     applied: int
 
+    @property
+    def ended_the_slice(self) -> bool:
+        """True when this attempt completed or failed the slice (and no other attempt did)."""
+        return self.status in ("completed", "failed")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "job_id": self.job_id,
@@ -135,7 +140,8 @@ def run_slice(
         job = jobs.load_job(conn, job_id)
         current = jobs.start_slice(conn, job_id, slice_no, task_id)
         if current.owner is None or current.status is not jobs.Status.RUNNING:
-            return SliceResult(job_id, slice_no, str(current.status), 0, 0)
+            # Not ours to run (done, failed, cancelled, or its job ended): nothing was done.
+            return SliceResult(job_id, slice_no, f"not taken ({current.status})", 0, 0)
         run = _SliceRun(ctx, conn, job, current, ctx.registry.get(job.consumer_name), progress)
         beat = Heartbeat(
             ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
@@ -193,7 +199,9 @@ class _SliceRun:
             status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
             raise _Stop("cancelled" if status is jobs.Status.CANCELLED else "superseded")
         query, params = self.reader.query(self.checkpoint)
-        return conn.execute(query, params).fetchall()  # type: ignore[return-value]
+        events: list[Event] = conn.execute(query, params).fetchall()  # type: ignore[assignment]
+        self.ctx.cache.count_reads(str(self.job.job_id), len(events))
+        return events
 
     def _batch(self) -> str | None:
         """Process the next batch. Returns the slice's final status when it is done."""

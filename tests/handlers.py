@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, handler
+from shared.order_handlers import OrderSummary
 
 
 class OutOfOrder(Exception):
@@ -60,3 +61,41 @@ class SlowNoop(IdempotentEventHandler):
 
     def reset(self, conn: Connection, aggregate_id: str | None) -> None:
         return None
+
+
+class Poisoned(Exception):
+    pass
+
+
+@handler
+class PoisonableSummary(OrderSummary):
+    """order_summary's semantics, into the same table, but failing on the events listed in
+    ``poison_rule`` (a "bug" that the tests fix by deleting the rule)."""
+
+    name = "poisonable_summary"
+    SECONDS_PER_BATCH = 0.0
+
+    def setup(self, conn: Connection) -> None:
+        super().setup(conn)
+        conn.execute("CREATE TABLE IF NOT EXISTS poison_rule (event_id uuid PRIMARY KEY)")
+
+    def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
+        poisoned = conn.execute(
+            "SELECT event_id FROM poison_rule WHERE event_id = ANY(%s)",
+            ([e["event_id"] for e in events],),
+        ).fetchone()
+        if poisoned:
+            raise Poisoned(f"cannot apply event {poisoned['event_id']}")
+        super().handle_batch(conn, events, is_replay=is_replay)
+
+
+@handler
+class SlowSummary(PoisonableSummary):
+    """The same, 50 ms per batch: slow enough to kill, cancel or flush things mid-job."""
+
+    name = "slow_summary"
+    SECONDS_PER_BATCH = 0.05
+
+    def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
+        time.sleep(self.SECONDS_PER_BATCH)
+        super().handle_batch(conn, events, is_replay=is_replay)

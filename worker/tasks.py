@@ -5,12 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore
+from celery.utils.log import get_task_logger
 
 from shared import db, jobs, reconcile, runner
 from shared.celeryconf import FINALIZE_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from worker.app import app
+
+log = get_task_logger(__name__)
 
 
 def _context() -> runner.Context:
@@ -32,14 +36,32 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     """Replay one slice of a job from its checkpoint; progress shows in Flower as PROGRESS."""
 
     def progress(processed: int, total: int) -> None:
-        self.update_state(
-            state="PROGRESS",
-            meta={"job_id": job_id, "slice_no": slice_no, "processed": processed, "total": total},
-        )
+        # Best effort: the slice row holds the truth; a result backend outage must not fail the
+        # slice (its batch has committed already).
+        try:
+            self.update_state(
+                state="PROGRESS",
+                meta={
+                    "job_id": job_id,
+                    "slice_no": slice_no,
+                    "processed": processed,
+                    "total": total,
+                },
+            )
+        except Exception as exc:
+            log.warning("cannot report progress of slice %s/%s: %s", job_id, slice_no, exc)
 
-    return runner.run_slice(
+    result = runner.run_slice(
         _context(), job_id, slice_no, task_id=self.request.id, progress=progress
-    ).as_dict()
+    )
+    if not result.ended_the_slice:
+        # A copy that did not end the slice (superseded by a redelivered copy, cancelled, or
+        # the slice was already done) must not count as the slice's part of the job's chord:
+        # the callback would fire before the slice is done. Ignore() stores no result and is
+        # not counted; the message is acknowledged.
+        log.info("slice %s/%s: %s", job_id, slice_no, result.status)
+        raise Ignore()
+    return result.as_dict()
 
 
 @app.task(

@@ -1,67 +1,47 @@
 """Fixtures for the integration suite: a fresh PostgreSQL database, dedicated Redis DB numbers,
 and two real ``celery worker`` processes for the whole session.
 
-The database is created (and dropped at the end) under a name unique to this run; the broker,
-result backend and cache each get their own Redis DB number, flushed at the start. The store is
-seeded once; each test starts from empty read models, markers and jobs (``clean``).
+The store is seeded once; each test starts from empty read models, markers and jobs (``clean``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from scheduler.coordinator import Coordinator
 from scheduler.workers import WorkerProcess, close_app, control_app, wait_until_ready
-from shared import db, runner, schema, seed
-from shared.handlers import load_registry
-from shared.settings import Settings, replace_database
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVER_URL = os.environ.get(
-    "REPLAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from shared import db, runner
+from shared.settings import Settings
+from tests.support import (
+    ROOT,
+    WORKER_ENV,
+    create_database,
+    events_where,
+    flush,
+    reset_state,
 )
-REDIS_URL = os.environ.get("REPLAY_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-# Redis DB numbers of this suite (the defaults of the product use 0, 1 and 2).
-BROKER_DB, BACKEND_DB, CACHE_DB = 10, 11, 12
+
+__all__ = ["ROOT", "TOTAL_SEEDED", "events_where", "flush"]
+
+REDIS_DBS = (10, 11, 12)  # broker, result backend, cache (the product's defaults are 0, 1, 2)
 WORKER_BATCH_SIZE = 250  # small, so that aggregates and slices span many batches
 
 # The seeded store: 200 orders of 40 events and 20 of 200 (uneven on purpose): 12,000 events.
 SEEDS = ((7, 200, 40), (8, 20, 200))
 TOTAL_SEEDED = sum(a * m for _, a, m in SEEDS)
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="session")
 def settings() -> Iterator[Settings]:
-    name = f"replay_test_{os.getpid()}"
-    s = Settings(
-        database_url=replace_database(SERVER_URL, name),
-        broker_url=f"{REDIS_URL}/{BROKER_DB}",
-        result_backend=f"{REDIS_URL}/{BACKEND_DB}",
-        redis_url=f"{REDIS_URL}/{CACHE_DB}",
-        handler_modules=("tests.handlers",),
-        queue=f"replay_test_{os.getpid()}",
-        live_queue=f"live_test_{os.getpid()}",
-        batch_size=WORKER_BATCH_SIZE,
-    )
-    for n in (BROKER_DB, BACKEND_DB, CACHE_DB):
-        flush(f"{REDIS_URL}/{n}")
-    db.drop_database(s, name)
-    schema.migrate(s)
-    with db.connect(s) as conn:
-        for handler in load_registry(s.handler_modules):
-            handler.setup(conn)
-        for seed_no, aggregates, per in SEEDS:
-            seed.seed(conn, aggregates, per, seed=seed_no)
+    from tests.support import make_settings
+
+    s = make_settings("test", REDIS_DBS, batch_size=WORKER_BATCH_SIZE)
+    create_database(s, SEEDS)
     yield s
-    db.drop_database(s, name)
+    db.drop_database(s, s.database_name)
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +53,7 @@ def workers(
     procs = [
         WorkerProcess(
             settings, f"w{i}", queues=(settings.queue, settings.live_queue),
-            log_path=logs / f"w{i}.log", extra_env={"PYTHONPATH": str(ROOT)},
+            log_path=logs / f"w{i}.log", extra_env=WORKER_ENV,
         ).start()
         for i in (1, 2)
     ]  # fmt: skip
@@ -87,23 +67,14 @@ def workers(
 
 @pytest.fixture
 def conn(settings: Settings) -> Iterator[db.Connection]:
-    with db.connect(settings, autocommit=True) as c:
+    with db.connect(settings) as c:
         yield c
 
 
 @pytest.fixture
 def clean(settings: Settings, conn: db.Connection) -> None:
     """Empty read models, markers and jobs; the seeded events stay."""
-    conn.execute(
-        "TRUNCATE order_summary, email_outbox, processed_event, replay_job, replay_slice, parked_event,"
-        " handler_state, strict_order_state"
-    )
-    flush(settings.redis_url)
-
-
-def flush(url: str) -> None:
-    with redis.Redis.from_url(url) as client:
-        client.flushdb()
+    reset_state(settings, conn)
 
 
 @pytest.fixture
@@ -128,13 +99,3 @@ def celery_client(settings: Settings) -> Iterator[Any]:
     app = control_app(settings)
     yield app
     close_app(app)
-
-
-def events_where(
-    conn: db.Connection, condition: str = "TRUE", params: Any = ()
-) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT event_id, aggregate_id, aggregate_type, event_type, payload, sequence_num,"
-        f" occurred_at FROM event WHERE {condition}",
-        params,
-    ).fetchall()
