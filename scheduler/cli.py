@@ -283,17 +283,16 @@ def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
     with db.connect(settings) as conn, db.translate_errors():
         rows = jobs.parked_events(conn, args.job_id)
-    table = Table("event", "aggregate", "seq", "type", "attempts", "resolved", "error")
+    # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
-        table.add_row(
-            str(r["event_id"]), r["aggregate_id"] or "?", str(r["sequence_num"]),
-            r["event_type"] or "?", str(r["attempts"]), "yes" if r["resolved_at"] else "no",
-            r["error"],
+        state = "resolved" if r["resolved_at"] else "parked"
+        console.print(
+            f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type']}"
+            f"  {state}, {r['attempts']} attempt(s)  {r['error']}",
+            markup=False, highlight=False,
         )  # fmt: skip
-    console.print(table)
-    console.print(
-        f"{len(rows)} parked event(s), {sum(not r['resolved_at'] for r in rows)} unresolved"
-    )
+    unresolved = sum(not r["resolved_at"] for r in rows)
+    console.print(f"{len(rows)} parked event(s), {unresolved} unresolved")
     return 0
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from shared.celeryconf import celery_config
 from shared.errors import ServiceUnavailable
@@ -131,7 +133,11 @@ def wait_until_ready(
                     raise ServiceUnavailable(
                         f"worker {w.name} exited with code {w.process.returncode}"
                     )  # type: ignore[union-attr]
-            replies = app.control.ping(timeout=0.5) or []
+            try:
+                replies = app.control.ping(timeout=0.5) or []
+            except (OSError, KombuError, RedisError):  # a broker connection gone stale: retry
+                time.sleep(0.2)
+                continue
             seen = {name.split("@", 1)[0] for reply in replies for name in reply}
             if want <= seen:
                 return

@@ -197,6 +197,9 @@ def start_slice(conn: Connection, job_id: UUID | str, slice_no: int, task_id: st
     looked dead, and the older copy stops at its next batch (see ``lock_slice_version``).
     """
     with conn.transaction():
+        # Lock order, everywhere: the job row, then slice rows (cancel and resume do the same;
+        # the other order deadlocks against them).
+        _lock_job(conn, job_id)
         row = conn.execute(
             "UPDATE replay_slice s SET status = 'running', owner = gen_random_uuid(),"
             " attempts = attempts + 1, heartbeat_at = now(),"
@@ -359,8 +362,10 @@ SELECT count(*) AS slices,
 
 
 def _lock_job(conn: Connection, job_id: UUID | str) -> Status:
+    # NO KEY UPDATE, not UPDATE: it does not conflict with the KEY SHARE lock that inserting a
+    # parked_event (a foreign key to the job) takes while a batch holds its slice's row.
     row = conn.execute(
-        "SELECT status FROM replay_job WHERE job_id = %s FOR UPDATE", (job_id,)
+        "SELECT status FROM replay_job WHERE job_id = %s FOR NO KEY UPDATE", (job_id,)
     ).fetchone()
     if row is None:
         raise JobNotFound(f"no replay job {job_id}")

@@ -242,7 +242,8 @@ class _SliceRun:
         """
         policy = self.job.on_error
         failure: tuple[Event, BaseException] | None = None
-        applied, poisoned, done = 0, 0, 0
+        applied, done = 0, 0
+        poisoned: set[UUID] = set()  # skipped or parked: not processed, so not marked
         with self.conn.transaction():
             events = self._lock_and_read()
             cached = self.ctx.cache.seen(
@@ -263,7 +264,7 @@ class _SliceRun:
                     if policy == "fail":
                         failure = (event, exc)
                         break
-                    poisoned += 1
+                    poisoned.add(event["event_id"])
                     log.error("slice %s of job %s: %s event %s (%s)", self.slice_no,
                               self.job.job_id, "parked" if policy == "park" else "skipped",
                               event["event_id"], db.first_line(exc))  # fmt: skip
@@ -277,7 +278,7 @@ class _SliceRun:
                 done += 1
             handled = events[:done]
             if handled:
-                self._record(handled, applied, poisoned)
+                self._record(handled, applied, len(poisoned))
             if failure is not None:
                 poison, error = failure
                 jobs.fail_slice(
@@ -287,7 +288,7 @@ class _SliceRun:
                     f" {db.first_line(error)}\n{_traceback(error)}",
                     owner=self.owner, event_id=poison["event_id"],
                 )  # fmt: skip
-        self._after_commit(handled, cached, applied)
+        self._after_commit(handled, cached | poisoned, applied)
         return "failed" if failure is not None else None
 
     def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> None:
@@ -298,13 +299,16 @@ class _SliceRun:
             poisoned=poisoned,
         )  # fmt: skip
 
-    def _after_commit(self, events: Sequence[Event], cached: set[UUID], applied: int) -> None:
+    def _after_commit(self, events: Sequence[Event], unmarked: set[UUID], applied: int) -> None:
+        """Bookkeeping once a batch has committed. Every event of it now has its processed
+        marker in PostgreSQL, except those in ``unmarked`` (already cached, or poison events
+        that were skipped or parked), so the cache may say so."""
         self.version += 1
         self.processed += len(events)
         self.applied += applied
         self.ctx.cache.mark(
             self.handler.name, self.job.cache_epoch,
-            [e["event_id"] for e in events if e["event_id"] not in cached],
+            [e["event_id"] for e in events if e["event_id"] not in unmarked],
         )  # fmt: skip
         if self.progress is not None:
             self.progress(self.processed, self.total)
