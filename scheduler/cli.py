@@ -26,7 +26,7 @@ from rich.text import Text
 from scheduler.coordinator import Coordinator
 from scheduler.requests import REPLAY_TYPES, SLICE_BY
 from shared import db, schema, seed
-from shared.errors import ReplayError
+from shared.errors import InvalidRequest, ReplayError
 from shared.handlers import load_registry
 from shared.settings import Settings
 
@@ -95,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
 
     s = sub.add_parser("handlers", help="list registered handlers")
+
+    s = sub.add_parser("bench", help="measure against the seed algorithm and the hardware")
+    s.add_argument("--aggregates", type=int, default=10_000)
+    s.add_argument("--events-per-aggregate", type=int, default=100)
+    s.add_argument("--baseline-sample", type=int, default=20_000)
+    s.add_argument("--runs", type=int, default=3, help="runs per measure (medians are quoted)")
+    s.add_argument("--database", default=None, help="bench database (default: <db>_bench)")
+    s.add_argument("--output", default="bench/results/latest.json")
+    s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
 
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")
     s.add_argument("--aggregates", type=int, default=2000)
@@ -330,6 +339,23 @@ def cmd_handlers(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scheduler import bench
+
+    seed.validate(args.aggregates, args.events_per_aggregate)
+    if args.runs < 1 or args.baseline_sample < 1:
+        raise InvalidRequest("--runs and --baseline-sample must be at least 1")
+    config = bench.BenchConfig(
+        aggregates=args.aggregates, events_per_aggregate=args.events_per_aggregate,
+        baseline_sample=args.baseline_sample, runs=args.runs, database=args.database,
+        output=Path(args.output), keep_data=args.keep_data,
+    )  # fmt: skip
+    bench.run(settings, config, console)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import demo
 
@@ -366,6 +392,7 @@ COMMANDS = {
     "retry-parked": cmd_retry_parked,
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
+    "bench": cmd_bench,
     "demo": cmd_demo,
 }
 

@@ -81,7 +81,13 @@ class Coordinator:
         with db.connect(self.settings) as conn, db.translate_errors():
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
-                # First statement: fixes the transaction's snapshot, which is the job's scope.
+                if request.reset:
+                    # Before the snapshot (LOCK takes none): no marker can be committed between
+                    # the snapshot and the reset, where live processing would otherwise apply an
+                    # event whose effect the reset then wipes while its marker (invisible to
+                    # this snapshot) survives, so that the rebuild skips it. Held until commit.
+                    conn.execute("LOCK TABLE processed_event IN SHARE ROW EXCLUSIVE MODE")
+                # Fixes the transaction's snapshot, which is the job's scope.
                 row = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
                 assert row is not None
                 snapshot: str = row["s"]
@@ -136,14 +142,14 @@ class Coordinator:
         try:
             dispatch.send_job(self.celery, self.settings, job_id, slices)
         except (KombuError, OSError, ConnectionError) as exc:
+            # Part of the chord may have been sent: failing the job (and its slices, under the
+            # job lock) stops whatever does run at its first batch. `replay resume` retries.
             message = f"could not dispatch to the broker: {db.first_line(exc)}"
             with db.connect(self.settings) as conn:
-                conn.execute(
-                    "UPDATE replay_job SET status = 'failed', error = %s, completed_at = now()"
-                    " WHERE job_id = %s",
-                    (message, job_id),
-                )
-            raise BrokerUnavailable(f"job {job_id} planned but {message}") from exc
+                jobs.fail_job(conn, job_id, message)
+            raise BrokerUnavailable(
+                f"job {job_id} planned but {message}; `replay resume {job_id}` retries"
+            ) from exc
 
     # --- operate ---------------------------------------------------------------------------------
     def cancel(self, job_id: Any) -> dict[str, Any]:

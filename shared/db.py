@@ -20,20 +20,26 @@ from shared.settings import Settings, redact, replace_database
 
 Connection = psycopg.Connection[dict[str, Any]]
 
-# Errors that mean "try again later" (the server went away, refused us, or chose us as the victim
-# of a conflict), as opposed to a bad statement or a handler bug. A batch that meets one is rolled
-# back and retried, never counted as a poison event.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    pg_errors.AdminShutdown,
-    pg_errors.CannotConnectNow,
-    pg_errors.ConnectionFailure,
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    PoolTimeout,
-)
+# SQLSTATEs that mean "try again later": the connection failed (class 08), the server shut down
+# or is starting (57P01-57P03), or this transaction lost a conflict (40001, 40P01). Everything
+# else - a statement timeout, a too-large row, a full disk - is a property of the work itself and
+# would fail again: retrying it forever would keep a poison event from its on_error policy.
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors a retry can cure: a lost or refused connection, or a lost conflict."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the client: the connection broke or never opened
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return state.startswith("08") or state in _TRANSIENT_SQLSTATES
+
+
 UniqueViolation = pg_errors.UniqueViolation
-SerializationFailure = pg_errors.SerializationFailure
 
 
 def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
@@ -76,11 +82,15 @@ def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connec
 
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
-    """Re-raise a lost or refused connection as ``DatabaseUnavailable``."""
+    """Re-raise a transient error (``is_transient``) as ``DatabaseUnavailable``, which the tasks
+    retry with backoff. Enter it before taking a connection from a pool, so that a pool timeout
+    is translated too."""
     try:
         yield
-    except TRANSIENT_ERRORS as exc:
-        raise DatabaseUnavailable(f"PostgreSQL unavailable: {first_line(exc)}") from exc
+    except Exception as exc:
+        if is_transient(exc):
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {first_line(exc)}") from exc
+        raise
 
 
 def create_database_if_missing(settings: Settings) -> bool:

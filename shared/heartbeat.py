@@ -14,14 +14,12 @@ from shared.db import Connection
 
 log = logging.getLogger(__name__)
 
-# SKIP LOCKED: while a batch holds the slice's row lock, its own compare-and-set refreshes the
-# heartbeat when it commits; the pulse neither waits for it nor delays it.
+# A row of its own (slice_heartbeat), not the slice's: a batch holds the slice row's lock while it
+# runs, and the pulse must neither wait for it nor be skipped, or a slow batch looks dead.
 _BEAT = """
-UPDATE replay_slice SET heartbeat_at = now()
- WHERE (job_id, slice_no) IN (
-       SELECT job_id, slice_no FROM replay_slice
-        WHERE job_id = %s AND slice_no = %s AND owner = %s AND status = 'running'
-          FOR UPDATE SKIP LOCKED)
+INSERT INTO slice_heartbeat (job_id, slice_no, owner, beat_at)
+VALUES (%s, %s, %s, clock_timestamp())
+ON CONFLICT (job_id, slice_no) DO UPDATE SET owner = EXCLUDED.owner, beat_at = EXCLUDED.beat_at
 """
 
 
@@ -45,6 +43,7 @@ class Heartbeat:
         )
 
     def __enter__(self) -> Heartbeat:
+        self._beat()
         self._thread.start()
         return self
 
@@ -59,8 +58,11 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                with self._pool.connection(timeout=self._interval) as conn:
-                    conn.execute(_BEAT, self._args)
-            except Exception as exc:  # an outage: the slice's own retry deals with it
-                log.warning("heartbeat of slice %s/%s failed: %s", *self._args[:2], exc)
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            with self._pool.connection(timeout=self._interval) as conn:
+                conn.execute(_BEAT, self._args)
+        except Exception as exc:  # an outage: the slice's own retry deals with it
+            log.warning("heartbeat of slice %s/%s failed: %s", *self._args[:2], exc)

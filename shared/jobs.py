@@ -188,13 +188,17 @@ def load_job(conn: Connection, job_id: UUID | str) -> Job:
     return Job.from_row(row)
 
 
-def start_slice(conn: Connection, job_id: UUID | str, slice_no: int, task_id: str | None) -> Slice:
-    """Take ownership of a slice for this attempt and mark it (and its job) running.
+def start_slice(
+    conn: Connection, job_id: UUID | str, slice_no: int, task_id: str | None
+) -> tuple[Slice, bool]:
+    """Take ownership of a slice for this attempt and mark it (and its job) running. Returns
+    the slice and whether it was taken.
 
-    Only a pending or running slice of an unfinished job is taken; a completed, failed or
-    cancelled one is returned as it is, and the caller stops. Taking ownership from a copy that
-    is still running is deliberate: it is a redelivery or a re-dispatch of a slice whose worker
-    looked dead, and the older copy stops at its next batch (see ``lock_slice_version``).
+    Only a pending or running slice of an unfinished job is taken; otherwise the slice is
+    returned as it is (possibly with another attempt's owner) and the caller must stop. Taking
+    ownership from a copy that is still running is deliberate: it is a redelivery or a
+    re-dispatch of a slice whose worker looked dead, and the older copy stops at its next batch
+    (see ``lock_slice_version``).
     """
     with conn.transaction():
         # Lock order, everywhere: the job row, then slice rows (cancel and resume do the same;
@@ -217,13 +221,13 @@ def start_slice(conn: Connection, job_id: UUID | str, slice_no: int, task_id: st
             ).fetchone()
             if row is None:
                 raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
-            return Slice.from_row(row)
+            return Slice.from_row(row), False
         conn.execute(
             "UPDATE replay_job SET status = 'running', started_at = coalesce(started_at, now())"
             " WHERE job_id = %s AND status = 'pending'",
             (job_id,),
         )
-    return Slice.from_row(row)
+    return Slice.from_row(row), True
 
 
 def lock_slice_version(
@@ -297,10 +301,11 @@ def fail_slice(
     owner: UUID | None = None,
     event_id: UUID | None = None,
 ) -> None:
-    """Mark a slice failed (only if ``owner`` still owns it, when given)."""
+    """Mark an unfinished slice failed (only if ``owner`` still owns it, when given)."""
     conn.execute(
         "UPDATE replay_slice SET status = 'failed', last_error = %s, error_event_id = %s,"
-        " heartbeat_at = now() WHERE job_id = %s AND slice_no = %s AND status = 'running'"
+        " heartbeat_at = now() WHERE job_id = %s AND slice_no = %s"
+        " AND status IN ('pending', 'running')"
         " AND (%s::uuid IS NULL OR owner = %s::uuid)",
         (error, event_id, job_id, slice_no, owner, owner),
     )
@@ -350,6 +355,7 @@ SELECT count(*) AS slices,
        count(*) FILTER (WHERE status = 'completed') AS completed,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status IN ('pending', 'running')) AS unfinished,
+       coalesce(sum(total_events), 0)::bigint AS total,
        coalesce(sum(processed_count), 0)::bigint AS processed,
        coalesce(sum(applied_count), 0)::bigint AS applied,
        coalesce(sum(skipped_count), 0)::bigint AS skipped,
@@ -389,14 +395,35 @@ def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
         if status.final:
             return status
         totals = _slice_totals(conn, job_id)
+        error = totals["error"]
         if totals["completed"] == totals["slices"]:
             new = Status.COMPLETED
+            if totals["processed"] != totals["total"]:  # never expected; never hidden either
+                new = Status.FAILED
+                error = (
+                    f"every slice completed, but {totals['processed']} events were processed"
+                    f" of {totals['total']} planned"
+                )
         elif totals["failed"] and not totals["unfinished"]:
             new = Status.FAILED
         else:
             return status
-        _close_job(conn, job_id, new, totals, totals["error"] if new is Status.FAILED else None)
+        _close_job(conn, job_id, new, totals, error if new is Status.FAILED else None)
         return new
+
+
+def fail_job(conn: Connection, job_id: UUID | str, error: str) -> None:
+    """Fail an unfinished job and its unfinished slices (e.g. it could not be dispatched);
+    ``resume_job`` can take it up again later."""
+    with conn.transaction():
+        if _lock_job(conn, job_id).final:
+            return
+        conn.execute(
+            "UPDATE replay_slice SET status = 'failed', owner = NULL, last_error = %s"
+            " WHERE job_id = %s AND status IN ('pending', 'running')",
+            (error, job_id),
+        )
+        _close_job(conn, job_id, Status.FAILED, _slice_totals(conn, job_id), error)
 
 
 def cancel_job(conn: Connection, job_id: UUID | str) -> Status:
@@ -428,8 +455,13 @@ def prepare_resume(conn: Connection, job_id: UUID | str) -> list[tuple[int, str]
             raise InvalidJobState(f"job {job_id} is completed; nothing to resume")
         try:
             with conn.transaction():
+                # The cache epoch too: a rebuild since may have replaced it, and entries of the
+                # old epoch must not be trusted.
                 conn.execute(
-                    "UPDATE replay_job SET status = 'running', error = NULL, completed_at = NULL"
+                    "UPDATE replay_job j SET status = 'running', error = NULL,"
+                    " completed_at = NULL, cache_epoch = coalesce("
+                    "(SELECT h.cache_epoch FROM handler_state h"
+                    " WHERE h.handler_name = j.consumer_name), j.cache_epoch)"
                     " WHERE job_id = %s",
                     (job_id,),
                 )
@@ -471,25 +503,49 @@ def stale_slices(conn: Connection, stale_seconds: float) -> list[dict[str, Any]]
     """Slices of unfinished jobs that nobody seems to work on: running with a heartbeat older
     than ``stale_seconds``, or pending since a dispatch older than that."""
     return conn.execute(
-        "SELECT s.job_id, s.slice_no, s.status, s.task_id FROM replay_slice s"
-        " JOIN replay_job j ON j.job_id = s.job_id AND j.status IN ('pending', 'running')"
-        " WHERE (s.status = 'running' AND s.heartbeat_at < now() - make_interval(secs => %s))"
-        "    OR (s.status = 'pending'"
-        "        AND coalesce(s.dispatched_at, j.created_at) < now() - make_interval(secs => %s))"
-        " ORDER BY s.job_id, s.slice_no",
-        (stale_seconds, stale_seconds),
+        f"SELECT s.job_id, s.slice_no, s.status, s.task_id, s.attempts FROM replay_slice s"
+        f" JOIN replay_job j ON j.job_id = s.job_id AND j.status IN ('pending', 'running')"
+        f" LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
+        f" WHERE {_STALE} ORDER BY s.job_id, s.slice_no",
+        {"stale": stale_seconds},
     ).fetchall()
 
 
-def redispatched(conn: Connection, job_id: UUID, slice_no: int, task_id: str) -> None:
-    """Record a re-dispatch: a new task id; a running slice goes back to pending and loses its
-    owner (if its old copy is alive after all, it stops at its next batch)."""
-    conn.execute(
-        "UPDATE replay_slice SET task_id = %s, dispatched_at = now(), owner = NULL,"
-        " status = 'pending' WHERE job_id = %s AND slice_no = %s"
-        " AND status IN ('pending', 'running')",
-        (task_id, job_id, slice_no),
-    )
+# A running slice is stale when neither its batches nor its pulse were seen for `stale` seconds;
+# a pending one when it was dispatched that long ago.
+_STALE = (
+    "((s.status = 'running' AND greatest(s.heartbeat_at, h.beat_at)"
+    "   < now() - make_interval(secs => %(stale)s))"
+    " OR (s.status = 'pending' AND coalesce(s.dispatched_at, s.started_at, now())"
+    "   < now() - make_interval(secs => %(stale)s)))"
+)
+
+
+def redispatch(
+    conn: Connection, job_id: UUID, slice_no: int, task_id: str, stale_seconds: float
+) -> bool:
+    """Record a re-dispatch if the slice is still stale: a new task id; a running slice goes
+    back to pending and loses its owner (if its old copy is alive after all, it stops at its
+    next batch). False, and nothing changed, if the slice came back to life meanwhile or a batch
+    holds its row right now (SKIP LOCKED: a locked row is a live one; never wait for it)."""
+    with conn.transaction():
+        locked = conn.execute(
+            "SELECT 1 FROM replay_slice WHERE job_id = %s AND slice_no = %s"
+            " FOR NO KEY UPDATE SKIP LOCKED",
+            (job_id, slice_no),
+        ).fetchone()
+        if locked is None:
+            return False
+        row = conn.execute(
+            f"UPDATE replay_slice s SET task_id = %(task_id)s, dispatched_at = now(),"
+            f" owner = NULL, status = 'pending'"
+            f" FROM (SELECT s.job_id, s.slice_no FROM replay_slice s"
+            f"       LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
+            f"       WHERE s.job_id = %(job_id)s AND s.slice_no = %(slice_no)s AND {_STALE}) stale"
+            f" WHERE (s.job_id, s.slice_no) = (stale.job_id, stale.slice_no) RETURNING 1",
+            {"task_id": task_id, "job_id": job_id, "slice_no": slice_no, "stale": stale_seconds},
+        ).fetchone()
+        return row is not None
 
 
 def _close_job(

@@ -30,12 +30,16 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x7265636F6E63  # "reconc"
+# A slice re-dispatched this many times without ending is failed instead: something about it
+# (not the workers) is broken, and an operator should look (then `replay resume`).
+MAX_ATTEMPTS = 25
 
 
 @dataclass
 class ReconcileReport:
     finalized: list[str] = field(default_factory=list)
     redispatched: list[tuple[str, int]] = field(default_factory=list)
+    given_up: list[tuple[str, int]] = field(default_factory=list)
     waiting: int = 0  # stale-looking pending slices whose message is still queued
     skipped: bool = False  # another pass held the lock
 
@@ -43,6 +47,7 @@ class ReconcileReport:
         return {
             "finalized": self.finalized,
             "redispatched": [f"{j}/{n}" for j, n in self.redispatched],
+            "given_up": [f"{j}/{n}" for j, n in self.given_up],
             "waiting": self.waiting,
             "skipped": self.skipped,
         }
@@ -50,7 +55,9 @@ class ReconcileReport:
 
 def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
     report = ReconcileReport()
-    with db.connect(settings) as conn, db.translate_errors():
+    with db.translate_errors(), db.connect(settings) as conn:
+        # A backstop: no statement of a pass may wait long for a lock held by a batch.
+        conn.execute("SET lock_timeout = '5s'")
         locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,)).fetchone()
         if not locked or not locked["ok"]:
             report.skipped = True
@@ -71,8 +78,19 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
                     # delivered to a dead worker comes back with the visibility timeout).
                     report.waiting += 1
                     continue
+                if s["attempts"] >= MAX_ATTEMPTS:
+                    jobs.fail_slice(
+                        conn, s["job_id"], s["slice_no"],
+                        f"given up after {s['attempts']} attempts without ending",
+                    )  # fmt: skip
+                    report.given_up.append((str(s["job_id"]), s["slice_no"]))
+                    jobs.finalize_job(conn, s["job_id"])
+                    continue
                 task_id = str(uuid.uuid4())
-                jobs.redispatched(conn, s["job_id"], s["slice_no"], task_id)
+                if not jobs.redispatch(
+                    conn, s["job_id"], s["slice_no"], task_id, settings.stale_seconds
+                ):
+                    continue  # alive after all
                 send_slice(app, settings, s["job_id"], s["slice_no"], task_id)
                 report.redispatched.append((str(s["job_id"]), s["slice_no"]))
                 log.warning(

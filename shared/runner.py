@@ -133,21 +133,33 @@ def run_slice(
     """Replay one slice from its checkpoint to its end.
 
     A handler error is dealt with by the job's ``on_error`` policy (see ``_SliceRun._isolate``);
-    infrastructure errors (``db.TRANSIENT_ERRORS``) propagate for the task to retry, after the
-    transaction of the batch in flight was rolled back.
+    transient errors (``db.is_transient``) propagate for the task to retry, after the transaction
+    of the batch in flight was rolled back. Any other error fails the slice, recorded in its row:
+    a worker without the handler's module, say, must not be re-dispatched forever.
     """
-    with ctx.pool.connection() as conn, db.translate_errors():
+    with db.translate_errors(), ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
-        current = jobs.start_slice(conn, job_id, slice_no, task_id)
-        if current.owner is None or current.status is not jobs.Status.RUNNING:
+        current, taken = jobs.start_slice(conn, job_id, slice_no, task_id)
+        if not taken:
             # Not ours to run (done, failed, cancelled, or its job ended): nothing was done.
             return SliceResult(job_id, slice_no, f"not taken ({current.status})", 0, 0)
-        run = _SliceRun(ctx, conn, job, current, ctx.registry.get(job.consumer_name), progress)
-        beat = Heartbeat(
-            ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
-        )
-        with beat:
-            return run.run()
+        assert current.owner is not None
+        try:
+            run = _SliceRun(ctx, conn, job, current, ctx.registry.get(job.consumer_name), progress)
+            beat = Heartbeat(
+                ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
+            )
+            with beat:
+                return run.run()
+        except Exception as exc:
+            if db.is_transient(exc):
+                raise
+            log.exception("slice %s of job %s failed outside any handler", slice_no, job_id)
+            jobs.fail_slice(
+                conn, job_id, slice_no, f"{type(exc).__name__}: {db.first_line(exc)}\n"
+                f"{_traceback(exc)}", owner=current.owner,
+            )  # fmt: skip
+            return SliceResult(job_id, slice_no, "failed", 0, 0)
 
 
 class _SliceRun:
@@ -218,18 +230,18 @@ class _SliceRun:
                 result = apply_batch(
                     self.conn, self.handler, events, is_replay=True, known_processed=cached
                 )
-                self._record(events, len(result.applied), 0)
+                checkpoint = self._record(events, len(result.applied), 0)
         except _Stop:
             raise
-        except db.TRANSIENT_ERRORS:
-            raise
-        except Exception:
+        except Exception as exc:
+            if db.is_transient(exc):
+                raise
             # Something in this batch failed (most likely the handler on one event): nothing of
             # the batch was committed. Find the event, one at a time, and apply the policy.
             log.warning("batch of slice %s of job %s failed; isolating the event",
                         self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
             return self._isolate()
-        self._after_commit(events, cached, len(result.applied))
+        self._after_commit(events, cached, len(result.applied), checkpoint)
         return None
 
     def _isolate(self) -> str | None:
@@ -258,9 +270,9 @@ class _SliceRun:
                                 known_processed=cached,
                             ).applied
                         )  # fmt: skip
-                except db.TRANSIENT_ERRORS:
-                    raise
                 except Exception as exc:
+                    if db.is_transient(exc):
+                        raise
                     if policy == "fail":
                         failure = (event, exc)
                         break
@@ -277,8 +289,9 @@ class _SliceRun:
                         )  # fmt: skip
                 done += 1
             handled = events[:done]
-            if handled:
-                self._record(handled, applied, len(poisoned))
+            checkpoint = (
+                self._record(handled, applied, len(poisoned)) if handled else self.checkpoint
+            )
             if failure is not None:
                 poison, error = failure
                 jobs.fail_slice(
@@ -288,21 +301,31 @@ class _SliceRun:
                     f" {db.first_line(error)}\n{_traceback(error)}",
                     owner=self.owner, event_id=poison["event_id"],
                 )  # fmt: skip
-        self._after_commit(handled, cached | poisoned, applied)
+        self._after_commit(handled, cached | poisoned, applied, checkpoint)
         return "failed" if failure is not None else None
 
-    def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> None:
-        self.checkpoint = self.reader.checkpoint_after(events[-1])
+    def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> dict[str, Any]:
+        """Write the batch's counts and new checkpoint (in its transaction); return the
+        checkpoint, which becomes this attempt's only once the transaction has committed."""
+        checkpoint = self.reader.checkpoint_after(events[-1])
         jobs.record_batch(
-            self.conn, self.job.job_id, self.slice_no, checkpoint=self.checkpoint,
+            self.conn, self.job.job_id, self.slice_no, checkpoint=checkpoint,
             last_event_id=events[-1]["event_id"], processed=len(events), applied=applied,
             poisoned=poisoned,
         )  # fmt: skip
+        return checkpoint
 
-    def _after_commit(self, events: Sequence[Event], unmarked: set[UUID], applied: int) -> None:
+    def _after_commit(
+        self,
+        events: Sequence[Event],
+        unmarked: set[UUID],
+        applied: int,
+        checkpoint: dict[str, Any] | None,
+    ) -> None:
         """Bookkeeping once a batch has committed. Every event of it now has its processed
         marker in PostgreSQL, except those in ``unmarked`` (already cached, or poison events
         that were skipped or parked), so the cache may say so."""
+        self.checkpoint = checkpoint
         self.version += 1
         self.processed += len(events)
         self.applied += applied
@@ -328,7 +351,7 @@ def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -
     """The live entry point: hand events (by id) to a handler with ``is_replay=False``, in
     per-aggregate order, exactly once each (already processed ones are skipped)."""
     handler = ctx.registry.get(consumer)
-    with ctx.pool.connection() as conn, db.translate_errors(), conn.transaction():
+    with db.translate_errors(), ctx.pool.connection() as conn, conn.transaction():
         events: list[Event] = conn.execute(  # type: ignore[assignment]
             _EVENTS_BY_ID, ([str(e) for e in event_ids],)
         ).fetchall()
@@ -349,7 +372,7 @@ def retry_parked(ctx: Context, job_id: str) -> RetryResult:
     order, each in its own transaction. Those that pass are marked processed and resolved; those
     that fail again stay parked with the new error."""
     resolved = failing = 0
-    with ctx.pool.connection() as conn, db.translate_errors():
+    with db.translate_errors(), ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
         handler = ctx.registry.get(job.consumer_name)
         parked = jobs.parked_events(conn, job_id, unresolved_only=True)
@@ -361,9 +384,9 @@ def retry_parked(ctx: Context, job_id: str) -> RetryResult:
                 try:
                     with conn.transaction():
                         apply_batch(conn, handler, events, is_replay=True)
-                except db.TRANSIENT_ERRORS:
-                    raise
                 except Exception as exc:
+                    if db.is_transient(exc):
+                        raise
                     failing += 1
                     jobs.park_event(
                         conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],

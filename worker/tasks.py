@@ -75,7 +75,7 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
 def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     """Chord callback: derive the job's final status from its slice rows."""
     ctx = _context()
-    with ctx.pool.connection() as conn, db.translate_errors():
+    with db.translate_errors(), ctx.pool.connection() as conn:
         status = jobs.finalize_job(conn, job_id)
     return {"job_id": job_id, "status": str(status)}
 

@@ -36,3 +36,14 @@ CREATE TABLE parked_event (
     PRIMARY KEY (job_id, event_id)
 );
 CREATE INDEX parked_event_unresolved_idx ON parked_event (job_id) WHERE resolved_at IS NULL;
+
+-- Heartbeats of running slices, apart from the slice rows: a batch holds its slice's row lock
+-- for as long as it runs, and a pulse must get through a slow batch, or the slice looks dead.
+CREATE TABLE slice_heartbeat (
+    job_id   uuid        NOT NULL,
+    slice_no integer     NOT NULL,
+    owner    uuid        NOT NULL,
+    beat_at  timestamptz NOT NULL,
+    PRIMARY KEY (job_id, slice_no),
+    FOREIGN KEY (job_id, slice_no) REFERENCES replay_slice (job_id, slice_no) ON DELETE CASCADE
+);

@@ -196,3 +196,15 @@ def test_a_second_concurrent_submit_for_one_consumer_is_refused(
     assert all(created[0] in o for o in outcomes if o.startswith("refused"))
     UUID(created[0])
     coordinator.cancel(created[0])  # no workers here: leave nothing active behind
+
+
+def test_a_worker_without_the_handler_fails_the_slice_instead_of_looping(
+    cluster: Cluster, coordinator: Coordinator
+) -> None:
+    # A deployment mistake: the workers lack REPLAY_HANDLER_MODULES. The job must fail with a
+    # message that says so, not be re-dispatched for ever.
+    cluster.start_worker(env={"REPLAY_HANDLER_MODULES": ""})
+    job = coordinator.wait(coordinator.submit("poisonable_summary", slices=2), timeout=60)
+    assert job["status"] == "failed"
+    assert "UnknownHandler" in job["error"] and "poisonable_summary" in job["error"]
+    assert all(s["attempts"] == 1 for s in job["slices"])

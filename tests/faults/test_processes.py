@@ -77,6 +77,9 @@ def test_a_flushed_broker_loses_nothing(
     assert job["processed_count"] == TOTAL
     assert_exact(settings, "slow_summary", TOTAL)
     print(f"\ncompleted {took:.1f} s after the flush")
+    # The whole job takes about 15 s of work here; lost slices are picked up after stale_seconds
+    # (3 s) by a reconciler pass (every second): no manual step, and no long wait.
+    assert took < 15 + settings.stale_seconds + settings.reconcile_seconds + 20
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,278 @@
+"""``replay bench``: this project against the seed design's algorithm and against the hardware,
+measured side by side in one run, on the same data (see bench/replay_bench.py).
+
+* baseline: the seed design's consumer, one event at a time: Redis EXISTS, a SELECT on
+  processed_event, a transaction that applies the order_summary change and inserts the marker,
+  then Redis SETEX; over a sample of events.
+* ceiling: the events streamed out of PostgreSQL in (aggregate_id, sequence_num) order with
+  ``COPY ... TO STDOUT`` and discarded: the most the database can hand over.
+* this project: a full rebuild (reset) of order_summary through real worker processes (1 and
+  2 processes), and a catch-up replay that has to check and write a marker for every event;
+  wall time from submit to completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.coordinator import Coordinator
+from scheduler.workers import WorkerProcess, wait_until_ready
+from shared import db, schema, seed
+from shared.handlers import load_registry
+from shared.settings import Settings
+from shared.verify import verify_order_summary
+
+BASELINE_HANDLER = "bench_baseline"
+STATUS = {"OrderPlaced": "placed", "PaymentProcessed": "paid", "OrderShipped": "shipped"}
+
+
+@dataclass
+class Measure:
+    name: str
+    events: int
+    seconds: list[float] = field(default_factory=list)
+    peak_rss_mb: list[float] = field(default_factory=list)
+    planning_ms: list[int] = field(default_factory=list)
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.median_seconds if self.seconds else 0.0
+
+
+# --- the seed design's algorithm -----------------------------------------------------------------
+def baseline(settings: Settings, sample: int) -> Measure:
+    """One event at a time, as the seed design did it, into a scratch copy of order_summary."""
+    cache = redis.Redis.from_url(settings.redis_url)
+    m = Measure("baseline (one event at a time)", sample)
+    with db.connect(settings) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_order_summary (LIKE order_summary INCLUDING ALL)"
+        )
+        conn.execute("TRUNCATE bench_order_summary")
+        conn.execute("DELETE FROM processed_event WHERE handler_name = %s", (BASELINE_HANDLER,))
+        events = conn.execute(
+            "SELECT event_id, aggregate_id, event_type, payload, sequence_num FROM event"
+            " ORDER BY aggregate_id, sequence_num LIMIT %s",
+            (sample,),
+        ).fetchall()
+        for key in cache.scan_iter(f"processed:{BASELINE_HANDLER}:*", count=10_000):
+            cache.delete(key)
+        started = time.perf_counter()
+        for e in events:
+            key = f"processed:{BASELINE_HANDLER}:{e['event_id']}"
+            if cache.exists(key):
+                continue
+            if conn.execute(
+                "SELECT 1 FROM processed_event WHERE handler_name = %s AND event_id = %s",
+                (BASELINE_HANDLER, e["event_id"]),
+            ).fetchone():
+                continue
+            with conn.transaction():
+                qty, amount = 0, Decimal(0)
+                if e["event_type"] == "ItemAdded":
+                    qty = int(e["payload"]["qty"])
+                    amount = qty * Decimal(str(e["payload"]["price"]))
+                conn.execute(
+                    "INSERT INTO bench_order_summary AS s VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (order_id) DO UPDATE SET item_count = s.item_count +"
+                    " EXCLUDED.item_count, total = s.total + EXCLUDED.total,"
+                    " status = coalesce(EXCLUDED.status, s.status), version = EXCLUDED.version",
+                    (
+                        e["aggregate_id"],
+                        qty,
+                        amount,
+                        STATUS.get(e["event_type"]),
+                        e["sequence_num"],
+                    ),
+                )
+                conn.execute(
+                    "INSERT INTO processed_event (handler_name, event_id) VALUES (%s, %s)",
+                    (BASELINE_HANDLER, e["event_id"]),
+                )
+            cache.setex(key, 86400, 1)
+        m.seconds.append(time.perf_counter() - started)
+    cache.close()
+    return m
+
+
+# --- what the database can hand over -------------------------------------------------------------
+def ceiling(settings: Settings, total: int, runs: int) -> Measure:
+    m = Measure("ceiling (COPY TO STDOUT, discarded)", total)
+    for _ in range(runs):
+        with db.connect(settings) as conn, conn.cursor() as cur:
+            started = time.perf_counter()
+            with cur.copy(
+                "COPY (SELECT event_id, aggregate_id, aggregate_type, event_type, payload,"
+                " metadata, sequence_num, occurred_at FROM event"
+                " ORDER BY aggregate_id, sequence_num) TO STDOUT"
+            ) as copy:
+                for _chunk in copy:
+                    pass
+            m.seconds.append(time.perf_counter() - started)
+    return m
+
+
+# --- this project --------------------------------------------------------------------------------
+def peak_rss_mb(pids: list[int]) -> float:
+    """The largest VmHWM (peak resident set) among ``pids`` and their children, in MB."""
+    peak = 0
+    for pid in pids:
+        for p in [pid, *_children(pid)]:
+            try:
+                for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            except OSError:
+                continue
+    return peak / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def project_run(
+    settings: Settings, name: str, workers: int, runs: int, *, reset: bool, logs: Path
+) -> Measure:
+    with db.connect(settings) as conn:
+        total = int(conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"])  # type: ignore[index]
+    m = Measure(name, total)
+    for run in range(runs):
+        procs = [
+            WorkerProcess(settings, f"bench{workers}x{run}n{i}", log_path=logs / f"bench-{i}.log")
+            for i in range(workers)
+        ]
+        try:
+            for p in procs:
+                p.start()
+            wait_until_ready(settings, [p.name for p in procs], workers=procs)
+            if not reset:  # catch-up: every event must be claimed, none is
+                with db.connect(settings) as conn:
+                    conn.execute("TRUNCATE order_summary")
+                    conn.execute("DELETE FROM processed_event WHERE handler_name = 'order_summary'")
+                redis.Redis.from_url(settings.redis_url).flushdb()
+            coordinator = Coordinator(settings)
+            started = time.perf_counter()
+            job_id = coordinator.submit("order_summary", reset=reset)
+            job = coordinator.wait(job_id)
+            m.seconds.append(time.perf_counter() - started)
+            coordinator.close()
+            if job["status"] != "completed":
+                raise RuntimeError(f"{name}: job ended {job['status']}: {job['error']}")
+            m.planning_ms.append(int(job["planning_ms"]))
+            m.peak_rss_mb.append(peak_rss_mb([p.pid for p in procs]))
+        finally:
+            for p in procs:
+                p.stop()
+        with db.connect(settings) as conn:
+            check = verify_order_summary(conn)
+        if not check.ok:
+            raise RuntimeError(f"{name}: the read model differs from the fold of the events")
+    return m
+
+
+@dataclass
+class BenchConfig:
+    aggregates: int = 10_000
+    events_per_aggregate: int = 100
+    baseline_sample: int = 20_000
+    runs: int = 3
+    database: str | None = None
+    output: Path = Path("bench/results/latest.json")
+    keep_data: bool = False
+
+
+def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, Any]:
+    name = config.database or f"{settings.database_name}_bench"
+    bench = replace(settings.with_database(name), queue=f"{settings.queue}_bench")
+    total = config.aggregates * config.events_per_aggregate
+    logs = Path(".replay")
+    logs.mkdir(exist_ok=True)
+
+    existing = _event_count(bench)
+    if existing != total or not config.keep_data:
+        db.drop_database(settings, name)
+        schema.migrate(bench)
+        with db.connect(bench) as conn:
+            for handler in load_registry(bench.handler_modules):
+                handler.setup(conn)
+            seeded = seed.seed(conn, config.aggregates, config.events_per_aggregate, seed=42)
+        console.print(f"seeded {seeded.events:,} events in {seeded.seconds:.1f} s")
+
+    results = [
+        baseline(bench, min(config.baseline_sample, total)),
+        ceiling(bench, total, config.runs),
+        project_run(bench, "full rebuild, 1 worker process", 1, config.runs, reset=True, logs=logs),
+        project_run(
+            bench, "full rebuild, 2 worker processes", 2, config.runs, reset=True, logs=logs
+        ),
+        project_run(
+            bench, "catch-up with markers, 2 processes", 2, config.runs, reset=False, logs=logs
+        ),
+    ]
+    base, top = results[0].events_per_second, results[1].events_per_second
+    table = Table(
+        "measure", "events", "runs", "median s", "events/s", "x baseline", "% ceiling",
+        "peak RSS MB", "planning ms", title=f"replay bench, {total:,} events",
+    )  # fmt: skip
+    rows = []
+    for m in results:
+        row = {
+            "name": m.name,
+            "events": m.events,
+            "runs": len(m.seconds),
+            "median_seconds": round(m.median_seconds, 3),
+            "events_per_second": round(m.events_per_second),
+            "x_baseline": round(m.events_per_second / base, 1),
+            "pct_ceiling": round(100 * m.events_per_second / top, 1),
+            "peak_rss_mb": round(max(m.peak_rss_mb), 1) if m.peak_rss_mb else None,
+            "planning_ms": int(statistics.median(m.planning_ms)) if m.planning_ms else None,
+        }
+        rows.append(row)
+        table.add_row(
+            m.name, f"{m.events:,}", str(row["runs"]), f"{row['median_seconds']:.2f}",
+            f"{row['events_per_second']:,}", f"{row['x_baseline']:g}", f"{row['pct_ceiling']:g}",
+            "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:g}",
+            "" if row["planning_ms"] is None else str(row["planning_ms"]),
+        )  # fmt: skip
+    console.print(table)
+    report = {
+        "events": total,
+        "cpus": os.cpu_count(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": rows,
+    }
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    config.output.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"written to {config.output}")
+    return report
+
+
+def _event_count(settings: Settings) -> int:
+    try:
+        with db.connect(settings) as conn:
+            row = conn.execute("SELECT count(*) AS n FROM event").fetchone()
+            return int(row["n"]) if row else 0
+    except Exception:
+        return -1
+
+
+__all__ = ["BenchConfig", "Measure", "asdict", "run"]
