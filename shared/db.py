@@ -10,9 +10,11 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.errors import DatabaseUnavailable
@@ -42,6 +44,12 @@ def is_transient(exc: BaseException) -> bool:
 UniqueViolation = pg_errors.UniqueViolation
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # orjson parses a jsonb payload about four times as fast as the json module, and payloads
+    # are most of what a replay reads.
+    set_json_loads(orjson.loads, conn)
+
+
 def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
     """A new connection to the configured database, rows as dicts.
 
@@ -51,7 +59,7 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
     would all commit at its end, or all vanish with its worker.)
     """
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             settings.database_url,
             autocommit=autocommit,
             row_factory=dict_row,
@@ -62,6 +70,8 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {redact(settings.database_url)}: {first_line(exc)}"
         ) from exc
+    _configure(conn)
+    return conn
 
 
 def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connection]:
@@ -76,6 +86,7 @@ def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connec
         kwargs={"row_factory": dict_row, "application_name": "event-replay", "autocommit": True},
         open=True,
         check=ConnectionPool.check_connection,
+        configure=_configure,
         connection_class=psycopg.Connection,
     )
 

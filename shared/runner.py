@@ -71,6 +71,8 @@ def process_context(settings: Settings) -> Context:
 class BatchResult:
     applied: list[Event]
     skipped: int
+    #: events the database (not the cache) said were processed before: worth caching
+    already_processed: list[UUID]
 
 
 def apply_batch(
@@ -88,7 +90,11 @@ def apply_batch(
     fresh = [e for e in candidates if e["event_id"] in claimed]
     if fresh:
         handler.handle_batch(conn, fresh, is_replay=is_replay)
-    return BatchResult(applied=fresh, skipped=len(events) - len(fresh))
+    return BatchResult(
+        applied=fresh,
+        skipped=len(events) - len(fresh),
+        already_processed=[e["event_id"] for e in candidates if e["event_id"] not in claimed],
+    )
 
 
 @dataclass(frozen=True)
@@ -217,19 +223,16 @@ class _SliceRun:
 
     def _batch(self) -> str | None:
         """Process the next batch. Returns the slice's final status when it is done."""
-        cached: set[UUID] = set()
         try:
             with self.conn.transaction():
                 events = self._lock_and_read()
                 if not events:
                     jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
                     return "completed"
-                cached = self.ctx.cache.seen(
-                    self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
-                )
                 result = apply_batch(
-                    self.conn, self.handler, events, is_replay=True, known_processed=cached
-                )
+                    self.conn, self.handler, events, is_replay=True,
+                    known_processed=self._cached(events),
+                )  # fmt: skip
                 checkpoint = self._record(events, len(result.applied), 0)
         except _Stop:
             raise
@@ -241,8 +244,17 @@ class _SliceRun:
             log.warning("batch of slice %s of job %s failed; isolating the event",
                         self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
             return self._isolate()
-        self._after_commit(events, cached, len(result.applied), checkpoint)
+        self._after_commit(events, result.already_processed, len(result.applied), checkpoint)
         return None
+
+    def _cached(self, events: Sequence[Event]) -> set[UUID]:
+        """The events the cache knows as processed. A rebuild asks nothing: it replaced the
+        cache epoch, so nothing can be cached for it yet."""
+        if self.job.reset:
+            return set()
+        return self.ctx.cache.seen(
+            self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
+        )
 
     def _isolate(self) -> str | None:
         """Re-run the failed batch event by event, each in a savepoint, and apply ``on_error``:
@@ -255,21 +267,20 @@ class _SliceRun:
         policy = self.job.on_error
         failure: tuple[Event, BaseException] | None = None
         applied, done = 0, 0
-        poisoned: set[UUID] = set()  # skipped or parked: not processed, so not marked
+        poisoned: set[UUID] = set()  # skipped or parked: not processed
+        already: list[UUID] = []
         with self.conn.transaction():
             events = self._lock_and_read()
-            cached = self.ctx.cache.seen(
-                self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
-            )
+            cached = self._cached(events)
             for event in events:
                 try:
                     with self.conn.transaction():  # a savepoint per event
-                        applied += len(
-                            apply_batch(
-                                self.conn, self.handler, [event], is_replay=True,
-                                known_processed=cached,
-                            ).applied
+                        one = apply_batch(
+                            self.conn, self.handler, [event], is_replay=True,
+                            known_processed=cached,
                         )  # fmt: skip
+                    applied += len(one.applied)
+                    already += one.already_processed
                 except Exception as exc:
                     if db.is_transient(exc):
                         raise
@@ -301,7 +312,7 @@ class _SliceRun:
                     f" {db.first_line(error)}\n{_traceback(error)}",
                     owner=self.owner, event_id=poison["event_id"],
                 )  # fmt: skip
-        self._after_commit(handled, cached | poisoned, applied, checkpoint)
+        self._after_commit(handled, already, applied, checkpoint)
         return "failed" if failure is not None else None
 
     def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> dict[str, Any]:
@@ -318,21 +329,20 @@ class _SliceRun:
     def _after_commit(
         self,
         events: Sequence[Event],
-        unmarked: set[UUID],
+        already_processed: list[UUID],
         applied: int,
         checkpoint: dict[str, Any] | None,
     ) -> None:
-        """Bookkeeping once a batch has committed. Every event of it now has its processed
-        marker in PostgreSQL, except those in ``unmarked`` (already cached, or poison events
-        that were skipped or parked), so the cache may say so."""
+        """Bookkeeping once a batch has committed.
+
+        The cache learns only the events that PostgreSQL said were processed before: those are
+        the ones a catch-up meets again. Caching every event just applied cost as much as the
+        rest of the batch (one SET per event) for entries a rebuild never reads."""
         self.checkpoint = checkpoint
         self.version += 1
         self.processed += len(events)
         self.applied += applied
-        self.ctx.cache.mark(
-            self.handler.name, self.job.cache_epoch,
-            [e["event_id"] for e in events if e["event_id"] not in unmarked],
-        )  # fmt: skip
+        self.ctx.cache.mark(self.handler.name, self.job.cache_epoch, already_processed)
         if self.progress is not None:
             self.progress(self.processed, self.total)
 
