@@ -168,6 +168,10 @@ def project_run(
                 with db.connect(settings) as conn:
                     conn.execute("TRUNCATE order_summary")
                     conn.execute("DELETE FROM processed_event WHERE handler_name = 'order_summary'")
+                    conn.execute(  # forget the rebuild's coverage: every event needs a claim
+                        "UPDATE handler_state SET rebuild_snapshot = NULL, rebuild_job_id = NULL"
+                        " WHERE handler_name = 'order_summary'"
+                    )
                 redis.Redis.from_url(settings.redis_url).flushdb()
             coordinator = Coordinator(settings)
             started = time.perf_counter()
@@ -208,7 +212,12 @@ def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, 
     logs.mkdir(exist_ok=True)
 
     existing = _event_count(bench)
-    if existing != total or not config.keep_data:
+    if existing == total and config.keep_data:
+        with db.connect(bench) as conn:  # a job left by an interrupted run would block ours
+            conn.execute(
+                "UPDATE replay_job SET status = 'cancelled' WHERE status IN ('pending', 'running')"
+            )
+    else:
         db.drop_database(settings, name)
         schema.migrate(bench)
         with db.connect(bench) as conn:

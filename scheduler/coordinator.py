@@ -27,9 +27,11 @@ from shared.errors import (
     JobNotFound,
     JobTimeout,
     OrderingRequired,
+    RebuildUnfinished,
     UnknownEventType,
 )
 from shared.handlers import Registry, load_registry
+from shared.scope import Scope
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,10 +118,25 @@ class Coordinator:
                         f"consumer {handler.name!r} already has an active job ({active});"
                         " wait for it, or cancel it with `replay cancel`"
                     ) from None
+                full_rebuild = request.reset and scope == Scope()
+                rebuild = idempotency.latest_rebuild(conn, handler.name)
+                if rebuild is not None and not rebuild.completed and not full_rebuild:
+                    raise RebuildUnfinished(
+                        f"the last full rebuild of {handler.name!r} (job {rebuild.job_id}) did"
+                        f" not complete: `replay resume {rebuild.job_id}`, or rebuild again"
+                        " with --reset"
+                    )
                 if request.reset:
                     handler.reset(conn, scope.aggregate_id)
                     idempotency.clear_markers(conn, handler.name, scope.aggregate_id)
-                jobs.set_cache_epoch(conn, job_id, idempotency.current_epoch(conn, handler.name))
+                if full_rebuild:
+                    idempotency.start_rebuild(conn, handler.name, job_id, snapshot)
+                # A catch-up skips what the last completed full rebuild covered; a rebuild of
+                # one aggregate must apply its events again, covered or not.
+                covered = rebuild.snapshot if rebuild and not request.reset else None
+                jobs.set_cache_epoch(
+                    conn, job_id, idempotency.current_epoch(conn, handler.name), covered
+                )
                 count = request.slices
                 if count is None:
                     count = slicing.default_slice_count(slicing.count_events(conn, scope, snapshot))

@@ -90,6 +90,11 @@ class InvalidJobState(ReplayError):
     """The operation does not apply to the job in its state (e.g. resume a completed job)."""
 
 
+class RebuildUnfinished(InvalidJobState):
+    """The handler's latest full rebuild did not complete: its events are neither processed nor
+    free to be claimed by another job until it is resumed (or a new rebuild replaces it)."""
+
+
 class JobTimeout(ReplayError):
     """wait_for_job gave up before the job reached a final state."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import redis
@@ -80,6 +81,51 @@ def current_epoch(conn: Connection, handler_name: str) -> str:
     ).fetchone()
     assert row is not None
     return str(row["cache_epoch"])
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """A handler's latest full rebuild: the events visible in ``snapshot`` are its own."""
+
+    job_id: str
+    snapshot: str
+    completed: bool
+
+
+def start_rebuild(conn: Connection, handler_name: str, job_id: UUID, snapshot: str) -> None:
+    """Record that a full rebuild took over every event visible in ``snapshot`` (in the
+    planning transaction, after the markers were cleared)."""
+    conn.execute(
+        "UPDATE handler_state SET rebuild_job_id = %s, rebuild_snapshot = %s::pg_snapshot,"
+        " rebuild_completed = false, updated_at = now() WHERE handler_name = %s",
+        (job_id, snapshot, handler_name),
+    )
+
+
+def latest_rebuild(conn: Connection, handler_name: str) -> Rebuild | None:
+    row = conn.execute(
+        "SELECT rebuild_job_id::text AS job_id, rebuild_snapshot::text AS snapshot,"
+        " rebuild_completed FROM handler_state"
+        " WHERE handler_name = %s AND rebuild_snapshot IS NOT NULL",
+        (handler_name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return Rebuild(row["job_id"], row["snapshot"], row["rebuild_completed"])
+
+
+def covered(conn: Connection, handler_name: str, event_ids: Sequence[UUID]) -> set[UUID]:
+    """The events that belong to the handler's latest full rebuild (visible in its snapshot):
+    processed if it completed, to be processed by it if not. Never to be claimed elsewhere."""
+    if not event_ids:
+        return set()
+    rows = conn.execute(
+        "SELECT e.event_id FROM event e JOIN handler_state h ON h.handler_name = %s"
+        " WHERE e.event_id = ANY(%s::uuid[]) AND h.rebuild_snapshot IS NOT NULL"
+        " AND pg_visible_in_snapshot(e.txid, h.rebuild_snapshot)",
+        (handler_name, list(event_ids)),
+    ).fetchall()
+    return {r["event_id"] for r in rows}
 
 
 def cache_key(handler_name: str, event_id: UUID | str) -> str:

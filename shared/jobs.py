@@ -49,6 +49,13 @@ class Job:
     cache_epoch: str
     total_events: int
     on_error: str
+    covered_snapshot: str | None = None
+
+    @property
+    def positional(self) -> bool:
+        """A full rebuild: it applies every event in scope, checkpoints by position and writes
+        no per-event markers (its snapshot says what it covers; see 0004_rebuild_coverage)."""
+        return self.reset and self.scope == Scope()
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -64,6 +71,7 @@ class Job:
             cache_epoch=str(row["cache_epoch"]),
             total_events=int(row["total_events"]),
             on_error=row["on_error"],
+            covered_snapshot=row["covered_snapshot"],
         )
 
 
@@ -101,7 +109,8 @@ class Slice:
 
 _JOB_COLUMNS = (
     "job_id, consumer_name, replay_type, filter_params, status, slice_by, reset,"
-    " snapshot::text AS snapshot, cache_epoch, total_events, on_error"
+    " snapshot::text AS snapshot, cache_epoch, total_events, on_error,"
+    " covered_snapshot::text AS covered_snapshot"
 )
 
 
@@ -137,8 +146,14 @@ def insert_job(
     )
 
 
-def set_cache_epoch(conn: Connection, job_id: UUID, cache_epoch: str) -> None:
-    conn.execute("UPDATE replay_job SET cache_epoch = %s WHERE job_id = %s", (cache_epoch, job_id))
+def set_cache_epoch(
+    conn: Connection, job_id: UUID, cache_epoch: str, covered_snapshot: str | None = None
+) -> None:
+    conn.execute(
+        "UPDATE replay_job SET cache_epoch = %s, covered_snapshot = %s::pg_snapshot"
+        " WHERE job_id = %s",
+        (cache_epoch, covered_snapshot, job_id),
+    )
 
 
 def active_job_id(conn: Connection, consumer_name: str) -> str | None:
@@ -409,6 +424,12 @@ def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
         else:
             return status
         _close_job(conn, job_id, new, totals, error if new is Status.FAILED else None)
+        if new is Status.COMPLETED:  # if it was a full rebuild, what it covers is now processed
+            conn.execute(
+                "UPDATE handler_state SET rebuild_completed = true, updated_at = now()"
+                " WHERE rebuild_job_id = %s",
+                (job_id,),
+            )
         return new
 
 

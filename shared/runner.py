@@ -187,7 +187,10 @@ class _SliceRun:
         self.slice_no = current.slice_no
         self.owner: UUID = current.owner
         self.total = current.total_events
-        self.reader = SliceReader(job.scope, current.bounds, job.snapshot, ctx.settings.batch_size)
+        self.reader = SliceReader(
+            job.scope, current.bounds, job.snapshot, ctx.settings.batch_size,
+            covered_snapshot=job.covered_snapshot,
+        )  # fmt: skip
         self.checkpoint = current.checkpoint
         self.version = current.version
         self.processed = current.processed_count
@@ -217,7 +220,8 @@ class _SliceRun:
             status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
             raise _Stop("cancelled" if status is jobs.Status.CANCELLED else "superseded")
         query, params = self.reader.query(self.checkpoint)
-        events: list[Event] = conn.execute(query, params).fetchall()  # type: ignore[assignment]
+        # binary: uuids, timestamps and integers arrive without text parsing
+        events: list[Event] = conn.execute(query, params, binary=True).fetchall()  # type: ignore[assignment]
         self.ctx.cache.count_reads(str(self.job.job_id), len(events))
         return events
 
@@ -229,10 +233,7 @@ class _SliceRun:
                 if not events:
                     jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
                     return "completed"
-                result = apply_batch(
-                    self.conn, self.handler, events, is_replay=True,
-                    known_processed=self._cached(events),
-                )  # fmt: skip
+                result = self._apply(events, self._known(events))
                 checkpoint = self._record(events, len(result.applied), 0)
         except _Stop:
             raise
@@ -247,14 +248,30 @@ class _SliceRun:
         self._after_commit(events, result.already_processed, len(result.applied), checkpoint)
         return None
 
-    def _cached(self, events: Sequence[Event]) -> set[UUID]:
-        """The events the cache knows as processed. A rebuild asks nothing: it replaced the
-        cache epoch, so nothing can be cached for it yet."""
-        if self.job.reset:
-            return set()
-        return self.ctx.cache.seen(
-            self.handler.name, self.job.cache_epoch, [e["event_id"] for e in events]
-        )
+    def _apply(self, events: Sequence[Event], known: set[UUID]) -> BatchResult:
+        if self.job.positional:
+            # A full rebuild owns every event of its snapshot (no one else may claim them, see
+            # idempotency.covered): no per-event markers, the checkpoint's compare-and-set
+            # alone keeps a batch from being applied twice.
+            self.handler.handle_batch(self.conn, events, is_replay=True)
+            return BatchResult(applied=list(events), skipped=0, already_processed=[])
+        return apply_batch(self.conn, self.handler, events, is_replay=True, known_processed=known)
+
+    def _known(self, events: Sequence[Event]) -> set[UUID]:
+        """Events known as processed without asking processed_event: covered by the handler's
+        last completed full rebuild, or cached. A rebuild asks nothing: it replaced the cache
+        epoch, so nothing can be cached for it yet."""
+        known: set[UUID] = set()
+        if self.job.covered_snapshot is not None:
+            for e in events:
+                if e.pop("_covered"):  # type: ignore[typeddict-item]
+                    known.add(e["event_id"])
+        if self.job.reset or len(known) == len(events):
+            return known
+        return known | self.ctx.cache.seen(
+            self.handler.name, self.job.cache_epoch,
+            [e["event_id"] for e in events if e["event_id"] not in known],
+        )  # fmt: skip
 
     def _isolate(self) -> str | None:
         """Re-run the failed batch event by event, each in a savepoint, and apply ``on_error``:
@@ -271,14 +288,11 @@ class _SliceRun:
         already: list[UUID] = []
         with self.conn.transaction():
             events = self._lock_and_read()
-            cached = self._cached(events)
+            known = self._known(events)
             for event in events:
                 try:
                     with self.conn.transaction():  # a savepoint per event
-                        one = apply_batch(
-                            self.conn, self.handler, [event], is_replay=True,
-                            known_processed=cached,
-                        )  # fmt: skip
+                        one = self._apply([event], known)
                     applied += len(one.applied)
                     already += one.already_processed
                 except Exception as exc:
@@ -291,7 +305,9 @@ class _SliceRun:
                     log.error("slice %s of job %s: %s event %s (%s)", self.slice_no,
                               self.job.job_id, "parked" if policy == "park" else "skipped",
                               event["event_id"], db.first_line(exc))  # fmt: skip
-                    if policy == "park":
+                    # In a full rebuild a skipped event is parked as well: no marker would ever
+                    # bring it back (a catch-up takes the rebuild's events as processed).
+                    if policy == "park" or self.job.positional:
                         jobs.park_event(
                             self.conn, job_id=self.job.job_id, slice_no=self.slice_no,
                             event_id=event["event_id"], handler_name=self.handler.name,
@@ -365,7 +381,10 @@ def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -
         events: list[Event] = conn.execute(  # type: ignore[assignment]
             _EVENTS_BY_ID, ([str(e) for e in event_ids],)
         ).fetchall()
-        result = apply_batch(conn, handler, events, is_replay=False)
+        # Events of the handler's last full rebuild are its business: processed by it, or to
+        # be, if it has not completed yet.
+        owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
+        result = apply_batch(conn, handler, events, is_replay=False, known_processed=owned)
         epoch = idempotency.current_epoch(conn, handler.name)
     ctx.cache.mark(handler.name, epoch, [e["event_id"] for e in result.applied])
     return result

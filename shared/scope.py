@@ -107,6 +107,7 @@ _TIME_START = sql.SQL("occurred_at >= %(slice_from)s")
 _TIME_AFTER = sql.SQL("(occurred_at, event_id) > (%(after_time)s, %(after_event)s)")
 _TIME_END = sql.SQL("occurred_at < %(slice_to)s")
 _TIME_ORDER = sql.SQL("ORDER BY occurred_at, event_id")
+_COVERED = sql.SQL("pg_visible_in_snapshot(txid, %(covered)s::pg_snapshot) AS _covered")
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,8 @@ class SliceReader:
     bounds: SliceBounds
     snapshot: str
     batch_size: int
+    #: with a snapshot here, each event comes with ``_covered``: visible in it or not
+    covered_snapshot: str | None = None
     _base: tuple[list[sql.Composable], dict[str, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -151,8 +154,12 @@ class SliceReader:
                 conds.append(_TIME_END)
                 params["slice_to"] = b.to_time
             order = _TIME_ORDER
+        cols: sql.Composable = EVENT_COLUMNS
+        if self.covered_snapshot is not None:
+            cols = sql.SQL(", ").join([EVENT_COLUMNS, _COVERED])
+            params["covered"] = self.covered_snapshot
         query = sql.SQL("SELECT {cols} FROM event WHERE {where} {order} LIMIT %(limit)s").format(
-            cols=EVENT_COLUMNS, where=where_clause(conds), order=order
+            cols=cols, where=where_clause(conds), order=order
         )
         return query, params
 

@@ -12,6 +12,7 @@ from scheduler.coordinator import Coordinator
 from shared import runner, seed, store
 from shared.celeryconf import LIVE_TASK
 from shared.db import Connection
+from shared.errors import RebuildUnfinished
 from shared.settings import Settings
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where, flush
@@ -128,6 +129,40 @@ def test_reset_rebuilds_a_corrupted_read_model(coordinator: Coordinator, conn: C
 
     assert job["applied_count"] == TOTAL_SEEDED
     assert read_order_summary(conn) == expected
+    # a full rebuild writes no per-event markers: its snapshot says what it covered, and a
+    # catch-up after it takes all of that as processed
+    assert conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()["n"] == 0
+    after = run(coordinator, slices=8)
+    assert (after["applied_count"], after["skipped_count"]) == (0, TOTAL_SEEDED)
+    assert read_order_summary(conn) == expected
+
+
+def test_after_a_rebuild_a_catch_up_applies_exactly_the_new_events(
+    coordinator: Coordinator, conn: Connection, ctx: runner.Context
+) -> None:
+    run(coordinator, slices=8, reset=True)
+    try:
+        store.append(conn, "late-3", "Order", [store.NewEvent("OrderPlaced")], expected_version=0)
+        old = [str(e["event_id"]) for e in events_where(conn, "aggregate_id = %s", (BIG_ORDER,))]
+        # live processing leaves the rebuild's events alone: they are processed already
+        assert runner.process_live(ctx, "order_summary", old).applied == []
+
+        job = run(coordinator, slices=4)
+
+        assert job["applied_count"] == 1 and job["total_events"] == TOTAL_SEEDED + 1
+        assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id = 'late-3'")
+
+
+def test_a_catch_up_is_refused_while_a_full_rebuild_is_unfinished(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    job_id = coordinator.submit("slow_noop", reset=True, slices=2)
+    coordinator.cancel(job_id)
+    with pytest.raises(RebuildUnfinished, match=job_id):
+        coordinator.submit("slow_noop", slices=2)
+    assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 1
 
 
 def test_reset_of_one_aggregate_rebuilds_only_that_aggregate(

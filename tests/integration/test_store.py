@@ -22,7 +22,12 @@ def test_migrate_creates_a_missing_database(settings: Settings) -> None:
     other = settings.with_database(f"{settings.database_name}_fresh")
     db.drop_database(settings, other.database_name)
     try:
-        assert schema.migrate(other) == ["0001_event_store", "0002_replay_jobs", "0003_resilience"]
+        assert schema.migrate(other) == [
+            "0001_event_store",
+            "0002_replay_jobs",
+            "0003_resilience",
+            "0004_rebuild_coverage",
+        ]
         assert schema.migrate(other) == []
     finally:
         db.drop_database(settings, other.database_name)
