@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CLAIM = """
 INSERT INTO processed_event (handler_name, event_id)
-SELECT %s, unnest(%s::uuid[])
+SELECT %s, unnest(%b::uuid[])
 ON CONFLICT (handler_name, event_id) DO NOTHING
 RETURNING event_id
 """
@@ -35,7 +35,7 @@ def claim(conn: Connection, handler_name: str, event_ids: Sequence[UUID]) -> set
     """Mark ``event_ids`` processed by ``handler_name``; return those that were not already."""
     if not event_ids:
         return set()
-    rows = conn.execute(CLAIM, (handler_name, list(event_ids))).fetchall()
+    rows = conn.execute(CLAIM, (handler_name, list(event_ids)), binary=True).fetchall()
     return {r["event_id"] for r in rows}
 
 

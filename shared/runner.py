@@ -195,6 +195,11 @@ class _SliceRun:
         self.version = current.version
         self.processed = current.processed_count
         self.applied = 0
+        # Ask the cache only while it can help: it knows only events processed before, and
+        # PostgreSQL tells us whether the last batch had any. A fresh catch-up thus pays for one
+        # lookup, not one per batch (MGET of a thousand misses was a fifth of a batch's time).
+        self.ask_cache = not job.reset
+        self.cache_hits = 0
 
     def result(self, status: str) -> SliceResult:
         return SliceResult(
@@ -266,12 +271,14 @@ class _SliceRun:
             for e in events:
                 if e.pop("_covered"):  # type: ignore[typeddict-item]
                     known.add(e["event_id"])
-        if self.job.reset or len(known) == len(events):
+        if not self.ask_cache or len(known) == len(events):
             return known
-        return known | self.ctx.cache.seen(
+        cached = self.ctx.cache.seen(
             self.handler.name, self.job.cache_epoch,
             [e["event_id"] for e in events if e["event_id"] not in known],
         )  # fmt: skip
+        self.cache_hits = len(cached)
+        return known | cached
 
     def _isolate(self) -> str | None:
         """Re-run the failed batch event by event, each in a savepoint, and apply ``on_error``:
@@ -359,6 +366,8 @@ class _SliceRun:
         self.processed += len(events)
         self.applied += applied
         self.ctx.cache.mark(self.handler.name, self.job.cache_epoch, already_processed)
+        self.ask_cache = not self.job.reset and bool(already_processed or self.cache_hits)
+        self.cache_hits = 0
         if self.progress is not None:
             self.progress(self.processed, self.total)
 
