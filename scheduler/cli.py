@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--database", default=None, help="bench database (default: <db>_bench)")
     s.add_argument("--output", default="bench/results/latest.json")
     s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
+    s.add_argument(
+        "--measures",
+        default="rebuild1,rebuild2,catchup",
+        help="which project runs (baseline and ceiling always run): rebuild1,rebuild2,catchup",
+    )
 
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")
     s.add_argument("--aggregates", type=int, default=2000)
@@ -351,7 +356,11 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         aggregates=args.aggregates, events_per_aggregate=args.events_per_aggregate,
         baseline_sample=args.baseline_sample, runs=args.runs, database=args.database,
         output=Path(args.output), keep_data=args.keep_data,
+        measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
     )  # fmt: skip
+    unknown = set(config.measures) - set(bench.MEASURES)
+    if unknown:
+        raise InvalidRequest(f"unknown --measures {', '.join(sorted(unknown))}")
     bench.run(settings, config, console)
     return 0
 
