@@ -27,9 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess, wait_until_ready
+from scheduler.workers import running_workers
 from shared import db, schema, seed
-from shared.handlers import load_registry
 from shared.settings import Settings
 from shared.verify import verify_order_summary
 
@@ -157,14 +156,7 @@ def project_run(
         total = int(conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"])  # type: ignore[index]
     m = Measure(name, total)
     for run in range(runs):
-        procs = [
-            WorkerProcess(settings, f"bench{workers}x{run}n{i}", log_path=logs / f"bench-{i}.log")
-            for i in range(workers)
-        ]
-        try:
-            for p in procs:
-                p.start()
-            wait_until_ready(settings, [p.name for p in procs], workers=procs)
+        with running_workers(settings, workers, f"bench{workers}x{run}n", logs) as procs:
             if not reset:  # catch-up: every event must be claimed, none is
                 with db.connect(settings) as conn:
                     # As for a consumer that never ran: no state, no markers (the bench database
@@ -185,9 +177,6 @@ def project_run(
                 raise RuntimeError(f"{name}: job ended {job['status']}: {job['error']}")
             m.planning_ms.append(int(job["planning_ms"]))
             m.peak_rss_mb.append(peak_rss_mb([p.pid for p in procs]))
-        finally:
-            for p in procs:
-                p.stop()
         with db.connect(settings) as conn:
             check = verify_order_summary(conn)
         if not check.ok:
@@ -222,10 +211,8 @@ def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, 
             )
     else:
         db.drop_database(settings, name)
-        schema.migrate(bench)
+        schema.migrate_all(bench)
         with db.connect(bench) as conn:
-            for handler in load_registry(bench.handler_modules):
-                handler.setup(conn)
             seeded = seed.seed(conn, config.aggregates, config.events_per_aggregate, seed=42)
         console.print(f"seeded {seeded.events:,} events in {seeded.seconds:.1f} s")
 

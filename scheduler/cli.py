@@ -133,15 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    applied = schema.migrate(settings)
-    registry = load_registry(settings.handler_modules)
-    with db.connect(settings) as conn, db.translate_errors():
-        for handler in registry:
-            handler.setup(conn)
+    applied, handlers = schema.migrate_all(settings)
     console.print(
         f"migrated {settings.database_name}: "
         + (", ".join(applied) if applied else "already up to date")
-        + f"; handlers ready: {', '.join(registry.names())}"
+        + f"; handlers ready: {', '.join(handlers)}"
     )
     return 0
 

@@ -15,10 +15,9 @@ from rich.console import Console
 
 from scheduler.cli import follow, print_summary
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess, wait_until_ready
+from scheduler.workers import running_workers
 from shared import db, schema, seed
 from shared.errors import DemoVerificationFailed, InvalidRequest
-from shared.handlers import load_registry
 from shared.settings import Settings, redact
 from shared.verify import verify_order_summary
 
@@ -43,10 +42,7 @@ def run(
     console.print(f"PostgreSQL {redact(demo.database_url)} · broker {redact(demo.broker_url)}")
     db.create_database_if_missing(settings)  # the server answers, or we stop here
     db.drop_database(settings, name)
-    schema.migrate(demo)
-    with db.connect(demo) as conn, db.translate_errors():
-        for handler in load_registry(demo.handler_modules):
-            handler.setup(conn)
+    schema.migrate_all(demo)
     console.print(f"1. migrated a fresh database {name!r}")
 
     with db.connect(demo) as conn, db.translate_errors():
@@ -58,14 +54,7 @@ def run(
 
     logs = Path(".replay")
     logs.mkdir(exist_ok=True)
-    procs = [
-        WorkerProcess(demo, f"demo{i + 1}", log_path=logs / f"demo-worker-{i + 1}.log")
-        for i in range(workers)
-    ]
-    try:
-        for p in procs:
-            p.start()
-        wait_until_ready(demo, [p.name for p in procs], workers=procs)
+    with running_workers(demo, workers, "demo", logs) as procs:
         console.print(
             f"3. started {workers} worker processes (pids {', '.join(str(p.pid) for p in procs)};"
             f" logs in {logs}/)"
@@ -77,9 +66,7 @@ def run(
         console.print(f"4. full rebuild of order_summary in {slices} slices")
         job = follow(coordinator, job_id)
         wall = time.perf_counter() - began
-    finally:
-        for p in procs:
-            p.stop()
+        coordinator.close()
     print_summary(job)
 
     with db.connect(demo) as conn:

@@ -3,11 +3,13 @@ benchmarks), and waiting until they listen."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,25 @@ class WorkerProcess:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@contextlib.contextmanager
+def running_workers(
+    settings: Settings, count: int, prefix: str, log_dir: Path
+) -> Iterator[list[WorkerProcess]]:
+    """``count`` worker processes, started and ready (they answer a ping); stopped on exit."""
+    procs = [
+        WorkerProcess(settings, f"{prefix}{i + 1}", log_path=log_dir / f"{prefix}-{i + 1}.log")
+        for i in range(count)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        wait_until_ready(settings, [p.name for p in procs], workers=procs)
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def scheduler_process(

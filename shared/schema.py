@@ -67,3 +67,16 @@ def migrate(settings: Settings) -> list[str]:
             )
             applied.append(f"{migration.version:04d}_{migration.name}")
     return applied
+
+
+def migrate_all(settings: Settings) -> tuple[list[str], list[str]]:
+    """``migrate``, then every registered handler's ``setup`` (its own tables). Returns the
+    migrations applied and the handler names."""
+    from shared.handlers import load_registry
+
+    applied = migrate(settings)
+    registry = load_registry(settings.handler_modules)
+    with db.connect(settings) as conn, db.translate_errors():
+        for handler in registry:
+            handler.setup(conn)
+    return applied, registry.names()

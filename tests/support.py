@@ -11,7 +11,6 @@ from typing import Any
 import redis
 
 from shared import db, schema, seed
-from shared.handlers import load_registry
 from shared.settings import Settings, replace_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +50,8 @@ def create_database(settings: Settings, seeds: Iterable[tuple[int, int, int]]) -
     for url in (settings.broker_url, settings.result_backend, settings.redis_url):
         flush(url)
     db.drop_database(settings, settings.database_name)
-    schema.migrate(settings)
+    schema.migrate_all(settings)
     with db.connect(settings) as conn:
-        for handler in load_registry(settings.handler_modules):
-            handler.setup(conn)
         for seed_no, aggregates, per in seeds:
             seed.seed(conn, aggregates, per, seed=seed_no)
 

@@ -56,14 +56,20 @@ def test_sigkilled_workers_resume_from_their_checkpoints(
     assert 0 <= reread <= kills * settings.batch_size
 
 
-def test_a_flushed_broker_loses_nothing(
-    cluster: Cluster, coordinator: Coordinator, settings: Settings
-) -> None:
+def slow_job_under_way(cluster: Cluster, coordinator: Coordinator) -> str:
+    """A scheduler, two workers, and a slow_summary job of 8 slices 5,000 events in."""
     cluster.start_scheduler()
     cluster.start_worker()
     cluster.start_worker()
     job_id = coordinator.submit("slow_summary", slices=8)
     wait_until(lambda: running(coordinator, job_id, 5_000), 60, "the job to get going")
+    return job_id
+
+
+def test_a_flushed_broker_loses_nothing(
+    cluster: Cluster, coordinator: Coordinator, settings: Settings
+) -> None:
+    job_id = slow_job_under_way(cluster, coordinator)
 
     # What a Redis restart without persistence does: queued slices, the messages of running
     # ones, the chord's bookkeeping and every result are gone.
@@ -88,11 +94,7 @@ def test_a_flushed_broker_loses_nothing(
 def test_a_restarted_redis_loses_nothing(
     cluster: Cluster, coordinator: Coordinator, settings: Settings
 ) -> None:
-    cluster.start_scheduler()
-    cluster.start_worker()
-    cluster.start_worker()
-    job_id = coordinator.submit("slow_summary", slices=8)
-    wait_until(lambda: running(coordinator, job_id, 5_000), 60, "the job to get going")
+    job_id = slow_job_under_way(cluster, coordinator)
 
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
                    check=False, capture_output=True, timeout=30)  # fmt: skip
@@ -116,11 +118,7 @@ def test_a_restarted_redis_loses_nothing(
 def test_a_restarted_postgresql_loses_nothing(
     cluster: Cluster, coordinator: Coordinator, settings: Settings
 ) -> None:
-    cluster.start_scheduler()
-    cluster.start_worker()
-    cluster.start_worker()
-    job_id = coordinator.submit("slow_summary", slices=8)
-    wait_until(lambda: running(coordinator, job_id, 5_000), 60, "the job to get going")
+    job_id = slow_job_under_way(cluster, coordinator)
 
     version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
