@@ -1,5 +1,6 @@
-"""A running slice's pulse: ``replay_slice.heartbeat_at`` kept fresh from a background thread, so
-that the reconciler can tell a slow batch from a dead worker."""
+"""A running slice's pulse: ``slice_heartbeat.beat_at`` kept fresh from a background thread, so
+that the reconciler can tell a slow batch from a dead worker (``replay_slice.heartbeat_at`` moves
+with each batch; a slice's heartbeat is the later of the two, as ``get_job`` shows it)."""
 
 from __future__ import annotations
 

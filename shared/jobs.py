@@ -616,11 +616,14 @@ def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
     if row is None:
         raise JobNotFound(f"no replay job {job_id}")
     slices = conn.execute(
-        "SELECT slice_no, status, first_aggregate, last_aggregate, from_time, to_time,"
-        " total_events, processed_count, applied_count, skipped_count, poison_count, checkpoint,"
-        " attempts, task_id, owner::text AS owner, last_error, error_event_id::text AS"
-        " error_event_id, heartbeat_at, dispatched_at, started_at, completed_at"
-        " FROM replay_slice WHERE job_id = %s ORDER BY slice_no",
+        "SELECT s.slice_no, s.status, s.first_aggregate, s.last_aggregate, s.from_time,"
+        " s.to_time, s.total_events, s.processed_count, s.applied_count, s.skipped_count,"
+        " s.poison_count, s.checkpoint, s.attempts, s.task_id, s.owner::text AS owner,"
+        " s.last_error, s.error_event_id::text AS error_event_id,"
+        " greatest(s.heartbeat_at, h.beat_at) AS heartbeat_at, s.dispatched_at, s.started_at,"
+        " s.completed_at FROM replay_slice s"
+        " LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
+        " WHERE s.job_id = %s ORDER BY s.slice_no",
         (job_id,),
     ).fetchall()
     view = dict(row)

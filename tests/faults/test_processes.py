@@ -106,9 +106,12 @@ def test_a_restarted_redis_loses_nothing(
         check=True, timeout=30,
     )  # fmt: skip
 
+    restarted_at = time.monotonic()
     job = coordinator.wait(job_id, timeout=240)
+    took = time.monotonic() - restarted_at
     assert job["status"] == "completed", job["error"]
     assert_exact(settings, "slow_summary", TOTAL)
+    assert took < 15 + settings.stale_seconds + settings.reconcile_seconds + 20
 
 
 @pytest.mark.skipif(
