@@ -33,7 +33,7 @@ from shared.settings import Settings
 from shared.verify import verify_order_summary
 
 BASELINE_HANDLER = "bench_baseline"
-MEASURES = ("baseline", "ceiling", "rebuild1", "rebuild2", "catchup")
+MEASURES = ("baseline", "ceiling", "rebuild1", "rebuild2", "rebuild2py", "catchup")
 STATUS = {"OrderPlaced": "placed", "PaymentProcessed": "paid", "OrderShipped": "shipped"}
 
 
@@ -224,6 +224,14 @@ def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, 
         ),
         "rebuild2": lambda: project_run(
             bench, "full rebuild, 2 worker processes", 2, runs, reset=True, logs=logs
+        ),
+        "rebuild2py": lambda: project_run(
+            replace(bench, sql_folds=False),
+            "full rebuild, Python path, 2 processes",
+            2,
+            runs,
+            reset=True,
+            logs=logs,
         ),
         "catchup": lambda: project_run(
             bench, "catch-up with markers, 2 processes", 2, runs, reset=False, logs=logs

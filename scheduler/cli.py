@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
     s.add_argument(
         "--measures",
-        default="rebuild1,rebuild2,catchup",
-        help="which project runs (baseline and ceiling always run): rebuild1,rebuild2,catchup",
+        default="rebuild1,rebuild2,rebuild2py,catchup",
+        help="project runs (baseline and ceiling always run): rebuild1,rebuild2,rebuild2py,catchup",
     )
 
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")

@@ -47,6 +47,12 @@ class IdempotentEventHandler:
     #: True (the default) when the events of one aggregate must arrive in sequence_num order;
     #: only handlers that declare False may be replayed in time slices.
     requires_order: ClassVar[bool] = True
+    #: Optional, for handlers whose state lives in the same PostgreSQL: one data-modifying
+    #: statement that applies a whole batch, read from a relation named ``batch`` (the event
+    #: columns, in slice order), exactly as ``handle_batch`` would. Full rebuilds use it, and no
+    #: event travels to Python; if it fails on a batch, that batch goes through ``handle_batch``.
+    #: No ``%`` in it (it is composed with the batch query's parameters).
+    rebuild_sql: ClassVar[str | None] = None
 
     def setup(self, conn: Connection) -> None:
         """Create this handler's tables if they are missing (run by ``replay migrate``)."""

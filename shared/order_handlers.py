@@ -50,12 +50,38 @@ class _Delta:
         self.version = event["sequence_num"]
 
 
+# The same fold as _Delta, set-based, for full rebuilds: per order of the batch, the items and
+# totals added, the status of the last status event, the last sequence_num.
+REBUILD_ORDER_SUMMARY = """
+INSERT INTO order_summary AS s (order_id, item_count, total, status, version)
+SELECT aggregate_id,
+       coalesce(sum((payload->>'qty')::int) FILTER (WHERE event_type = 'ItemAdded'), 0),
+       coalesce(sum((payload->>'qty')::int * (payload->>'price')::numeric)
+                FILTER (WHERE event_type = 'ItemAdded'), 0),
+       (array_agg(CASE event_type WHEN 'OrderPlaced' THEN 'placed'
+                                  WHEN 'PaymentProcessed' THEN 'paid'
+                                  WHEN 'OrderShipped' THEN 'shipped' END
+                  ORDER BY sequence_num DESC)
+            FILTER (WHERE event_type IN ('OrderPlaced', 'PaymentProcessed', 'OrderShipped')))[1],
+       max(sequence_num)
+  FROM batch
+ WHERE aggregate_type = 'Order'
+ GROUP BY aggregate_id
+ON CONFLICT (order_id) DO UPDATE SET
+    item_count = s.item_count + EXCLUDED.item_count,
+    total      = s.total + EXCLUDED.total,
+    status     = COALESCE(EXCLUDED.status, s.status),
+    version    = GREATEST(s.version, EXCLUDED.version)
+"""
+
+
 @handler
 class OrderSummary(IdempotentEventHandler):
     """Read model of an order: item count, total, status and the last sequence_num applied."""
 
     name = "order_summary"
     requires_order = True
+    rebuild_sql = REBUILD_ORDER_SUMMARY
 
     def setup(self, conn: Connection) -> None:
         conn.execute(

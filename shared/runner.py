@@ -200,6 +200,7 @@ class _SliceRun:
         # lookup, not one per batch (MGET of a thousand misses was a fifth of a batch's time).
         self.ask_cache = not job.reset
         self.cache_hits = 0
+        self.fold_sql = handler.rebuild_sql if job.positional and ctx.settings.sql_folds else None
 
     def result(self, status: str) -> SliceResult:
         return SliceResult(
@@ -216,14 +217,19 @@ class _SliceRun:
             log.warning("slice %s of job %s stops: %s", self.slice_no, self.job.job_id, stop.status)
             return self.result(stop.status)
 
-    def _lock_and_read(self) -> list[Event]:
-        """First statements of a batch's transaction: the compare-and-set, then the batch."""
+    def _lock(self) -> None:
+        """First statement of a batch's transaction: the compare-and-set."""
         conn = self.conn
         if not jobs.lock_slice_version(
             conn, self.job.job_id, self.slice_no, self.owner, self.version
         ):
             status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
             raise _Stop("cancelled" if status is jobs.Status.CANCELLED else "superseded")
+
+    def _lock_and_read(self) -> list[Event]:
+        """First statements of a batch's transaction: the compare-and-set, then the batch."""
+        conn = self.conn
+        self._lock()
         query, params = self.reader.query(self.checkpoint)
         # binary: uuids, timestamps and integers arrive without text parsing
         events: list[Event] = conn.execute(query, params, binary=True).fetchall()  # type: ignore[assignment]
@@ -232,6 +238,18 @@ class _SliceRun:
 
     def _batch(self) -> str | None:
         """Process the next batch. Returns the slice's final status when it is done."""
+        if self.fold_sql is not None:
+            try:
+                return self._fold_batch(self.fold_sql)
+            except _Stop:
+                raise
+            except Exception as exc:
+                if db.is_transient(exc):
+                    raise
+                # The set-based fold failed (a malformed event, say): nothing of it committed.
+                # The handler's Python path takes this batch, and finds the event if need be.
+                log.warning("SQL fold of slice %s of job %s failed; batch by batch in Python",
+                            self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
         try:
             with self.conn.transaction():
                 events = self._lock_and_read()
@@ -250,7 +268,27 @@ class _SliceRun:
             log.warning("batch of slice %s of job %s failed; isolating the event",
                         self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
             return self._isolate()
-        self._after_commit(events, result.already_processed, len(result.applied), checkpoint)
+        self._after_commit(len(events), result.already_processed, len(result.applied), checkpoint)
+        return None
+
+    def _fold_batch(self, fold_sql: str) -> str | None:
+        """A full rebuild's batch as one statement: the handler's set-based fold reads the batch
+        in PostgreSQL, and no event travels to Python (see IdempotentEventHandler.rebuild_sql)."""
+        with self.conn.transaction():
+            self._lock()
+            query, params = self.reader.fold_query(self.checkpoint, fold_sql)
+            last = self.conn.execute(query, params).fetchone()
+            if last is None:
+                jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
+                return "completed"
+            n = int(last["n"])
+            self.ctx.cache.count_reads(str(self.job.job_id), n)
+            checkpoint = self.reader.checkpoint_after(last)
+            jobs.record_batch(
+                self.conn, self.job.job_id, self.slice_no, checkpoint=checkpoint,
+                last_event_id=last["event_id"], processed=n, applied=n,
+            )  # fmt: skip
+        self._after_commit(n, [], n, checkpoint)
         return None
 
     def _apply(self, events: Sequence[Event], known: set[UUID]) -> BatchResult:
@@ -335,7 +373,7 @@ class _SliceRun:
                     f" {db.first_line(error)}\n{_traceback(error)}",
                     owner=self.owner, event_id=poison["event_id"],
                 )  # fmt: skip
-        self._after_commit(handled, already, applied, checkpoint)
+        self._after_commit(len(handled), already, applied, checkpoint)
         return "failed" if failure is not None else None
 
     def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> dict[str, Any]:
@@ -351,7 +389,7 @@ class _SliceRun:
 
     def _after_commit(
         self,
-        events: Sequence[Event],
+        processed: int,
         already_processed: list[UUID],
         applied: int,
         checkpoint: dict[str, Any] | None,
@@ -363,7 +401,7 @@ class _SliceRun:
         rest of the batch (one SET per event) for entries a rebuild never reads."""
         self.checkpoint = checkpoint
         self.version += 1
-        self.processed += len(events)
+        self.processed += processed
         self.applied += applied
         self.ctx.cache.mark(self.handler.name, self.job.cache_epoch, already_processed)
         self.ask_cache = not self.job.reset and bool(already_processed or self.cache_hits)

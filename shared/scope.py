@@ -107,6 +107,8 @@ _TIME_START = sql.SQL("occurred_at >= %(slice_from)s")
 _TIME_AFTER = sql.SQL("(occurred_at, event_id) > (%(after_time)s, %(after_event)s)")
 _TIME_END = sql.SQL("occurred_at < %(slice_to)s")
 _TIME_ORDER = sql.SQL("ORDER BY occurred_at, event_id")
+_AGG_LAST = sql.SQL("ORDER BY aggregate_id DESC, sequence_num DESC")
+_TIME_LAST = sql.SQL("ORDER BY occurred_at DESC, event_id DESC")
 _COVERED = sql.SQL("pg_visible_in_snapshot(txid, %(covered)s::pg_snapshot) AS _covered")
 
 
@@ -161,6 +163,22 @@ class SliceReader:
         query = sql.SQL("SELECT {cols} FROM event WHERE {where} {order} LIMIT %(limit)s").format(
             cols=cols, where=where_clause(conds), order=order
         )
+        return query, params
+
+    def fold_query(
+        self, checkpoint: dict[str, Any] | None, fold_sql: str
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The next batch as a relation named ``batch`` for a handler's set-based fold (a
+        data-modifying statement, which PostgreSQL runs to completion), returning the batch's
+        last event (its position) and the batch's size as ``n``; no row when the slice is done.
+        """
+        batch, params = self.query(checkpoint)
+        last = _TIME_LAST if self.bounds.by_time else _AGG_LAST
+        query = sql.SQL(
+            "WITH batch AS ({batch}), folded AS ({fold})"
+            " SELECT aggregate_id, sequence_num, occurred_at, event_id, count(*) OVER () AS n"
+            " FROM batch {last} LIMIT 1"
+        ).format(batch=batch, fold=sql.SQL(fold_sql), last=last)
         return query, params
 
     def checkpoint_after(self, event: Mapping[str, Any]) -> dict[str, Any]:

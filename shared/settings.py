@@ -80,6 +80,8 @@ class Settings:
     reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS
     result_expires_seconds: int = DEFAULT_RESULT_EXPIRES_SECONDS
     control_queue: str = "control"
+    #: full rebuilds use a handler's set-based SQL fold where it has one (REPLAY_SQL_FOLDS=0: off)
+    sql_folds: bool = True
 
     def __post_init__(self) -> None:
         if self.stale_seconds < 3 * self.heartbeat_seconds:
@@ -122,6 +124,7 @@ class Settings:
                 env, "REPLAY_RESULT_EXPIRES_SECONDS", DEFAULT_RESULT_EXPIRES_SECONDS
             ),
             control_queue=env.get("REPLAY_CONTROL_QUEUE") or "control",
+            sql_folds=env.get("REPLAY_SQL_FOLDS", "1").strip().lower() not in ("0", "false", "no"),
         )
 
     def with_database(self, name: str) -> Settings:
@@ -150,6 +153,7 @@ class Settings:
             "REPLAY_RECONCILE_SECONDS": str(self.reconcile_seconds),
             "REPLAY_RESULT_EXPIRES_SECONDS": str(self.result_expires_seconds),
             "REPLAY_CONTROL_QUEUE": self.control_queue,
+            "REPLAY_SQL_FOLDS": "1" if self.sql_folds else "0",
         }
 
 

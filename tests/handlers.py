@@ -73,7 +73,7 @@ class PoisonableSummary(OrderSummary):
     ``poison_rule`` (a "bug" that the tests fix by deleting the rule)."""
 
     name = "poisonable_summary"
-    SECONDS_PER_BATCH = 0.0
+    rebuild_sql = None  # always through handle_batch, where the poison is
 
     def setup(self, conn: Connection) -> None:
         super().setup(conn)

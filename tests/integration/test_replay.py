@@ -274,3 +274,27 @@ def test_slice_progress_is_reported_to_celery(coordinator: Coordinator, celery_c
     assert any(0 < n < planned["total_events"] for n in committed), committed
     assert all(m["total"] == planned["total_events"] for m in seen)
     assert 0 < seen[0]["processed"] < planned["total_events"]
+
+
+def test_a_batch_the_sql_fold_cannot_take_goes_through_the_handler(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    # order_summary rebuilds with a set-based SQL fold; an event it cannot read (a quantity
+    # that is not a number) sends that batch through handle_batch, which parks the event.
+    bad = store.append(
+        conn, "bad-qty", "Order",
+        [store.NewEvent("OrderPlaced"), store.NewEvent("ItemAdded", {"sku": "X", "qty": "many",
+                                                                     "price": 1.5})],
+        expected_version=0,
+    )  # fmt: skip
+    try:
+        job = run(coordinator, slices=4, reset=True, on_error="park")
+        assert job["poison_count"] == 1
+        parked = conn.execute("SELECT event_id FROM parked_event").fetchall()
+        assert [p["event_id"] for p in parked] == [bad[1]]
+        good = events_where(conn, "aggregate_id <> 'bad-qty'")
+        state = read_order_summary(conn)
+        assert {k: v for k, v in state.items() if k != "bad-qty"} == fold_order_summary(good)
+        assert state["bad-qty"][2:] == ("placed", 1)
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id = 'bad-qty'")
