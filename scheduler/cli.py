@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("retry-parked", help="run a job's parked events again (after a fix)")
     s.add_argument("job_id")
 
+    s = sub.add_parser("live", help="follow new events and hand them to the live handlers")
+    s.add_argument("--handler", dest="handlers", action="append", help="repeatable; default: all")
+
     s = sub.add_parser("jobs", help="list recent jobs")
     s.add_argument("--limit", type=int, default=20)
 
@@ -321,6 +324,28 @@ def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if result.still_failing == 0 else 1
 
 
+def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from shared import live, runner
+
+    ctx = runner.Context.create(settings)
+    handlers = live.live_handlers(ctx, args.handlers)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"following new events for {', '.join(h.name for h in handlers)}")
+    try:
+        live.run(
+            ctx, handlers, stop,
+            on_step=lambda r: console.print(f"{r.handler}: {r.events} new, {r.applied} applied"),
+        )  # fmt: skip
+    finally:
+        ctx.close()
+    return 0
+
+
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     table = Table("job", "consumer", "type", "status", "processed", "total", "created")
     for job in Coordinator(settings).list(args.limit):
@@ -395,6 +420,7 @@ COMMANDS = {
     "reconcile": cmd_reconcile,
     "parked": cmd_parked,
     "retry-parked": cmd_retry_parked,
+    "live": cmd_live,
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
     "bench": cmd_bench,

@@ -47,6 +47,8 @@ class IdempotentEventHandler:
     #: True (the default) when the events of one aggregate must arrive in sequence_num order;
     #: only handlers that declare False may be replayed in time slices.
     requires_order: ClassVar[bool] = True
+    #: Whether the live consumer (``replay live``) hands new events to this handler.
+    live: ClassVar[bool] = True
     #: Optional, for handlers whose state lives in the same PostgreSQL: one data-modifying
     #: statement that applies a whole batch, read from a relation named ``batch`` (the event
     #: columns, in slice order), exactly as ``handle_batch`` would. Full rebuilds use it, and no

@@ -20,6 +20,7 @@ class StrictOrder(IdempotentEventHandler):
 
     name = "strict_order"
     requires_order = True
+    live = False
 
     def setup(self, conn: Connection) -> None:
         conn.execute(
@@ -54,6 +55,7 @@ class SlowNoop(IdempotentEventHandler):
 
     name = "slow_noop"
     requires_order = False
+    live = False
     SECONDS_PER_BATCH = 0.25
 
     def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
@@ -73,6 +75,7 @@ class PoisonableSummary(OrderSummary):
     ``poison_rule`` (a "bug" that the tests fix by deleting the rule)."""
 
     name = "poisonable_summary"
+    live = False
     rebuild_sql = None  # always through handle_batch, where the poison is
 
     def setup(self, conn: Connection) -> None:
@@ -99,3 +102,36 @@ class SlowSummary(PoisonableSummary):
     def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
         time.sleep(self.SECONDS_PER_BATCH)
         super().handle_batch(conn, events, is_replay=is_replay)
+
+
+@handler
+class LiveAudit(IdempotentEventHandler):
+    """Records every event it is handed (a second time is a primary-key violation) and fails on
+    any event that is not the next sequence_num of its aggregate."""
+
+    name = "live_audit"
+    live = False  # only when named: the live tests start it explicitly
+
+    def setup(self, conn: Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS live_audit (event_id uuid PRIMARY KEY,"
+            " aggregate_id text NOT NULL, sequence_num bigint NOT NULL, is_replay boolean NOT NULL,"
+            " UNIQUE (aggregate_id, sequence_num))"
+        )
+
+    def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
+        for e in events:
+            last = conn.execute(
+                "SELECT coalesce(max(sequence_num), 0) AS s FROM live_audit"
+                " WHERE aggregate_id = %s",
+                (e["aggregate_id"],),
+            ).fetchone()["s"]
+            if e["sequence_num"] != last + 1:
+                raise OutOfOrder(f"{e['aggregate_id']}: {e['sequence_num']} after {last}")
+            conn.execute(
+                "INSERT INTO live_audit VALUES (%s, %s, %s, %s)",
+                (e["event_id"], e["aggregate_id"], e["sequence_num"], is_replay),
+            )
+
+    def reset(self, conn: Connection, aggregate_id: str | None) -> None:
+        conn.execute("TRUNCATE live_audit")

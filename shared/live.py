@@ -1,0 +1,128 @@
+"""The live consumer: new events, as they commit, to every live handler with ``is_replay=False``.
+
+Position: a snapshot per handler (``live_checkpoint``, see 0005_live.sql for why it cannot skip
+an event). A step for a handler is one transaction: lock its checkpoint row (two consumers of one
+handler take turns), read the events committed between its snapshot and now in per-aggregate
+order, hand them over in batches through the same claim as replays (``processed_event`` decides,
+so an event a concurrent catch-up replay also handles takes effect once), and store the new
+snapshot. A crash anywhere rolls the whole step back; the restarted consumer does it again.
+Per-aggregate order across steps holds because a writer appends sequence_num N+1 only after
+seeing N committed, so N is visible in every snapshot that shows N+1.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from shared import db, idempotency, runner
+from shared.db import Connection
+from shared.handlers import Event, IdempotentEventHandler
+from shared.scope import EVENT_COLUMNS
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+IDLE_WAKE_SECONDS = 0.5  # poll this often even without a notification (a lost NOTIFY)
+CHANNEL = "event_appended"
+
+_NEW_EVENTS = sql.SQL(
+    "SELECT {cols} FROM event"
+    " WHERE txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
+    " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
+    " AND pg_visible_in_snapshot(txid, %(now)s::pg_snapshot)"
+    " ORDER BY aggregate_id, sequence_num"
+).format(cols=EVENT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    handler: str
+    events: int
+    applied: int
+
+
+def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
+    """Handle everything committed since the handler's live position; move the position."""
+    applied = seen = 0
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT snapshot::text AS s FROM live_checkpoint WHERE handler_name = %s FOR UPDATE",
+            (handler.name,),
+        ).fetchone()
+        now = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
+        assert now is not None
+        if row is None:
+            # A new live handler starts at the present: history is what replays are for.
+            conn.execute(
+                "INSERT INTO live_checkpoint (handler_name, snapshot) VALUES (%s, %s::pg_snapshot)"
+                " ON CONFLICT (handler_name) DO NOTHING",
+                (handler.name, now["s"]),
+            )
+            return StepResult(handler.name, 0, 0)
+        params = {"prev": row["s"], "now": now["s"]}
+        # A server-side cursor: a long backlog streams in batches, never all in memory.
+        with conn.cursor(name=f"live_{handler.name}", binary=True) as cur:
+            cur.execute(_NEW_EVENTS, params)
+            while batch := cur.fetchmany(BATCH):
+                events: list[Event] = batch  # type: ignore[assignment]
+                owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
+                result = runner.apply_batch(
+                    conn, handler, events, is_replay=False, known_processed=owned
+                )
+                seen += len(events)
+                applied += len(result.applied)
+        conn.execute(
+            "UPDATE live_checkpoint SET snapshot = %s::pg_snapshot, events = events + %s,"
+            " updated_at = now() WHERE handler_name = %s",
+            (now["s"], seen, handler.name),
+        )
+    return StepResult(handler.name, seen, applied)
+
+
+def live_handlers(
+    ctx: runner.Context, names: list[str] | None = None
+) -> list[IdempotentEventHandler]:
+    if names:
+        return [ctx.registry.get(n) for n in names]
+    return [h for h in ctx.registry if h.live]
+
+
+def run(
+    ctx: runner.Context,
+    handlers: list[IdempotentEventHandler],
+    stop: threading.Event,
+    *,
+    on_step: Callable[[StepResult], None] | None = None,
+) -> None:
+    """Follow the store until ``stop`` is set: a step per handler on every NOTIFY (or every
+    IDLE_WAKE_SECONDS). A failing handler is retried after a pause; its position does not move,
+    so nothing is skipped (live poison events block their handler: fix, and it goes on)."""
+    listener = db.connect(ctx.settings)
+    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+    backoff: dict[str, float] = {}
+    try:
+        with ctx.pool.connection() as conn:
+            while not stop.is_set():
+                for handler in handlers:
+                    if backoff.get(handler.name, 0) > time.monotonic():
+                        continue
+                    try:
+                        result = step(conn, handler)
+                    except Exception as exc:
+                        if db.is_transient(exc):
+                            raise
+                        log.exception("live step of %s failed; retrying in 5 s", handler.name)
+                        backoff[handler.name] = time.monotonic() + 5
+                        continue
+                    if on_step is not None and result.events:
+                        on_step(result)
+                for _ in listener.notifies(timeout=IDLE_WAKE_SECONDS, stop_after=1):
+                    pass
+    finally:
+        listener.close()
