@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.coordinator import Coordinator
+from scheduler.workers import WorkerProcess
 from shared import db, store
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict
 from shared.settings import Settings
-from tests.support import ROOT, WORKER_ENV, count
+from tests.folds import fold_order_summary, read_order_summary
+from tests.support import ROOT, WORKER_ENV, count, events_where
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +126,56 @@ def test_every_appended_event_is_handled_once_in_order_across_a_kill(
         print(f"\n{len(appended)} events from {WRITERS} writers in {SECONDS:g} s, all handled once")
     finally:
         conn.execute("DELETE FROM event WHERE aggregate_id LIKE 'live-%%'")
+
+
+def test_live_and_a_concurrent_catch_up_of_the_same_handlers_take_effect_once(
+    settings: Settings, workers: list[WorkerProcess], clean: None, conn: Connection,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """order_summary and order_notifications followed live while a catch-up replay of
+    order_summary runs over history and the new events: the read model equals the fold, and
+    the outbox has one row per OrderShipped appended during the test, none for history."""
+    live = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "live", "--handler", "order_summary",
+         "--handler", "order_notifications"],
+        env={**os.environ, **settings.as_env(), **WORKER_ENV},
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    coordinator = Coordinator(settings)
+    try:
+        deadline = time.monotonic() + 30
+        while count(conn, "SELECT count(*) FROM live_checkpoint") < 2:
+            assert time.monotonic() < deadline, "the consumer did not start"
+            time.sleep(0.1)
+        shipped: list[str] = []
+        job_id = ""
+        for n in range(40):  # new orders, some shipped; the first 20 are in the replay's scope too
+            if n == 20:
+                job_id = coordinator.submit("order_summary", slices=8)
+            events = [
+                store.NewEvent("OrderPlaced"),
+                store.NewEvent("ItemAdded", {"sku": "S", "qty": 2, "price": 9.99}),
+            ]
+            if n % 2 == 0:
+                events += [store.NewEvent("PaymentProcessed"), store.NewEvent("OrderShipped")]
+            ids = store.append(conn, f"live-both-{n}", "Order", events, expected_version=0)
+            if n % 2 == 0:
+                shipped.append(str(ids[-1]))
+        assert coordinator.wait(job_id, timeout=120)["status"] == "completed"
+        total = count(conn, "SELECT count(*) FROM event")
+        deadline = time.monotonic() + 30
+        while (
+            count(conn, "SELECT count(*) FROM processed_event WHERE handler_name = 'order_summary'")
+            < total
+        ):
+            assert time.monotonic() < deadline, "live processing did not catch up"
+            time.sleep(0.2)
+
+        assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+        outbox = conn.execute("SELECT event_id::text AS e FROM email_outbox").fetchall()
+        assert sorted(r["e"] for r in outbox) == sorted(shipped)
+    finally:
+        live.terminate()
+        live.wait(10)
+        coordinator.close()
+        conn.execute("DELETE FROM event WHERE aggregate_id LIKE 'live-both-%%'")
