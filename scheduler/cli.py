@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fail",
         help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
     )
+    s.add_argument("--max-rate", type=float, help="events/s for the whole job (all workers)")
     s.add_argument("--wait", action="store_true", help="show progress until the job ends")
     s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
 
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="re-dispatch a failed/cancelled job from its checkpoints")
     s.add_argument("job_id")
     s.add_argument("--wait", action="store_true")
+
+    s = sub.add_parser("throttle", help="change a running job's speed limit")
+    s.add_argument("job_id")
+    s.add_argument("rate", help="events per second for the whole job, or 'off'")
 
     s = sub.add_parser("reconcile", help="one reconciler pass now (normally run by beat)")
 
@@ -171,6 +176,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         slice_by=args.slice_by,
         reset=args.reset,
         on_error=args.on_error,
+        max_events_per_second=args.max_rate,
     )
     if not args.wait:
         console.print(job_id)
@@ -274,6 +280,22 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
         job = follow(coordinator, job["job_id"])
     print_summary(job)
     return 0 if not args.wait or job["status"] == "completed" else 1
+
+
+def cmd_throttle(settings: Settings, args: argparse.Namespace) -> int:
+    if args.rate.strip().lower() in ("off", "none", "0"):
+        rate = None
+    else:
+        try:
+            rate = float(args.rate)
+        except ValueError:
+            raise InvalidRequest(
+                f"rate must be a number of events per second or 'off', got {args.rate!r}"
+            ) from None
+    job = Coordinator(settings).throttle(args.job_id, rate)
+    limit = "no limit" if rate is None else f"{rate:,.0f} events/s"
+    console.print(f"job {job['job_id']} ({job['status']}): {limit}, within a few seconds")
+    return 0
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -417,6 +439,7 @@ COMMANDS = {
     "status": cmd_status,
     "cancel": cmd_cancel,
     "resume": cmd_resume,
+    "throttle": cmd_throttle,
     "reconcile": cmd_reconcile,
     "parked": cmd_parked,
     "retry-parked": cmd_retry_parked,

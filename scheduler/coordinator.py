@@ -18,7 +18,7 @@ import psycopg
 from celery import Celery
 from kombu.exceptions import KombuError
 
-from scheduler.requests import ReplayRequest, build_request
+from scheduler.requests import ReplayRequest, build_request, parse_rate
 from shared import db, dispatch, idempotency, jobs, reconcile, slicing
 from shared.celeryconf import celery_config
 from shared.errors import (
@@ -111,6 +111,7 @@ class Coordinator:
                             replay_type=request.replay_type, scope=scope,
                             slice_by=request.slice_by, reset=request.reset, snapshot=snapshot,
                             cache_epoch="", on_error=request.on_error,
+                            max_events_per_second=request.max_events_per_second,
                         )  # fmt: skip
                 except db.UniqueViolation:
                     active = _active_job(self.settings, handler.name)
@@ -186,6 +187,14 @@ class Coordinator:
             self._send(str(key), slices)
         return self.get(key)
 
+    def throttle(self, job_id: Any, rate: float | None) -> dict[str, Any]:
+        """Change a running job's speed limit (None lifts it); in effect within seconds."""
+        key = _job_uuid(job_id)
+        rate = parse_rate(rate)
+        with db.connect(self.settings) as conn, db.translate_errors():
+            jobs.set_rate(conn, key, rate)
+        return self.get(key)
+
     def reconcile(self) -> reconcile.ReconcileReport:
         """One reconciler pass, now (``replay reconcile``)."""
         return reconcile.reconcile(self.settings, self.celery)
@@ -249,6 +258,7 @@ def submit_replay(
     slice_by: str = "aggregate",
     reset: bool = False,
     on_error: str = "fail",
+    max_events_per_second: float | None = None,
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
     ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
@@ -264,6 +274,7 @@ def submit_replay(
         slice_by=slice_by,
         reset=reset,
         on_error=on_error,
+        max_events_per_second=max_events_per_second,
     )
 
 

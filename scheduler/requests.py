@@ -26,6 +26,7 @@ class ReplayRequest:
     slice_by: str
     reset: bool
     on_error: str = "fail"
+    max_events_per_second: float | None = None
 
 
 def parse_timestamp(value: Any, name: str) -> datetime | None:
@@ -81,6 +82,7 @@ def build_request(
     slice_by: Any = "aggregate",
     reset: Any = False,
     on_error: Any = "fail",
+    max_events_per_second: Any = None,
 ) -> ReplayRequest:
     """Check every argument that can be checked without the database or the registry."""
     if not isinstance(consumer, str) or not consumer:
@@ -138,4 +140,20 @@ def build_request(
         to_time=end,
         event_types=types,
     )
-    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset, on_error)
+    rate = parse_rate(max_events_per_second)
+    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset, on_error, rate)
+
+
+MAX_RATE = 100_000_000
+
+
+def parse_rate(value: Any) -> float | None:
+    """A speed limit in events per second: None (no limit) or a positive number."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
+        raise errors.InvalidRequest(
+            f"max_events_per_second must be a number above 0 and at most {MAX_RATE:,},"
+            f" got {value!r}"
+        )
+    return float(value)

@@ -50,6 +50,7 @@ class Job:
     total_events: int
     on_error: str
     covered_snapshot: str | None = None
+    max_events_per_second: float | None = None
 
     @property
     def positional(self) -> bool:
@@ -72,6 +73,7 @@ class Job:
             total_events=int(row["total_events"]),
             on_error=row["on_error"],
             covered_snapshot=row["covered_snapshot"],
+            max_events_per_second=_rate(row["max_events_per_second"]),
         )
 
 
@@ -110,7 +112,7 @@ class Slice:
 _JOB_COLUMNS = (
     "job_id, consumer_name, replay_type, filter_params, status, slice_by, reset,"
     " snapshot::text AS snapshot, cache_epoch, total_events, on_error,"
-    " covered_snapshot::text AS covered_snapshot"
+    " covered_snapshot::text AS covered_snapshot, max_events_per_second"
 )
 
 
@@ -126,12 +128,13 @@ def insert_job(
     snapshot: str,
     cache_epoch: str,
     on_error: str,
+    max_events_per_second: float | None = None,
 ) -> None:
     """Insert a pending job. Raises ``db.UniqueViolation`` if the consumer has an active job."""
     conn.execute(
         "INSERT INTO replay_job (job_id, consumer_name, replay_type, filter_params, slice_by,"
-        " reset, snapshot, cache_epoch, on_error)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s, %s)",
+        " reset, snapshot, cache_epoch, on_error, max_events_per_second)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s, %s, %s)",
         (
             job_id,
             consumer_name,
@@ -142,8 +145,30 @@ def insert_job(
             snapshot,
             cache_epoch,
             on_error,
+            max_events_per_second,
         ),
     )
+
+
+def _rate(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def job_rate(conn: Connection, job_id: UUID | str) -> float | None:
+    row = conn.execute(
+        "SELECT max_events_per_second FROM replay_job WHERE job_id = %s", (job_id,)
+    ).fetchone()
+    return _rate(row["max_events_per_second"]) if row else None
+
+
+def set_rate(conn: Connection, job_id: UUID | str, rate: float | None) -> None:
+    """Change a running job's speed limit (None: none); its slices pick it up within seconds."""
+    with conn.transaction():
+        if _lock_job(conn, job_id).final:
+            raise InvalidJobState(f"job {job_id} has ended; there is nothing to throttle")
+        conn.execute(
+            "UPDATE replay_job SET max_events_per_second = %s WHERE job_id = %s", (rate, job_id)
+        )
 
 
 def set_cache_epoch(
@@ -598,7 +623,7 @@ SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.f
             ELSE coalesce(s.applied, 0) END AS applied_count,
        CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.skipped_count
             ELSE coalesce(s.skipped, 0) END AS skipped_count,
-       j.on_error, j.poison_count,
+       j.on_error, j.poison_count, j.max_events_per_second::float8 AS max_events_per_second,
        j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
        j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count
   FROM replay_job j

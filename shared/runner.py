@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,13 @@ from shared.heartbeat import Heartbeat
 from shared.idempotency import ProcessedCache
 from shared.scope import EVENT_COLUMN_NAMES, SliceReader
 from shared.settings import Settings
+from shared.throttle import Throttle, batch_limit
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+#: a throttled slice re-reads its job's limit this often (`replay throttle` takes effect)
+RATE_REFRESH_SECONDS = 2.0
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Context:
     pool: ConnectionPool[Connection]
     registry: Registry
     cache: ProcessedCache
+    throttle: Throttle
 
     @classmethod
     def create(cls, settings: Settings) -> Context:
@@ -48,11 +53,13 @@ class Context:
             pool=db.make_pool(settings, max_size=2),
             registry=load_registry(settings.handler_modules),
             cache=ProcessedCache.from_url(settings.redis_url, settings.cache_ttl_seconds),
+            throttle=Throttle.from_url(settings.redis_url),
         )
 
     def close(self) -> None:
         self.pool.close()
         self.cache.close()
+        self.throttle.close()
 
 
 _context: tuple[int, Context] | None = None
@@ -201,6 +208,9 @@ class _SliceRun:
         self.ask_cache = not job.reset
         self.cache_hits = 0
         self.fold_sql = handler.rebuild_sql if job.positional and ctx.settings.sql_folds else None
+        self.rate: float | None = job.max_events_per_second
+        self.rate_read_at = time.monotonic()
+        self.limit = ctx.settings.batch_size
 
     def result(self, status: str) -> SliceResult:
         return SliceResult(
@@ -210,12 +220,25 @@ class _SliceRun:
     def run(self) -> SliceResult:
         try:
             while True:
+                self._throttle()
                 outcome = self._batch()
                 if outcome is not None:
                     return self.result(outcome)
         except _Stop as stop:
             log.warning("slice %s of job %s stops: %s", self.slice_no, self.job.job_id, stop.status)
             return self.result(stop.status)
+
+    def _throttle(self) -> None:
+        """Under a speed limit: wait for the next batch's share of the job's rate (outside any
+        transaction, so no lock is held while waiting), in batches of about 0.1 s of events."""
+        if time.monotonic() - self.rate_read_at > RATE_REFRESH_SECONDS:
+            self.rate = jobs.job_rate(self.conn, self.job.job_id)
+            self.rate_read_at = time.monotonic()
+        if self.rate is None:
+            self.limit = self.ctx.settings.batch_size
+            return
+        self.limit = batch_limit(self.rate, self.ctx.settings.batch_size)
+        self.ctx.throttle.wait_for(str(self.job.job_id), self.limit, self.rate)
 
     def _lock(self) -> None:
         """First statement of a batch's transaction: the compare-and-set."""
@@ -230,7 +253,7 @@ class _SliceRun:
         """First statements of a batch's transaction: the compare-and-set, then the batch."""
         conn = self.conn
         self._lock()
-        query, params = self.reader.query(self.checkpoint)
+        query, params = self.reader.query(self.checkpoint, self.limit)
         # binary: uuids, timestamps and integers arrive without text parsing
         events: list[Event] = conn.execute(query, params, binary=True).fetchall()  # type: ignore[assignment]
         self.ctx.cache.count_reads(str(self.job.job_id), len(events))
@@ -276,7 +299,7 @@ class _SliceRun:
         in PostgreSQL, and no event travels to Python (see IdempotentEventHandler.rebuild_sql)."""
         with self.conn.transaction():
             self._lock()
-            query, params = self.reader.fold_query(self.checkpoint, fold_sql)
+            query, params = self.reader.fold_query(self.checkpoint, fold_sql, self.limit)
             last = self.conn.execute(query, params).fetchone()
             if last is None:
                 jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)

@@ -127,10 +127,12 @@ class SliceReader:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_base", self.scope.where(self.snapshot))
 
-    def query(self, checkpoint: dict[str, Any] | None) -> tuple[sql.Composed, dict[str, Any]]:
+    def query(
+        self, checkpoint: dict[str, Any] | None, limit: int | None = None
+    ) -> tuple[sql.Composed, dict[str, Any]]:
         conds, base_params = self._base
         conds = list(conds)
-        params = dict(base_params, limit=self.batch_size)
+        params = dict(base_params, limit=limit or self.batch_size)
         b = self.bounds
         if not b.by_time:
             if checkpoint is None:
@@ -166,13 +168,13 @@ class SliceReader:
         return query, params
 
     def fold_query(
-        self, checkpoint: dict[str, Any] | None, fold_sql: str
+        self, checkpoint: dict[str, Any] | None, fold_sql: str, limit: int | None = None
     ) -> tuple[sql.Composed, dict[str, Any]]:
         """The next batch as a relation named ``batch`` for a handler's set-based fold (a
         data-modifying statement, which PostgreSQL runs to completion), returning the batch's
         last event (its position) and the batch's size as ``n``; no row when the slice is done.
         """
-        batch, params = self.query(checkpoint)
+        batch, params = self.query(checkpoint, limit)
         last = _TIME_LAST if self.bounds.by_time else _AGG_LAST
         query = sql.SQL(
             "WITH batch AS ({batch}), folded AS ({fold})"

@@ -28,6 +28,7 @@ def test_migrate_creates_a_missing_database(settings: Settings) -> None:
             "0003_resilience",
             "0004_rebuild_coverage",
             "0005_live",
+            "0006_throttle",
         ]
         assert schema.migrate(other) == []
     finally:
