@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="project runs (baseline and ceiling always run): rebuild1,rebuild2,rebuild2py,catchup",
     )
 
+    s = sub.add_parser("bench-live", help="live latency: idle, during a replay, throttled")
+    s.add_argument("--aggregates", type=int, default=10_000)
+    s.add_argument("--events-per-aggregate", type=int, default=100)
+    s.add_argument("--rate", type=float, default=20_000, help="the throttled replay's limit")
+    s.add_argument("--seconds", type=float, default=10, help="probing time per phase")
+    s.add_argument("--output", default="bench/results/live_latency.json")
+
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")
     s.add_argument("--aggregates", type=int, default=2000)
     s.add_argument("--events-per-aggregate", type=int, default=100)
@@ -408,6 +415,21 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scheduler import live_bench
+
+    seed.validate(args.aggregates, args.events_per_aggregate)
+    if args.rate <= 0 or args.seconds <= 0:
+        raise InvalidRequest("--rate and --seconds must be positive")
+    live_bench.run(
+        settings, args.aggregates, args.events_per_aggregate, args.rate, args.seconds,
+        Path(args.output), console,
+    )  # fmt: skip
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import demo
 
@@ -447,6 +469,7 @@ COMMANDS = {
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
     "bench": cmd_bench,
+    "bench-live": cmd_bench_live,
     "demo": cmd_demo,
 }
 

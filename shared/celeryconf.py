@@ -11,6 +11,7 @@ SLICE_TASK = "replay.slice"
 FINALIZE_TASK = "replay.finalize"
 LIVE_TASK = "replay.live"
 RECONCILE_TASK = "replay.reconcile"
+LIVE_STEP_TASK = "replay.live_step"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -54,17 +55,30 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             SLICE_TASK: {"queue": settings.queue},
             FINALIZE_TASK: {"queue": settings.queue},
             LIVE_TASK: {"queue": settings.live_queue},
+            LIVE_STEP_TASK: {"queue": settings.live_queue},
             RECONCILE_TASK: {"queue": settings.control_queue},
         },
         # The scheduler process (celery -A worker worker --beat -Q control) runs the reconciler.
         # On its own queue, so that it never waits behind long slices.
-        "beat_schedule": {
-            "reconcile": {
-                "task": RECONCILE_TASK,
-                "schedule": settings.reconcile_seconds,
-                "options": {"queue": settings.control_queue, "expires": settings.reconcile_seconds},
-            }
-        },
+        "beat_schedule": _beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
+
+
+def _beat_schedule(settings: Settings) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "reconcile": {
+            "task": RECONCILE_TASK,
+            "schedule": settings.reconcile_seconds,
+            "options": {"queue": settings.control_queue, "expires": settings.reconcile_seconds},
+        }
+    }
+    if settings.live_beat_seconds:
+        # The Celery-driven live consumer: a step for every live handler on the live queue.
+        schedule["live"] = {
+            "task": LIVE_STEP_TASK,
+            "schedule": settings.live_beat_seconds,
+            "options": {"queue": settings.live_queue, "expires": settings.live_beat_seconds},
+        }
+    return schedule

@@ -82,6 +82,8 @@ class Settings:
     control_queue: str = "control"
     #: full rebuilds use a handler's set-based SQL fold where it has one (REPLAY_SQL_FOLDS=0: off)
     sql_folds: bool = True
+    #: > 0: beat sends a live step to the live queue this often (the Celery-driven live consumer)
+    live_beat_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stale_seconds < 3 * self.heartbeat_seconds:
@@ -125,6 +127,9 @@ class Settings:
             ),
             control_queue=env.get("REPLAY_CONTROL_QUEUE") or "control",
             sql_folds=env.get("REPLAY_SQL_FOLDS", "1").strip().lower() not in ("0", "false", "no"),
+            live_beat_seconds=0.0
+            if (env.get("REPLAY_LIVE_BEAT_SECONDS") or "0").strip() in ("0", "0.0")
+            else _float(env, "REPLAY_LIVE_BEAT_SECONDS", 0.0),
         )
 
     def with_database(self, name: str) -> Settings:
@@ -154,6 +159,7 @@ class Settings:
             "REPLAY_RESULT_EXPIRES_SECONDS": str(self.result_expires_seconds),
             "REPLAY_CONTROL_QUEUE": self.control_queue,
             "REPLAY_SQL_FOLDS": "1" if self.sql_folds else "0",
+            "REPLAY_LIVE_BEAT_SECONDS": str(self.live_beat_seconds),
         }
 
 

@@ -8,8 +8,8 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from shared import db, jobs, reconcile, runner
-from shared.celeryconf import FINALIZE_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
+from shared import db, jobs, live, reconcile, runner
+from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from worker.app import app
@@ -88,7 +88,7 @@ def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     retry_backoff_max=30,
     max_retries=None,
 )
-def live(consumer: str, event_ids: list[str]) -> dict[str, Any]:
+def live_events(consumer: str, event_ids: list[str]) -> dict[str, Any]:
     """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
     result = runner.process_live(_context(), consumer, event_ids)
     return {"consumer": consumer, "applied": len(result.applied), "skipped": result.skipped}
@@ -98,3 +98,25 @@ def live(consumer: str, event_ids: list[str]) -> dict[str, Any]:
 def reconcile_jobs(self: Task) -> dict[str, Any]:
     """Periodic (beat): finalize jobs whose callback was lost, re-dispatch abandoned slices."""
     return reconcile.reconcile(Settings.from_env(), self.app).as_dict()
+
+
+@app.task(
+    name=LIVE_STEP_TASK,
+    acks_late=True,
+    ignore_result=False,
+    autoretry_for=(DatabaseUnavailable,),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=None,
+)
+def live_step(handlers: list[str] | None = None) -> dict[str, Any]:
+    """The Celery-driven live consumer: one step (everything committed since the last) for each
+    live handler, or the named ones. Steps of one handler serialize on its checkpoint row, so
+    this can run beside `replay live` and beside itself."""
+    ctx = _context()
+    counts: dict[str, Any] = {}
+    with db.translate_errors(), ctx.pool.connection() as conn:
+        for handler in live.live_handlers(ctx, handlers):
+            result = live.step(conn, handler)
+            counts[handler.name] = {"events": result.events, "applied": result.applied}
+    return counts

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,25 @@ def test_live_and_a_concurrent_catch_up_of_the_same_handlers_take_effect_once(
         live.wait(10)
         coordinator.close()
         conn.execute("DELETE FROM event WHERE aggregate_id LIKE 'live-both-%%'")
+
+
+def test_the_celery_driven_live_step(
+    settings: Settings, workers: list[WorkerProcess], clean: None, conn: Connection,
+    celery_client: Any,
+) -> None:  # fmt: skip
+    from shared.celeryconf import LIVE_STEP_TASK
+
+    def step() -> dict[str, Any]:
+        return celery_client.send_task(  # type: ignore[no-any-return]
+            LIVE_STEP_TASK, kwargs={"handlers": ["live_audit"]}, queue=settings.live_queue
+        ).get(timeout=60)
+
+    assert step() == {"live_audit": {"events": 0, "applied": 0}}  # starts at the present
+    try:
+        store.append(conn, "live-step", "Order", [store.NewEvent("OrderPlaced")] * 3,
+                     expected_version=0)  # fmt: skip
+        assert step() == {"live_audit": {"events": 3, "applied": 3}}
+        assert step() == {"live_audit": {"events": 0, "applied": 0}}
+        assert count(conn, "SELECT count(*) FROM live_audit WHERE aggregate_id = 'live-step'") == 3
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id = 'live-step'")
