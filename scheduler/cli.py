@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("live", help="follow new events and hand them to the live handlers")
     s.add_argument("--handler", dest="handlers", action="append", help="repeatable; default: all")
 
+    s = sub.add_parser("aggregate", help="an aggregate's state from its events (and snapshots)")
+    s.add_argument("aggregate_id")
+    s.add_argument("--at", type=int, help="as of this sequence_num (time travel)")
+    s.add_argument("--no-snapshot", action="store_true", help="fold every event from the first")
+
     s = sub.add_parser("jobs", help="list recent jobs")
     s.add_argument("--limit", type=int, default=20)
 
@@ -375,6 +380,23 @@ def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aggregate(settings: Settings, args: argparse.Namespace) -> int:
+    from shared import aggregates
+
+    with db.connect(settings) as conn, db.translate_errors():
+        loaded = aggregates.load_aggregate(
+            conn, args.aggregate_id, args.at, use_snapshots=not args.no_snapshot
+        )
+    print(json.dumps(loaded.state, indent=2, sort_keys=True))
+    origin = f"snapshot at #{loaded.snapshot_at}" if loaded.snapshot_at else "the first event"
+    print(
+        f"{loaded.aggregate_type} {loaded.aggregate_id} as of #{loaded.sequence_num}:"
+        f" from {origin}, {loaded.events_read} event(s) read",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     table = Table("job", "consumer", "type", "status", "processed", "total", "created")
     for job in Coordinator(settings).list(args.limit):
@@ -466,6 +488,7 @@ COMMANDS = {
     "parked": cmd_parked,
     "retry-parked": cmd_retry_parked,
     "live": cmd_live,
+    "aggregate": cmd_aggregate,
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
     "bench": cmd_bench,

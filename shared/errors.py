@@ -77,6 +77,19 @@ class DuplicateAggregates(ConcurrencyConflict):
     """A bulk load that would write sequence numbers that already exist."""
 
 
+# --- aggregates -----------------------------------------------------------------------------------
+class AggregateNotFound(ReplayError):
+    """No event has this aggregate id (or not the sequence number asked for)."""
+
+
+class UnknownAggregateType(ReplayError):
+    """No reducer is registered for the aggregate's type."""
+
+
+class AggregateGap(ReplayError):
+    """The aggregate's sequence numbers are not contiguous."""
+
+
 # --- jobs -----------------------------------------------------------------------------------------
 class JobNotFound(ReplayError):
     """No replay_job row has this id."""

@@ -24,7 +24,7 @@ WORKER_ENV = {"PYTHONPATH": str(ROOT)}
 STATE_TABLES = (
     "order_summary, email_outbox, processed_event, replay_job, replay_slice, parked_event,"
     " handler_state, strict_order_state, poison_rule, slice_heartbeat, live_audit,"
-    " live_checkpoint"
+    " live_checkpoint, snapshot"
 )
 
 

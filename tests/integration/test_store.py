@@ -29,6 +29,7 @@ def test_migrate_creates_a_missing_database(settings: Settings) -> None:
             "0004_rebuild_coverage",
             "0005_live",
             "0006_throttle",
+            "0007_snapshots",
         ]
         assert schema.migrate(other) == []
     finally:

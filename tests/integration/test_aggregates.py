@@ -1,0 +1,121 @@
+"""Rebuilding one entity from its events, with snapshots (load_aggregate, replay aggregate)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from shared import aggregates, seed
+from shared.aggregates import OrderReducer, load_aggregate
+from shared.db import Connection
+from shared.errors import AggregateGap, AggregateNotFound, UnknownAggregateType
+from shared.settings import Settings
+from tests.support import ROOT, WORKER_ENV, count
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def no_snapshots(conn: Connection) -> Iterator[None]:
+    conn.execute("TRUNCATE snapshot")
+    yield
+    conn.execute("TRUNCATE snapshot")
+
+
+def test_snapshot_and_tail_equal_a_full_fold_at_the_end_and_in_the_past(
+    conn: Connection, no_snapshots: None
+) -> None:
+    rng = random.Random(6)
+    ids = [r["aggregate_id"] for r in conn.execute(
+        "SELECT DISTINCT aggregate_id FROM event WHERE aggregate_id LIKE 'order-%%'"
+    )]  # fmt: skip
+    for agg in rng.sample(ids, 200):
+        first = load_aggregate(conn, agg)  # folds everything, writes the snapshots
+        again = load_aggregate(conn, agg)  # from the latest snapshot
+        full = load_aggregate(conn, agg, use_snapshots=False)
+        assert again.state == first.state == full.state
+        if full.sequence_num >= OrderReducer.snapshot_every:
+            assert again.snapshot_at is not None
+            assert again.events_read < OrderReducer.snapshot_every
+        at = rng.randint(1, full.sequence_num)
+        past = load_aggregate(conn, agg, at)
+        assert past.state == load_aggregate(conn, agg, at, use_snapshots=False).state
+        assert past.sequence_num == at
+
+
+def test_a_long_aggregate_reads_at_most_one_snapshot_interval(
+    conn: Connection, no_snapshots: None
+) -> None:
+    seed.seed(conn, 1, 10_000, seed=77)
+    try:
+        agg = seed.aggregate_id(77, 0)
+        first = load_aggregate(conn, agg)
+        assert first.events_read == 10_000
+        again = load_aggregate(conn, agg)
+        assert again.events_read <= 50 and again.state == first.state
+        mid = load_aggregate(conn, agg, 7_777)
+        assert mid.events_read <= 50
+        assert mid.state == load_aggregate(conn, agg, 7_777, use_snapshots=False).state
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id LIKE 'order-77-%%'")
+
+
+def test_other_reducer_versions_and_corrupted_snapshots_are_ignored_and_replaced(
+    conn: Connection, no_snapshots: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agg = seed.aggregate_id(8, 2)  # 200 events
+    truth = load_aggregate(conn, agg, use_snapshots=False).state
+    load_aggregate(conn, agg)
+    conn.execute("UPDATE snapshot SET state = '\"garbage\"' WHERE aggregate_id = %s", (agg,))
+    assert load_aggregate(conn, agg).state == truth  # corrupted: ignored, folded from the start
+    assert count(conn, "SELECT count(*) FROM snapshot WHERE state = '\"garbage\"'") == 0
+
+    monkeypatch.setattr(OrderReducer, "version", 2)
+    reloaded = load_aggregate(conn, agg)
+    assert reloaded.snapshot_at is None and reloaded.state == truth  # version 1: not trusted
+    assert count(conn, "SELECT count(*) FROM snapshot WHERE reducer_version = 2") == 4
+
+
+def test_unknown_ids_types_and_gaps_are_clear_errors(conn: Connection) -> None:
+    with pytest.raises(AggregateNotFound, match="no events"):
+        load_aggregate(conn, "no-such-order")
+    conn.execute(
+        "INSERT INTO event (aggregate_id, aggregate_type, event_type, sequence_num)"
+        " VALUES ('cust-1', 'Customer', 'Registered', 1),"
+        " ('gap-1', 'Order', 'OrderPlaced', 1), ('gap-1', 'Order', 'NoteAdded', 2),"
+        " ('gap-1', 'Order', 'NoteAdded', 5)"
+    )
+    try:
+        with pytest.raises(UnknownAggregateType, match="Customer"):
+            load_aggregate(conn, "cust-1")
+        with pytest.raises(AggregateGap, match="3, 4"):
+            load_aggregate(conn, "gap-1")
+        assert load_aggregate(conn, "gap-1", 2).state["status"] == "placed"
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id IN ('cust-1', 'gap-1')")
+
+
+def test_replay_aggregate_on_the_command_line(settings: Settings) -> None:
+    env = {**os.environ, **settings.as_env(), **WORKER_ENV}
+    ok = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "aggregate", seed.aggregate_id(7, 3), "--at", "10"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert ok.returncode == 0 and '"status"' in ok.stdout and "as of #10" in ok.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "aggregate", "no-such-order"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "replay: error: no events for aggregate 'no-such-order'"
+    ]
+
+
+def test_reducers_are_registered_by_type() -> None:
+    assert isinstance(aggregates.reducer_for("Order"), OrderReducer)
