@@ -4,9 +4,18 @@ from scheduler.coordinator import (
     Coordinator,
     cancel_job,
     get_job,
+    load_aggregate,
     resume_job,
     submit_replay,
     wait_for_job,
 )
 
-__all__ = ["Coordinator", "cancel_job", "get_job", "resume_job", "submit_replay", "wait_for_job"]
+__all__ = [
+    "Coordinator",
+    "cancel_job",
+    "get_job",
+    "load_aggregate",
+    "resume_job",
+    "submit_replay",
+    "wait_for_job",
+]

@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--at", type=int, help="as of this sequence_num (time travel)")
     s.add_argument("--no-snapshot", action="store_true", help="fold every event from the first")
 
+    s = sub.add_parser("snapshot", help="snapshot every aggregate of a type (a replay job)")
+    s.add_argument("--type", dest="aggregate_type", required=True)
+    s.add_argument("--slices", type=int)
+    s.add_argument("--wait", action="store_true")
+
     s = sub.add_parser("jobs", help="list recent jobs")
     s.add_argument("--limit", type=int, default=20)
 
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=20_000, help="the throttled replay's limit")
     s.add_argument("--seconds", type=float, default=10, help="probing time per phase")
     s.add_argument("--output", default="bench/results/live_latency.json")
+
+    s = sub.add_parser("bench-aggregate", help="aggregate load time, with and without snapshots")
+    s.add_argument("--runs", type=int, default=50)
+    s.add_argument("--output", default="bench/results/aggregate_load.json")
 
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")
     s.add_argument("--aggregates", type=int, default=2000)
@@ -397,6 +406,22 @@ def cmd_aggregate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from shared import aggregates
+
+    aggregates.reducer_for(args.aggregate_type)  # a clear error for an unknown type
+    coordinator = Coordinator(settings)
+    job_id = coordinator.submit(
+        aggregates.snapshot_handler_name(args.aggregate_type), reset=True, slices=args.slices
+    )
+    if not args.wait:
+        console.print(job_id)
+        return 0
+    job = follow(coordinator, job_id)
+    print_summary(job)
+    return 0 if job["status"] == "completed" else 1
+
+
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     table = Table("job", "consumer", "type", "status", "processed", "total", "created")
     for job in Coordinator(settings).list(args.limit):
@@ -452,6 +477,17 @@ def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scheduler import aggregate_bench
+
+    if args.runs < 1:
+        raise InvalidRequest("--runs must be at least 1")
+    aggregate_bench.run(settings, args.runs, Path(args.output), console)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import demo
 
@@ -489,10 +525,12 @@ COMMANDS = {
     "retry-parked": cmd_retry_parked,
     "live": cmd_live,
     "aggregate": cmd_aggregate,
+    "snapshot": cmd_snapshot,
     "jobs": cmd_jobs,
     "handlers": cmd_handlers,
     "bench": cmd_bench,
     "bench-live": cmd_bench_live,
+    "bench-aggregate": cmd_bench_aggregate,
     "demo": cmd_demo,
 }
 

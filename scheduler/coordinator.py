@@ -297,3 +297,16 @@ def resume_job(job_id: str) -> dict[str, Any]:
 def cancel_job(job_id: str) -> dict[str, Any]:
     """Cancel a job: every slice stops at its next batch boundary; returns ``get_job``."""
     return default_coordinator().cancel(job_id)
+
+
+def load_aggregate(
+    aggregate_id: str, at_sequence: int | None = None, *, use_snapshots: bool = True
+) -> Any:
+    """An aggregate's state folded from its events (from its latest usable snapshot), as of
+    ``at_sequence`` if given: ``shared.aggregates.Loaded``."""
+    from shared import aggregates
+
+    with db.connect(default_coordinator().settings) as conn, db.translate_errors():
+        return aggregates.load_aggregate(
+            conn, aggregate_id, at_sequence, use_snapshots=use_snapshots
+        )

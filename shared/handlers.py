@@ -120,7 +120,7 @@ def handler(cls: type[IdempotentEventHandler]) -> type[IdempotentEventHandler]:
     return cls
 
 
-BUILTIN_MODULES = ("shared.order_handlers",)
+BUILTIN_MODULES = ("shared.order_handlers", "shared.aggregates")
 
 
 def load_registry(modules: Iterable[str] = ()) -> Registry:
@@ -135,4 +135,8 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
     registry = Registry()
     for cls in _DECLARED:
         registry.register(cls())
+    from shared.aggregates import snapshot_handlers  # imported above; no cycle at load time
+
+    for snapshots in snapshot_handlers():  # one bulk snapshot pass per reducer
+        registry.register(snapshots)
     return registry

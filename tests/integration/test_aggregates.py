@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from scheduler.workers import WorkerProcess
 from shared import aggregates, seed
 from shared.aggregates import OrderReducer, load_aggregate
 from shared.db import Connection
@@ -119,3 +120,26 @@ def test_replay_aggregate_on_the_command_line(settings: Settings) -> None:
 
 def test_reducers_are_registered_by_type() -> None:
     assert isinstance(aggregates.reducer_for("Order"), OrderReducer)
+
+
+def test_the_bulk_snapshot_pass_runs_as_a_replay_job(
+    settings: Settings, workers: list[WorkerProcess], clean: None, conn: Connection
+) -> None:
+    env = {**os.environ, **settings.as_env(), **WORKER_ENV}
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "snapshot", "--type", "Order", "--slices", "4",
+         "--wait"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    long_one = seed.aggregate_id(8, 5)  # 200 events: snapshots at 50, 100, 150, 200
+    assert count(conn, "SELECT count(*) FROM snapshot WHERE aggregate_id = %s", (long_one,)) == 4
+    loaded = load_aggregate(conn, long_one)
+    assert loaded.events_read == 0 and loaded.snapshot_at == 200
+    assert loaded.state == load_aggregate(conn, long_one, use_snapshots=False).state
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "snapshot", "--type", "Spaceship"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "Spaceship" in unknown.stderr
