@@ -90,12 +90,6 @@ def cluster(settings: Settings, tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def conn(settings: Settings) -> Iterator[db.Connection]:
-    with db.connect(settings) as c:
-        yield c
-
-
-@pytest.fixture
 def coordinator(settings: Settings, conn: db.Connection) -> Iterator[Coordinator]:
     """A coordinator on a clean state: no jobs, no markers, empty read models, empty queues."""
     from tests.support import flush

@@ -66,12 +66,6 @@ def workers(
 
 
 @pytest.fixture
-def conn(settings: Settings) -> Iterator[db.Connection]:
-    with db.connect(settings) as c:
-        yield c
-
-
-@pytest.fixture
 def clean(settings: Settings, conn: db.Connection) -> None:
     """Empty read models, markers and jobs; the seeded events stay."""
     reset_state(settings, conn)
