@@ -17,6 +17,19 @@ from worker.app import app
 log = get_task_logger(__name__)
 
 
+def _retry_while_db_down(first: int, cap: int, **extra: Any) -> dict[str, Any]:
+    """Task options: retry on a PostgreSQL outage, forever, with backoff from ``first`` to
+    ``cap`` seconds (the work resumes from its committed state, so retrying is always safe)."""
+    return {
+        "acks_late": True,
+        "autoretry_for": (DatabaseUnavailable,),
+        "retry_backoff": first,
+        "retry_backoff_max": cap,
+        "max_retries": None,
+        **extra,
+    }
+
+
 def _context() -> runner.Context:
     return runner.process_context(Settings.from_env())
 
@@ -24,13 +37,7 @@ def _context() -> runner.Context:
 @app.task(
     name=SLICE_TASK,
     bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DatabaseUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=None,
+    **_retry_while_db_down(2, 60, reject_on_worker_lost=True, retry_jitter=True),
 )
 def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     """Replay one slice of a job from its checkpoint; progress shows in Flower as PROGRESS."""
@@ -64,14 +71,7 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     return result.as_dict()
 
 
-@app.task(
-    name=FINALIZE_TASK,
-    acks_late=True,
-    autoretry_for=(DatabaseUnavailable,),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=None,
-)
+@app.task(name=FINALIZE_TASK, **_retry_while_db_down(2, 60))
 def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     """Chord callback: derive the job's final status from its slice rows."""
     ctx = _context()
@@ -80,14 +80,7 @@ def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": str(status)}
 
 
-@app.task(
-    name=LIVE_TASK,
-    acks_late=True,
-    autoretry_for=(DatabaseUnavailable,),
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=None,
-)
+@app.task(name=LIVE_TASK, **_retry_while_db_down(1, 30))
 def live_events(consumer: str, event_ids: list[str]) -> dict[str, Any]:
     """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
     result = runner.process_live(_context(), consumer, event_ids)
@@ -100,15 +93,7 @@ def reconcile_jobs(self: Task) -> dict[str, Any]:
     return reconcile.reconcile(Settings.from_env(), self.app).as_dict()
 
 
-@app.task(
-    name=LIVE_STEP_TASK,
-    acks_late=True,
-    ignore_result=False,
-    autoretry_for=(DatabaseUnavailable,),
-    retry_backoff=1,
-    retry_backoff_max=30,
-    max_retries=None,
-)
+@app.task(name=LIVE_STEP_TASK, **_retry_while_db_down(1, 30))
 def live_step(handlers: list[str] | None = None) -> dict[str, Any]:
     """The Celery-driven live consumer: one step (everything committed since the last) for each
     live handler, or the named ones. Steps of one handler serialize on its checkpoint row, so
