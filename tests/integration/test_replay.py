@@ -262,9 +262,13 @@ def test_slice_progress_is_reported_to_celery(coordinator: Coordinator, celery_c
     seen: list[dict[str, Any]] = []
     committed: list[int] = []  # what other sessions see of the slice while it runs
     deadline = time.monotonic() + 60
-    while result.state != "SUCCESS" and time.monotonic() < deadline:
-        if result.state == "PROGRESS":
-            seen.append(result.info)
+    while time.monotonic() < deadline:
+        # state and meta from one read: reading result.state then result.info races the end
+        meta = result.backend.get_task_meta(result.id)
+        if meta["status"] == "SUCCESS":
+            break
+        if meta["status"] == "PROGRESS":
+            seen.append(meta["result"])
             committed.append(coordinator.get(job_id)["slices"][0]["processed_count"])
         time.sleep(0.02)
     job = coordinator.wait(job_id, timeout=60)
