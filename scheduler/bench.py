@@ -28,7 +28,7 @@ from rich.table import Table
 
 from scheduler.coordinator import Coordinator
 from scheduler.workers import running_workers
-from shared import db, schema, seed
+from shared import db, embedded, schema, seed
 from shared.settings import Settings
 from shared.verify import verify_order_summary
 
@@ -200,8 +200,8 @@ def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, 
     name = config.database or f"{settings.database_name}_bench"
     bench = replace(settings.with_database(name), queue=f"{settings.queue}_bench")
     total = config.aggregates * config.events_per_aggregate
-    logs = Path(".replay")
-    logs.mkdir(exist_ok=True)
+    logs = embedded.home()
+    logs.mkdir(parents=True, exist_ok=True)
 
     existing = _event_count(bench)
     if existing == total and config.keep_data:

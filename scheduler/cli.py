@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -25,8 +27,8 @@ from rich.text import Text
 
 from scheduler.coordinator import Coordinator
 from scheduler.requests import REPLAY_TYPES, SLICE_BY
-from shared import db, schema, seed
-from shared.errors import InvalidRequest, ReplayError
+from shared import db, embedded, schema, seed, servers
+from shared.errors import InvalidRequest, NoServers, ReplayError
 from shared.handlers import load_registry
 from shared.settings import Settings
 
@@ -47,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("migrate", help="create the database if missing and apply migrations")
+
+    sub.add_parser(
+        "up",
+        help="start the embedded PostgreSQL and Redis (event-replay[embedded]) and keep them"
+        " running; prints the variables to export",
+    )
+    sub.add_parser("down", help="stop the embedded servers started by `replay up` (data is kept)")
 
     s = sub.add_parser("seed", help="bulk-load synthetic Order aggregates")
     s.add_argument("--aggregates", type=int, required=True)
@@ -151,8 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
-        return COMMANDS[args.command](settings, args)
+        if args.command in NO_SERVERS:
+            return COMMANDS[args.command](Settings.from_env(), args)
+        # Explicit environment, else the local servers, else the embedded ones (shared.servers);
+        # an embedded server started for this command is stopped when it ends.
+        with servers.resolved() as found:
+            if found.line:
+                print(found.line, file=sys.stderr)
+            return COMMANDS[args.command](Settings.from_env(found.env), args)
     except ReplayError as exc:
         print(f"replay: error: {db.first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
@@ -168,6 +183,42 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
         + (", ".join(applied) if applied else "already up to date")
         + f"; handlers ready: {', '.join(handlers)}"
     )
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    found = embedded.binaries()
+    if found is None:
+        raise NoServers(f"the embedded servers are not installed: {servers.WAYS_OUT}")
+    stack = embedded.EmbeddedStack(embedded.home(), found).acquire(pin=True)
+    env = stack.env()
+    for server in embedded.SERVERS:
+        state = "started" if server in stack.started else "already running, reused"
+        name = "PostgreSQL" if server == embedded.POSTGRES else "Redis"
+        print(f"{name}: {stack.describe(server)}, {state}", file=sys.stderr)
+    applied, _ = schema.migrate_all(Settings.from_env({**os.environ, **env}))
+    if applied:
+        print(f"applied migrations {', '.join(applied)}", file=sys.stderr)
+    print(
+        'export these where workers, Flower and replay commands run (eval "$(replay up)" does'
+        " it); `replay down` stops the servers, the data stays in"
+        f" {embedded.home()}",
+        file=sys.stderr,
+    )
+    for name, value in env.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    found = embedded.binaries()
+    where = embedded.home()
+    if found is None or not where.exists():
+        print(f"nothing to stop in {where}", file=sys.stderr)
+        return 0
+    stopped = embedded.EmbeddedStack(where, found).down()
+    names = " and ".join("PostgreSQL" if s == embedded.POSTGRES else "Redis" for s in stopped)
+    print(f"stopped {names} in {where}; the data is kept" if stopped else f"nothing ran in {where}")
     return 0
 
 
@@ -514,6 +565,8 @@ def _json_default(value: Any) -> Any:
 
 COMMANDS = {
     "migrate": cmd_migrate,
+    "up": cmd_up,
+    "down": cmd_down,
     "seed": cmd_seed,
     "submit": cmd_submit,
     "status": cmd_status,
@@ -533,6 +586,9 @@ COMMANDS = {
     "bench-aggregate": cmd_bench_aggregate,
     "demo": cmd_demo,
 }
+
+# Commands that talk to no server, or manage the embedded ones themselves.
+NO_SERVERS = frozenset({"up", "down", "handlers"})
 
 if __name__ == "__main__":
     sys.exit(main())

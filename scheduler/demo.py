@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from rich.console import Console
 
 from scheduler.cli import follow, print_summary
 from scheduler.coordinator import Coordinator
 from scheduler.workers import running_workers
-from shared import db, schema, seed
+from shared import db, embedded, schema, seed
 from shared.errors import DemoVerificationFailed, InvalidRequest
 from shared.settings import Settings, redact
 from shared.verify import verify_order_summary
@@ -52,8 +51,8 @@ def run(
         f" {seeded.seconds:.1f} s ({seeded.events_per_second:,.0f} events/s)"
     )
 
-    logs = Path(".replay")
-    logs.mkdir(exist_ok=True)
+    logs = embedded.home()
+    logs.mkdir(parents=True, exist_ok=True)
     with running_workers(demo, workers, "demo", logs) as procs:
         console.print(
             f"3. started {workers} worker processes (pids {', '.join(str(p.pid) for p in procs)};"

@@ -129,5 +129,13 @@ class BrokerUnavailable(ServiceUnavailable):
     """The Celery broker does not answer; the job was planned but could not be dispatched."""
 
 
+class NoServers(ServiceUnavailable):
+    """No server answers where one was looked for, and the embedded ones are not installed."""
+
+
+class EmbeddedServerError(ServiceUnavailable):
+    """An embedded PostgreSQL or Redis (``event-replay[embedded]``) failed to start or stop."""
+
+
 class ConfigurationError(ReplayError):
     """An environment variable or setting that cannot be used."""

@@ -1,0 +1,140 @@
+"""Which PostgreSQL and Redis a command uses.
+
+For each of the two, in this order:
+
+1. explicit environment variables: ``REPLAY_DATABASE_URL`` for PostgreSQL; any of
+   ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``, ``REPLAY_REDIS_URL`` for Redis. These are
+   used as given, never second-guessed: a deployment that names its servers gets an error when
+   they are down, not a silent embedded database;
+2. else the local default server, if it answers: 127.0.0.1:5432 and 127.0.0.1:6379, or the
+   ``host:port`` in ``REPLAY_LOCAL_POSTGRES`` / ``REPLAY_LOCAL_REDIS``;
+3. else the embedded server of ``event-replay[embedded]`` (``shared.embedded``), started for the
+   command and stopped after it, unless ``replay up`` keeps it running.
+
+``resolved()`` returns the environment the command should run with, and one line saying what it
+chose, e.g. ``PostgreSQL: embedded 16.2 in .replay/pg (127.0.0.1:41011) · Redis: local
+127.0.0.1:6379``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from shared import embedded
+from shared.errors import ConfigurationError, NoServers
+
+LOCAL_POSTGRES_ENV = "REPLAY_LOCAL_POSTGRES"
+LOCAL_REDIS_ENV = "REPLAY_LOCAL_REDIS"
+DEFAULT_LOCAL_POSTGRES = "127.0.0.1:5432"
+DEFAULT_LOCAL_REDIS = "127.0.0.1:6379"
+DATABASE_ENV = "REPLAY_DATABASE_URL"
+REDIS_ENV = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "REPLAY_REDIS_URL")
+PROBE_TIMEOUT_SECONDS = 1.0
+
+WAYS_OUT = (
+    f"pip install '{embedded.EXTRA}' to have them started here, or start PostgreSQL and Redis"
+    " (docker compose up -d postgres redis) and point REPLAY_DATABASE_URL and CELERY_BROKER_URL"
+    " at them"
+)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    #: the environment to build Settings from: the caller's, plus the URLs that were resolved
+    env: dict[str, str]
+    #: one line naming what was chosen; empty when everything came from the environment
+    line: str
+    #: the embedded stack this command registered with (released by ``resolved``), if any
+    stack: embedded.Stack | None = None
+    chosen: dict[str, str] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
+    """Resolve both servers; an embedded server started here is stopped on exit."""
+    env = dict(os.environ if env is None else env)
+    overlay: dict[str, str] = {}
+    chosen: dict[str, str] = {}
+    missing: list[str] = []
+
+    if env.get(DATABASE_ENV):
+        chosen["PostgreSQL"] = DATABASE_ENV
+    else:
+        host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
+        if _answers(host, port):
+            overlay[DATABASE_ENV] = f"postgresql://postgres@{host}:{port}/replay"
+            chosen["PostgreSQL"] = f"local {host}:{port}"
+        else:
+            missing.append(embedded.POSTGRES)
+
+    if any(env.get(name) for name in REDIS_ENV):
+        chosen["Redis"] = next(name for name in REDIS_ENV if env.get(name))
+    else:
+        host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
+        if _answers(host, port):
+            urls = {name: f"redis://{host}:{port}/{db}" for db, name in enumerate(REDIS_ENV)}
+            overlay.update(urls)
+            chosen["Redis"] = f"local {host}:{port}"
+        else:
+            missing.append(embedded.REDIS)
+
+    if not missing:
+        line = "" if not overlay else _line(chosen)
+        yield Resolution({**env, **overlay}, line, None, chosen)
+        return
+
+    stack_home = embedded.home(env)
+    found = embedded.binaries()
+    if found is None:
+        raise NoServers(
+            f"{_nothing_answers(env, missing)}, and the embedded servers are not"
+            f" installed: {WAYS_OUT}"
+        )
+    servers = embedded.EmbeddedStack(stack_home, found)
+    stack = servers.acquire(tuple(missing))
+    try:
+        stack_env = stack.env()
+        if embedded.POSTGRES in missing:
+            overlay[DATABASE_ENV] = stack_env[DATABASE_ENV]
+            chosen["PostgreSQL"] = stack.describe(embedded.POSTGRES)
+        if embedded.REDIS in missing:
+            overlay.update({name: stack_env[name] for name in REDIS_ENV})
+            chosen["Redis"] = stack.describe(embedded.REDIS)
+        yield Resolution({**env, **overlay}, _line(chosen), stack, chosen)
+    finally:
+        servers.release()
+
+
+def _line(chosen: Mapping[str, str]) -> str:
+    return " · ".join(f"{name}: {what}" for name, what in chosen.items())
+
+
+def _nothing_answers(env: Mapping[str, str], missing: list[str]) -> str:
+    parts = []
+    if embedded.POSTGRES in missing:
+        host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
+        parts.append(f"no PostgreSQL answers at {host}:{port} ({DATABASE_ENV} is not set)")
+    if embedded.REDIS in missing:
+        host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
+        parts.append(f"no Redis answers at {host}:{port} (CELERY_BROKER_URL is not set)")
+    return " and ".join(parts)
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+    raw = env.get(name) or default
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"{name} must be host:port, got {raw!r}")
+    return host, int(port)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS):
+            return True
+    except OSError:
+        return False

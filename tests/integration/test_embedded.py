@@ -1,0 +1,186 @@
+"""The embedded servers (``event-replay[embedded]``), as a newcomer meets them.
+
+The machine's own PostgreSQL and Redis stay up; "nothing answers" is simulated by pointing the
+local defaults (``REPLAY_LOCAL_POSTGRES`` / ``REPLAY_LOCAL_REDIS``) at unused ports and leaving the
+explicit URLs unset. Every command is a real ``replay`` process; the workers are real ``celery
+worker`` processes talking to the embedded Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scheduler.workers import WorkerProcess, wait_until_ready
+from shared import embedded
+from shared.servers import REDIS_ENV
+from shared.settings import Settings
+from tests.support import ROOT
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(embedded.binaries() is None, reason="event-replay[embedded] not installed"),
+]
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def stack_home() -> Iterator[Path]:
+    # Not pytest's tmp_path: its parents are 0700, and under root the embedded PostgreSQL runs
+    # as another user, who must be able to enter the directory.
+    parent = Path(tempfile.mkdtemp(prefix="replay-embedded-"))
+    parent.chmod(0o755)
+    home = parent / ".replay"
+    try:
+        yield home
+    finally:
+        found = embedded.binaries()
+        if found is not None and home.exists():
+            embedded.EmbeddedStack(home, found).down()  # whatever a failed test left running
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+@pytest.fixture
+def bare_env(stack_home: Path) -> dict[str, str]:
+    """An environment that names no server, with the local default ports answering nothing."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("REPLAY_DATABASE_URL", *REDIS_ENV) and not k.startswith("REPLAY_TEST")
+    }
+    env.update(
+        REPLAY_HOME=str(stack_home),
+        REPLAY_LOCAL_POSTGRES=f"127.0.0.1:{unused_port()}",
+        REPLAY_LOCAL_REDIS=f"127.0.0.1:{unused_port()}",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def replay(
+    env: dict[str, str], *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )  # fmt: skip
+
+
+def processes_under(path: Path) -> list[str]:
+    """Live processes whose command line names ``path`` (the postmaster's -D, redis' --dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if str(path) in cmdline and state != "Z":
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def assert_nothing_left(home: Path) -> None:
+    status = embedded.EmbeddedStack(home, embedded.binaries()).status()  # type: ignore[arg-type]
+    assert status["postgres"] is None and status["redis"] is None, status
+    assert processes_under(home) == []
+    assert not answers(status["postgres_port"]) and not answers(status["redis_port"])
+
+
+def test_the_demo_runs_on_embedded_servers_and_stops_them(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    proc = replay(bare_env, "demo", "--aggregates", "300", "--events-per-aggregate", "20",
+                  "--slices", "4", timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first_line = proc.stderr.splitlines()[0]
+    assert first_line.startswith("PostgreSQL: embedded 16."), proc.stderr
+    assert f"{stack_home.name}/pg" in first_line and "Redis: embedded 6." in first_line
+    assert "started 2 worker processes" in proc.stdout
+    assert "6,000/6,000 events" in proc.stdout
+    assert "-> OK" in proc.stdout and "0 differ" in proc.stdout
+    assert_nothing_left(stack_home)
+
+
+def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: Path) -> None:
+    up = replay(bare_env, "up")
+    assert up.returncode == 0, up.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
+    assert set(exports) == {"REPLAY_DATABASE_URL", *REDIS_ENV}
+    assert "started" in up.stderr
+    stack = embedded.EmbeddedStack(stack_home, embedded.binaries())  # type: ignore[arg-type]
+    first = stack.status()
+
+    again = replay(bare_env, "up")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("already running, reused") == 2
+    assert again.stdout == up.stdout
+    second = stack.status()
+    assert (second["postgres"], second["redis"]) == (first["postgres"], first["redis"])
+
+    env = {**bare_env, **exports}
+    assert replay(env, "seed", "--aggregates", "50", "--events-per-aggregate", "10").returncode == 0
+    settings = Settings.from_env(env)
+    worker = WorkerProcess(settings, "embedded1", log_path=stack_home / "w.log").start()
+    try:
+        wait_until_ready(settings, [worker.name], workers=[worker])
+        submitted = replay(env, "submit", "order_summary", "--slices", "2", "--wait",
+                           "--timeout", "120")  # fmt: skip
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert "500/500 events" in submitted.stdout
+    finally:
+        worker.stop()
+    job_id = submitted.stdout.split("job ", 1)[1].split(":", 1)[0]
+
+    down = replay(bare_env, "down")
+    assert down.returncode == 0 and "stopped PostgreSQL and Redis" in down.stdout
+    assert_nothing_left(stack_home)
+
+    assert replay(bare_env, "up").returncode == 0
+    listed = replay(env, "jobs")
+    assert listed.returncode == 0 and job_id[:8] in listed.stdout
+    assert "completed" in listed.stdout
+    assert replay(bare_env, "down").returncode == 0
+    assert_nothing_left(stack_home)
+
+
+def test_without_the_extra_and_without_servers_one_line_and_exit_2(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    # The extra is installed here; a None in sys.modules makes it look absent to find_spec.
+    code = (
+        "import sys; sys.modules['pgserver'] = None; from scheduler.cli import main;"
+        " sys.exit(main(['jobs']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=bare_env, capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "no PostgreSQL answers at 127.0.0.1:" in lines[0]
+    assert "pip install 'event-replay[embedded]'" in lines[0]
+    assert "docker compose up" in lines[0]
+    assert not stack_home.exists()  # nothing half-made
