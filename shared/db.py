@@ -119,8 +119,10 @@ def create_database_if_missing(settings: Settings) -> bool:
                 conn.execute(
                     psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
                 )
-            except pg_errors.DuplicateDatabase:
-                return False  # created concurrently by another migrate
+            except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
+                # Created concurrently by another migrate: PostgreSQL reports the loser of a
+                # simultaneous CREATE DATABASE as a unique violation on pg_database, not 42P04.
+                return False
             return True
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(

@@ -76,7 +76,10 @@ def migrate_all(settings: Settings) -> tuple[list[str], list[str]]:
 
     applied = migrate(settings)
     registry = load_registry(settings.handler_modules)
-    with db.connect(settings) as conn, db.translate_errors():
+    with db.connect(settings) as conn, db.translate_errors(), conn.transaction():
+        # The same lock as the migrations: two `CREATE TABLE IF NOT EXISTS` at once can both
+        # miss the table and one then fails on pg_type's unique index.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
         for handler in registry:
             handler.setup(conn)
     return applied, registry.names()

@@ -79,8 +79,9 @@ def replay(
     )  # fmt: skip
 
 
-def processes_under(path: Path) -> list[str]:
-    """Live processes whose command line names ``path`` (the postmaster's -D, redis' --dir)."""
+def processes_naming(*needles: str) -> list[str]:
+    """Live processes whose command line contains one of ``needles``: the postmaster names its
+    data directory (-D); redis-server retitles itself ``redis-server 127.0.0.1:PORT``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -90,7 +91,7 @@ def processes_under(path: Path) -> list[str]:
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
         except OSError:
             continue
-        if str(path) in cmdline and state != "Z":
+        if any(needle in cmdline for needle in needles) and state != "Z":
             found.append(f"{entry.name}: {cmdline}")
     return found
 
@@ -106,7 +107,7 @@ def answers(port: int) -> bool:
 def assert_nothing_left(home: Path) -> None:
     status = embedded.EmbeddedStack(home, embedded.binaries()).status()  # type: ignore[arg-type]
     assert status["postgres"] is None and status["redis"] is None, status
-    assert processes_under(home) == []
+    assert processes_naming(str(home), f"redis-server 127.0.0.1:{status['redis_port']}") == []
     assert not answers(status["postgres_port"]) and not answers(status["redis_port"])
 
 
@@ -184,3 +185,21 @@ def test_without_the_extra_and_without_servers_one_line_and_exit_2(
     assert "pip install 'event-replay[embedded]'" in lines[0]
     assert "docker compose up" in lines[0]
     assert not stack_home.exists()  # nothing half-made
+
+
+def test_two_commands_at_once_start_one_stack(bare_env: dict[str, str], stack_home: Path) -> None:
+    # The flock serializes them: one starts the servers, the other finds them running.
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "scheduler.cli", "up"], env=bare_env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert outs[0][0] == outs[1][0]  # the same exports: the same servers
+    assert sorted(err.count("already running, reused") for _, err in outs) == [0, 2]
+    status = embedded.EmbeddedStack(stack_home, embedded.binaries()).status()  # type: ignore[arg-type]
+    assert len(processes_naming(f"redis-server 127.0.0.1:{status['redis_port']}")) == 1
+    assert len(processes_naming(f"-D {stack_home}/pg")) == 1
+    assert replay(bare_env, "down").returncode == 0
+    assert_nothing_left(stack_home)
