@@ -167,7 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with servers.resolved() as found:
             if found.line:
                 print(found.line, file=sys.stderr)
-            return COMMANDS[args.command](Settings.from_env(found.env), args)
+            code = COMMANDS[args.command](Settings.from_env(found.env), args)
+            if found.stack is not None and found.stack.started and not found.stack.pinned:
+                print(
+                    f"stopping the embedded servers started for this command; the data stays in"
+                    f" {found.stack.home} (`replay up` keeps them running)",
+                    file=sys.stderr,
+                )
+            return code
     except ReplayError as exc:
         print(f"replay: error: {db.first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
