@@ -188,6 +188,18 @@ class EmbeddedStack:
             state["users"] = []
             return self._stop_all(state)
 
+    def peek(self) -> tuple[Stack, tuple[str, ...]]:
+        """The stack as it is and which of its servers run; starts nothing, registers nobody."""
+        with self._locked() as state:
+            running = []
+            postmaster = self._postmaster()
+            if postmaster is not None:
+                state["postgres_port"] = postmaster[1]
+                running.append(POSTGRES)
+            if self._redis_pid() is not None:
+                running.append(REDIS)
+            return self._stack(state, ()), tuple(running)
+
     def status(self) -> dict[str, Any]:
         """What runs: ``{postgres: pid or None, redis: pid or None, ports, pinned, users}``."""
         with self._locked() as state:

@@ -53,60 +53,87 @@ class Resolution:
     chosen: dict[str, str] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
-    """Resolve both servers; an embedded server started here is stopped on exit."""
-    env = dict(os.environ if env is None else env)
-    overlay: dict[str, str] = {}
-    chosen: dict[str, str] = {}
-    missing: list[str] = []
+@dataclass
+class _Probe:
+    env: dict[str, str]
+    overlay: dict[str, str] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
 
+    def use(self, stack: embedded.Stack, servers: tuple[str, ...]) -> None:
+        stack_env = stack.env()
+        if embedded.POSTGRES in servers:
+            self.overlay[DATABASE_ENV] = stack_env[DATABASE_ENV]
+            self.chosen["PostgreSQL"] = stack.describe(embedded.POSTGRES)
+        if embedded.REDIS in servers:
+            self.overlay.update({name: stack_env[name] for name in REDIS_ENV})
+            self.chosen["Redis"] = stack.describe(embedded.REDIS)
+
+    def resolution(self, stack: embedded.Stack | None = None) -> Resolution:
+        line = _line(self.chosen) if self.overlay else ""
+        return Resolution({**self.env, **self.overlay}, line, stack, self.chosen)
+
+
+def _probe(env: Mapping[str, str] | None) -> _Probe:
+    """Steps 1 and 2 for both servers; what is left for the embedded ones is ``missing``."""
+    probe = _Probe(dict(os.environ if env is None else env))
+    env = probe.env
     if env.get(DATABASE_ENV):
-        chosen["PostgreSQL"] = DATABASE_ENV
+        probe.chosen["PostgreSQL"] = DATABASE_ENV
     else:
         host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
         if _answers(host, port):
-            overlay[DATABASE_ENV] = f"postgresql://postgres@{host}:{port}/replay"
-            chosen["PostgreSQL"] = f"local {host}:{port}"
+            probe.overlay[DATABASE_ENV] = f"postgresql://postgres@{host}:{port}/replay"
+            probe.chosen["PostgreSQL"] = f"local {host}:{port}"
         else:
-            missing.append(embedded.POSTGRES)
+            probe.missing.append(embedded.POSTGRES)
 
     if any(env.get(name) for name in REDIS_ENV):
-        chosen["Redis"] = next(name for name in REDIS_ENV if env.get(name))
+        probe.chosen["Redis"] = next(name for name in REDIS_ENV if env.get(name))
     else:
         host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
         if _answers(host, port):
             urls = {name: f"redis://{host}:{port}/{db}" for db, name in enumerate(REDIS_ENV)}
-            overlay.update(urls)
-            chosen["Redis"] = f"local {host}:{port}"
+            probe.overlay.update(urls)
+            probe.chosen["Redis"] = f"local {host}:{port}"
         else:
-            missing.append(embedded.REDIS)
+            probe.missing.append(embedded.REDIS)
+    return probe
 
-    if not missing:
-        line = "" if not overlay else _line(chosen)
-        yield Resolution({**env, **overlay}, line, None, chosen)
+
+@contextlib.contextmanager
+def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
+    """Resolve both servers, starting embedded ones if needed; those are released on exit (and
+    stopped, if no other command uses them and ``replay up`` did not pin them)."""
+    probe = _probe(env)
+    if not probe.missing:
+        yield probe.resolution()
         return
-
-    stack_home = embedded.home(env)
     found = embedded.binaries()
     if found is None:
         raise NoServers(
-            f"{_nothing_answers(env, missing)}, and the embedded servers are not"
+            f"{_nothing_answers(probe.env, probe.missing)}, and the embedded servers are not"
             f" installed: {WAYS_OUT}"
         )
-    servers = embedded.EmbeddedStack(stack_home, found)
-    stack = servers.acquire(tuple(missing))
+    servers = embedded.EmbeddedStack(embedded.home(probe.env), found)
+    stack = servers.acquire(tuple(probe.missing))
     try:
-        stack_env = stack.env()
-        if embedded.POSTGRES in missing:
-            overlay[DATABASE_ENV] = stack_env[DATABASE_ENV]
-            chosen["PostgreSQL"] = stack.describe(embedded.POSTGRES)
-        if embedded.REDIS in missing:
-            overlay.update({name: stack_env[name] for name in REDIS_ENV})
-            chosen["Redis"] = stack.describe(embedded.REDIS)
-        yield Resolution({**env, **overlay}, _line(chosen), stack, chosen)
+        probe.use(stack, tuple(probe.missing))
+        yield probe.resolution(stack)
     finally:
         servers.release()
+
+
+def discover(env: Mapping[str, str] | None = None) -> Resolution:
+    """Resolve both servers without starting anything: for a worker or Flower started by hand
+    after ``replay up`` in the same directory. A server found nowhere keeps its default URL (and
+    Celery's connection retries say so)."""
+    probe = _probe(env)
+    found = embedded.binaries()
+    if probe.missing and found is not None and embedded.home(probe.env).exists():
+        stack, running = embedded.EmbeddedStack(embedded.home(probe.env), found).peek()
+        probe.use(stack, tuple(s for s in probe.missing if s in running))
+    return probe.resolution()
 
 
 def _line(chosen: Mapping[str, str]) -> str:

@@ -4,13 +4,30 @@ not at import (``add_defaults`` takes a callable and calls it lazily)."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from typing import Any
 
 from celery import Celery
 
+from shared import servers
 from shared.celeryconf import celery_config
 from shared.settings import Settings
 
+
+def _config() -> dict[str, Any]:
+    # Variables first, then the local servers, then an embedded stack already running (from
+    # `replay up` in this directory): a worker or Flower never starts servers of its own. The
+    # URLs found go into os.environ, so that every Settings.from_env() in this process and in
+    # its pool processes (forked later) agrees with the broker this app connects to.
+    found = servers.discover()
+    if found.line:
+        print(f"event-replay: {found.line}", file=sys.stderr)
+    os.environ.update({k: v for k, v in found.env.items() if os.environ.get(k) != v})
+    return celery_config(Settings.from_env())
+
+
 app = Celery("event_replay", include=["worker.tasks"])
-app.add_defaults(lambda: celery_config(Settings.from_env()))
+app.add_defaults(_config)
 
 logging.getLogger("shared").setLevel(logging.INFO)

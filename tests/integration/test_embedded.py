@@ -145,7 +145,11 @@ def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: P
     env = {**bare_env, **exports}
     assert replay(env, "seed", "--aggregates", "50", "--events-per-aggregate", "10").returncode == 0
     settings = Settings.from_env(env)
-    worker = WorkerProcess(settings, "embedded1", log_path=stack_home / "w.log").start()
+    # The worker is given no URL (empty is unset): it finds the stack `up` left running here.
+    unset = dict.fromkeys(("REPLAY_DATABASE_URL", *REDIS_ENV), "")
+    worker = WorkerProcess(
+        settings, "embedded1", log_path=stack_home / "w.log", extra_env={**bare_env, **unset}
+    ).start()
     try:
         wait_until_ready(settings, [worker.name], workers=[worker])
         submitted = replay(env, "submit", "order_summary", "--slices", "2", "--wait",
@@ -154,6 +158,7 @@ def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: P
         assert "500/500 events" in submitted.stdout
     finally:
         worker.stop()
+    assert "event-replay: PostgreSQL: embedded" in (stack_home / "w.log").read_text()
     job_id = submitted.stdout.split("job ", 1)[1].split(":", 1)[0]
 
     down = replay(bare_env, "down")
@@ -161,7 +166,7 @@ def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: P
     assert_nothing_left(stack_home)
 
     assert replay(bare_env, "up").returncode == 0
-    listed = replay(env, "jobs")
+    listed = replay(bare_env, "jobs")  # no exports: the running stack is found
     assert listed.returncode == 0 and job_id[:8] in listed.stdout
     assert "completed" in listed.stdout
     assert replay(bare_env, "down").returncode == 0
