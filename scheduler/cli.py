@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _exit_on_termination()
     try:
         if args.command in NO_SERVERS:
             return COMMANDS[args.command](Settings.from_env(), args)
@@ -167,20 +170,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         with servers.resolved() as found:
             if found.line:
                 print(found.line, file=sys.stderr)
-            code = COMMANDS[args.command](Settings.from_env(found.env), args)
-            if found.stack is not None and found.stack.started and not found.stack.pinned:
-                print(
-                    f"stopping the embedded servers started for this command; the data stays in"
-                    f" {found.stack.home} (`replay up` keeps them running)",
-                    file=sys.stderr,
-                )
-            return code
+            settings = Settings.from_env(found.env)
+            if found.stack is not None and embedded.POSTGRES in found.stack.started:
+                # Our own database, just started: make it ready, so that a first command on a
+                # bare machine (replay seed, submit, jobs) needs no `replay migrate` before it.
+                schema.migrate_all(settings)
+            code = COMMANDS[args.command](settings, args)
+        if found.stopped and found.stack is not None:
+            print(
+                f"stopped the embedded {_names(found.stopped)} (no other command uses them); the"
+                f" data stays in {found.stack.home}, and `replay up` keeps them running",
+                file=sys.stderr,
+            )
+        return code
     except ReplayError as exc:
         print(f"replay: error: {db.first_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_on_termination() -> None:
+    """SIGTERM and SIGHUP (``timeout``, ``docker stop``, a closed terminal) end the command like
+    Ctrl-C does, through every ``finally``: workers the demo started are stopped, and embedded
+    servers started for this command are released, not left running."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit)
+
+
+def _names(servers_: Sequence[str]) -> str:
+    return " and ".join("PostgreSQL" if s == embedded.POSTGRES else "Redis" for s in servers_)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -201,8 +227,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     env = stack.env()
     for server in embedded.SERVERS:
         state = "started" if server in stack.started else "already running, reused"
-        name = "PostgreSQL" if server == embedded.POSTGRES else "Redis"
-        print(f"{name}: {stack.describe(server)}, {state}", file=sys.stderr)
+        if server in stack.moved:
+            state += " on a new port (the last one is taken): export the new URLs everywhere"
+        print(f"{_names([server])}: {stack.describe(server)}, {state}", file=sys.stderr)
     applied, _ = schema.migrate_all(Settings.from_env({**os.environ, **env}))
     if applied:
         print(f"applied migrations {', '.join(applied)}", file=sys.stderr)
@@ -224,8 +251,11 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
         print(f"nothing to stop in {where}", file=sys.stderr)
         return 0
     stopped = embedded.EmbeddedStack(where, found).down()
-    names = " and ".join("PostgreSQL" if s == embedded.POSTGRES else "Redis" for s in stopped)
-    print(f"stopped {names} in {where}; the data is kept" if stopped else f"nothing ran in {where}")
+    print(
+        f"stopped {_names(stopped)} in {where}; the data is kept"
+        if stopped
+        else f"nothing ran in {where}"
+    )
     return 0
 
 

@@ -38,6 +38,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ from shared.errors import EmbeddedServerError
 HOME_ENV = "REPLAY_HOME"
 EXTRA = "event-replay[embedded]"
 START_TIMEOUT_SECONDS = 30.0
+# Ports for the servers: below Linux's ephemeral range (32768-60999), a pair per home.
+PORT_RANGE = (20000, 30000)
+PORT_SLOTS = (PORT_RANGE[1] - PORT_RANGE[0]) // 2
+HAVE_PROC = Path("/proc/self/stat").exists()
 STOP_TIMEOUT_SECONDS = 30.0
 POSTGRES = "postgres"
 REDIS = "redis"
@@ -101,6 +106,8 @@ class Stack:
     pinned: bool
     #: the servers this call started (empty: both were already running)
     started: tuple[str, ...] = ()
+    #: the servers started on another port than last time (the old one was taken)
+    moved: tuple[str, ...] = ()
 
     @property
     def database_url(self) -> str:
@@ -144,49 +151,56 @@ class EmbeddedStack:
         self.redis_dir = home_dir / "redis"
 
     # --- the public operations, each under the lock ----------------------------------------
-    def acquire(
-        self, servers: tuple[str, ...] = SERVERS, *, pin: bool = False, user: int | None = None
-    ) -> Stack:
-        """Start what of ``servers`` is not running and register ``user`` (default: this pid).
+    def acquire(self, servers: tuple[str, ...] = SERVERS, *, pin: bool = False) -> Stack:
+        """Start what of ``servers`` is not running and register this process as a user.
 
         With ``pin`` (``replay up``) the stack stays up until ``down``; without, the last
-        ``release`` stops it.
+        ``release`` stops it. If a start fails or is interrupted, what this call started is
+        stopped again: nothing is left running without a user.
         """
         with self._locked() as state:
-            started = []
-            running = self._postmaster()
-            if running:
-                state["postgres_port"] = running[1]
-            elif POSTGRES in servers:
-                state["postgres_port"] = self._start_postgres(state.get("postgres_port"))
-                started.append(POSTGRES)
-            if REDIS in servers and self._redis_pid() is None:
-                state["redis_port"] = self._start_redis(state.get("redis_port"))
-                started.append(REDIS)
-            users = _live(state.get("users", []))
+            started: list[str] = []
+            moved: list[str] = []
+            try:
+                postmaster = self._postmaster()
+                if postmaster is not None:
+                    state["postgres_port"] = postmaster[1]
+                elif POSTGRES in servers:
+                    port = self._start_postgres(_port(state, "postgres_port", self.home, 0))
+                    started.append(POSTGRES)
+                    moved += [POSTGRES] if state.get("postgres_port") not in (None, port) else []
+                    state["postgres_port"] = port
+                if REDIS in servers and self._redis_pid(state) is None:
+                    port = self._start_redis(_port(state, "redis_port", self.home, 1))
+                    started.append(REDIS)
+                    moved += [REDIS] if state.get("redis_port") not in (None, port) else []
+                    state["redis_port"] = port
+            except BaseException:
+                self._stop(state, started)
+                raise
+            users = _live_users(state)
             if not pin:
-                users.add(os.getpid() if user is None else user)
-            state["users"] = sorted(users)
+                users.append(_me())
+            state["users"] = users
             state["pinned"] = bool(state.get("pinned")) or pin
-            return self._stack(state, tuple(started))
+            return self._stack(state, tuple(started), tuple(moved))
 
-    def release(self, user: int | None = None) -> list[str]:
-        """Unregister ``user``; stop the servers if nobody uses them and they are not pinned.
-
-        Returns the servers stopped.
-        """
+    def release(self) -> list[str]:
+        """Unregister this process; stop the servers if no live process uses them and they are
+        not pinned (a user that died without releasing is no longer counted). Returns the
+        servers stopped."""
         with self._locked() as state:
-            users = _live(state.get("users", [])) - {os.getpid() if user is None else user}
-            state["users"] = sorted(users)
+            users = [u for u in _live_users(state) if u != _me()]
+            state["users"] = users
             if users or state.get("pinned"):
                 return []
-            return self._stop_all(state)
+            return self._stop(state, SERVERS)
 
     def down(self) -> list[str]:
         """Stop both servers whoever uses them (``replay down``). Returns the servers stopped."""
         with self._locked() as state:
             state["users"] = []
-            return self._stop_all(state)
+            return self._stop(state, SERVERS)
 
     def peek(self) -> tuple[Stack, tuple[str, ...]]:
         """The stack as it is and which of its servers run; starts nothing, registers nobody."""
@@ -196,39 +210,48 @@ class EmbeddedStack:
             if postmaster is not None:
                 state["postgres_port"] = postmaster[1]
                 running.append(POSTGRES)
-            if self._redis_pid() is not None:
+            if self._redis_pid(state) is not None:
                 running.append(REDIS)
-            return self._stack(state, ()), tuple(running)
+            return self._stack(state, (), ()), tuple(running)
 
     def status(self) -> dict[str, Any]:
         """What runs: ``{postgres: pid or None, redis: pid or None, ports, pinned, users}``."""
         with self._locked() as state:
             return {
                 POSTGRES: self._postgres_pid(),
-                REDIS: self._redis_pid(),
+                REDIS: self._redis_pid(state),
                 "postgres_port": state.get("postgres_port"),
                 "redis_port": state.get("redis_port"),
                 "pinned": bool(state.get("pinned")),
-                "users": sorted(_live(state.get("users", []))),
+                "users": [pid for pid, _ in _live_users(state)],
             }
 
     # --- state and lock ----------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """The state, under the lock, written back when the block ends. A file system error
+        (a home that cannot be created, written or entered) is one EmbeddedServerError."""
         path = self.home / "stack.json"
-        with open(self.home / "lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-                yield state
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-                tmp.replace(path)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with open(self.home / "lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    state = _read_state(path)
+                    yield state
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+                    tmp.replace(path)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        except OSError as exc:
+            raise EmbeddedServerError(
+                f"cannot use {self.home} for the embedded servers: {exc}"
+            ) from exc
 
-    def _stack(self, state: dict[str, Any], started: tuple[str, ...]) -> Stack:
+    def _stack(
+        self, state: dict[str, Any], started: tuple[str, ...], moved: tuple[str, ...]
+    ) -> Stack:
         return Stack(
             home=self.home,
             postgres_port=int(state.get("postgres_port") or 0),
@@ -237,22 +260,29 @@ class EmbeddedStack:
             redis_version=_version([str(self.bin.redis_server), "--version"]),
             pinned=bool(state.get("pinned")),
             started=started,
+            moved=moved,
         )
 
-    def _stop_all(self, state: dict[str, Any]) -> list[str]:
-        stopped = []
-        pid = self._postgres_pid()
+    def _stop(self, state: dict[str, Any], servers: tuple[str, ...] | list[str]) -> list[str]:
+        """Stop ``servers`` if they run: both are signalled first, then both are waited for (a
+        second Ctrl-C while PostgreSQL checkpoints must not leave Redis running)."""
+        stopping: list[tuple[str, int, signal.Signals, Path]] = []
+        pid = self._postgres_pid() if POSTGRES in servers else None
         if pid is not None:
             # SIGINT is PostgreSQL's fast shutdown: sessions are ended, then a clean checkpoint.
-            _stop(pid, signal.SIGINT, "PostgreSQL", self.pgdata / "server.log")
-            stopped.append(POSTGRES)
-        pid = self._redis_pid()
+            stopping.append(("PostgreSQL", pid, signal.SIGINT, self.pgdata / "server.log"))
+        pid = self._redis_pid(state) if REDIS in servers else None
         if pid is not None:
             # SIGTERM: Redis flushes its append-only file and exits.
-            _stop(pid, signal.SIGTERM, "Redis", self.redis_dir / "redis.log")
-            stopped.append(REDIS)
-        state["pinned"] = False
-        return stopped
+            stopping.append(("Redis", pid, signal.SIGTERM, self.redis_dir / "redis.log"))
+        for _, pid, sig, _ in stopping:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        for name, pid, _, log in stopping:
+            _wait_gone(pid, name, log)
+        if set(servers) >= set(SERVERS):
+            state["pinned"] = False
+        return [POSTGRES if name == "PostgreSQL" else REDIS for name, *_ in stopping]
 
     # --- PostgreSQL ---------------------------------------------------------------------------
     def _postgres_pid(self) -> int | None:
@@ -261,19 +291,22 @@ class EmbeddedStack:
         return running[0] if running else None
 
     def _postmaster(self) -> tuple[int, int] | None:
-        """(pid, port) from postmaster.pid, if that postmaster runs."""
+        """(pid, port) from postmaster.pid, if that pid is our postmaster: alive, not a zombie,
+        and started on this data directory (a pid left by a crash may belong to anyone now)."""
         try:
             lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
             pid, port = int(lines[0]), int(lines[3])
         except (OSError, ValueError, IndexError):
             return None
-        return (pid, port) if _alive(pid) else None
+        return (pid, port) if _runs(pid, f"-D {self.pgdata}") else None
 
-    def _start_postgres(self, preferred: int | None) -> int:
+    def _start_postgres(self, port: int) -> int:
         owner = _postgres_user()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(owner)
-        port = _free_port(preferred)
+        # Not our postmaster (_postmaster said so): a crash left the file, and its pid is dead, a
+        # zombie PostgreSQL's own check would take for alive, or reused by another process.
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
         log = self.pgdata / "server.log"
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
         self._run(
@@ -310,16 +343,17 @@ class EmbeddedStack:
         )
 
     # --- Redis --------------------------------------------------------------------------------
-    def _redis_pid(self) -> int | None:
+    def _redis_pid(self, state: dict[str, Any]) -> int | None:
+        """redis-server's pid if it is ours: it retitles itself ``redis-server 127.0.0.1:PORT``."""
         try:
             pid = int((self.redis_dir / "redis.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        port = state.get("redis_port")
+        return pid if port and _runs(pid, f"redis-server 127.0.0.1:{port}") else None
 
-    def _start_redis(self, preferred: int | None) -> int:
+    def _start_redis(self, port: int) -> int:
         self.redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        port = _free_port(preferred)
         log = self.redis_dir / "redis.log"
         pidfile = self.redis_dir / "redis.pid"
         pidfile.unlink(missing_ok=True)
@@ -370,7 +404,9 @@ class EmbeddedStack:
                 raise EmbeddedServerError(f"could not {what}: {exc}") from exc
             if done.returncode != 0:
                 out.seek(0)
-                detail = _last_line(out.read()) or (_last_line(log.read_text()) if log else "")
+                # The server's log says why ("FATAL: ..."); pg_ctl's own last line only says
+                # to look there.
+                detail = _reason(log) or _last_line(out.read())
                 where = f"; see {log}" if log else ""
                 raise EmbeddedServerError(
                     f"could not {what} (exit {done.returncode}): {detail}{where}"
@@ -404,18 +440,31 @@ def _check_reachable(path: Path, owner: pwd.struct_passwd) -> None:
         )
 
 
-def _free_port(preferred: int | None) -> int:
-    """``preferred`` if nothing listens there (so exported URLs stay valid), else a free port."""
-    for port in (preferred, 0) if preferred else (0,):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            # As the servers do: a port just left by our own server is in TIME_WAIT, not taken.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise EmbeddedServerError("no free TCP port on 127.0.0.1")
+def _port(state: dict[str, Any], key: str, home_dir: Path, offset: int) -> int:
+    """The port a server is started on: the one it had (so URLs exported in other terminals stay
+    valid), else one derived from the home's path, outside the kernel's ephemeral range (where
+    a client socket could take it between our check and the server's bind), the next free one
+    if that is taken."""
+    preferred = state.get(key)
+    if isinstance(preferred, int) and _port_free(preferred):
+        return preferred
+    base = PORT_RANGE[0] + 2 * (zlib.crc32(str(home_dir).encode()) % PORT_SLOTS) + offset
+    for step in range(0, 2 * 200, 2):
+        port = PORT_RANGE[0] + (base - PORT_RANGE[0] + step) % (PORT_RANGE[1] - PORT_RANGE[0])
+        if _port_free(port):
+            return port
+    raise EmbeddedServerError(f"no free TCP port on 127.0.0.1 in {PORT_RANGE[0]}-{PORT_RANGE[1]}")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers do: a port just left by our own server is in TIME_WAIT, not taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _redis_answers(port: int) -> bool:
@@ -427,30 +476,78 @@ def _redis_answers(port: int) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie, left by an init that does not reap, counts as gone)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name, or None if there is no such process
+    (or no /proc)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
-        return True  # no /proc (macOS): kill(0) is the answer
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+        return None
 
 
-def _live(pids: list[int]) -> set[int]:
-    return {pid for pid in pids if _alive(pid)}
+def _runs(pid: int, needle: str) -> bool:
+    """True if ``pid`` runs, is not a zombie, and its command line contains ``needle``."""
+    if not HAVE_PROC:
+        try:
+            os.kill(pid, 0)  # no /proc (macOS): the pid file's word is all there is
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return needle in cmdline
 
 
-def _stop(pid: int, sig: signal.Signals, name: str, log: Path) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+def _me() -> list[int]:
+    return [os.getpid(), _started(os.getpid())]
+
+
+def _started(pid: int) -> int:
+    """When ``pid`` started (clock ticks since boot), so that a reused pid is not taken for the
+    process that registered; 0 without /proc."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else 0
+
+
+def _live_users(state: dict[str, Any]) -> list[list[int]]:
+    """The registered users that still run (the same pid and the same start time)."""
+    users = []
+    for entry in state.get("users", []):
+        try:
+            pid, started = int(entry[0]), int(entry[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        fields = _stat(pid)
+        if HAVE_PROC:
+            alive = fields is not None and fields[0] != "Z" and _started(pid) == started
+        else:
+            alive = _runs(pid, "")
+        if alive:
+            users.append([pid, started])
+    return users
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """stack.json, or empty if missing or unreadable: it only remembers ports and users."""
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _wait_gone(pid: int, name: str, log: Path) -> None:
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while _alive(pid):
+    while _runs(pid, ""):
         if time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -474,6 +571,21 @@ def _version(argv: list[str]) -> str:
         match = re.search(r"(?:v=|\) )(\d+(?:\.\d+)+)", out)
         _VERSIONS[argv[0]] = match.group(1) if match else "?"
     return _VERSIONS[argv[0]]
+
+
+def _reason(log: Path | None) -> str:
+    """The last FATAL/ERROR/PANIC line of a server log, if any."""
+    if log is None:
+        return ""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        # PostgreSQL's severities; Redis marks warnings with " # " after the time.
+        if any(word in line for word in ("FATAL", "PANIC", "ERROR", " # ")):
+            return line.strip()
+    return ""
 
 
 def _last_line(text: str) -> str:

@@ -51,6 +51,8 @@ class Resolution:
     #: the embedded stack this command registered with (released by ``resolved``), if any
     stack: embedded.Stack | None = None
     chosen: dict[str, str] = field(default_factory=dict)
+    #: filled when ``resolved`` ends: the embedded servers stopped because nobody uses them now
+    stopped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -116,23 +118,29 @@ def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
             f" installed: {WAYS_OUT}"
         )
     servers = embedded.EmbeddedStack(embedded.home(probe.env), found)
-    stack = servers.acquire(tuple(probe.missing))
+    resolution = None
     try:
+        stack = servers.acquire(tuple(probe.missing))
         probe.use(stack, tuple(probe.missing))
-        yield probe.resolution(stack)
+        resolution = probe.resolution(stack)
+        yield resolution
     finally:
-        servers.release()
+        stopped = servers.release()
+        if resolution is not None:
+            resolution.stopped.extend(stopped)
 
 
 def discover(env: Mapping[str, str] | None = None) -> Resolution:
     """Resolve both servers without starting anything: for a worker or Flower started by hand
-    after ``replay up`` in the same directory. A server found nowhere keeps its default URL (and
-    Celery's connection retries say so)."""
+    after ``replay up`` in the same directory. Only a stack that ``up`` pinned is used: one that
+    a command started for itself stops when that command ends. A server found nowhere keeps its
+    default URL (and Celery's connection retries say so)."""
     probe = _probe(env)
     found = embedded.binaries()
     if probe.missing and found is not None and embedded.home(probe.env).exists():
         stack, running = embedded.EmbeddedStack(embedded.home(probe.env), found).peek()
-        probe.use(stack, tuple(s for s in probe.missing if s in running))
+        if stack.pinned:
+            probe.use(stack, tuple(s for s in probe.missing if s in running))
     return probe.resolution()
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,4 +209,75 @@ def test_two_commands_at_once_start_one_stack(bare_env: dict[str, str], stack_ho
     assert len(processes_naming(f"redis-server 127.0.0.1:{status['redis_port']}")) == 1
     assert len(processes_naming(f"-D {stack_home}/pg")) == 1
     assert replay(bare_env, "down").returncode == 0
+    assert_nothing_left(stack_home)
+
+
+def test_a_stale_pid_file_naming_another_process_is_not_trusted_or_signalled(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    # A crash leaves redis.pid behind, and its pid is reused by an unrelated process.
+    (stack_home / "redis").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        (stack_home / "redis" / "redis.pid").write_text(f"{bystander.pid}\n")
+        proc = replay(bare_env, "jobs")
+        assert proc.returncode == 0, proc.stderr
+        assert "Redis: embedded" in proc.stderr  # started, not mistaken for the bystander
+        assert bystander.poll() is None  # and the bystander was not signalled on release
+    finally:
+        bystander.kill()
+        bystander.wait()
+    assert_nothing_left(stack_home)
+
+
+def test_servers_killed_with_sigkill_are_started_again(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    assert replay(bare_env, "up").returncode == 0
+    stack = embedded.EmbeddedStack(stack_home, embedded.binaries())  # type: ignore[arg-type]
+    before = stack.status()
+    for pid in (before["postgres"], before["redis"]):
+        os.kill(pid, signal.SIGKILL)
+    again = replay(bare_env, "up")
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count(", started") == 2
+    after = stack.status()
+    assert None not in (after["postgres"], after["redis"])
+    assert (after["postgres_port"], after["redis_port"]) == (
+        before["postgres_port"],
+        before["redis_port"],
+    )
+    assert replay(bare_env, "down").returncode == 0
+    assert_nothing_left(stack_home)
+
+
+def test_sigterm_on_a_command_stops_the_servers_it_started(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    seeded = replay(bare_env, "seed", "--aggregates", "5", "--events-per-aggregate", "2")
+    assert seeded.returncode == 0, seeded.stderr
+    # No worker runs: --wait waits until it is terminated, as `timeout` or `docker stop` would.
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "submit", "order_summary", "--wait"],
+        env=bare_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    stack = embedded.EmbeddedStack(stack_home, embedded.binaries())  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while waiting.pid not in stack.status()["users"]:
+        assert time.monotonic() < deadline, "the command never registered"
+        time.sleep(0.1)
+    time.sleep(1.0)  # past planning, into the wait
+    waiting.send_signal(signal.SIGTERM)
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 128 + signal.SIGTERM, err
+    assert_nothing_left(stack_home)
+
+
+def test_a_failed_start_leaves_nothing_running(bare_env: dict[str, str], stack_home: Path) -> None:
+    # Redis cannot open its log (a directory stands there); PostgreSQL started first.
+    (stack_home / "redis" / "redis.log").mkdir(parents=True)
+    proc = replay(bare_env, "jobs")
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("replay: error: could not start Redis"), lines
     assert_nothing_left(stack_home)
