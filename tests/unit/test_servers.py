@@ -9,10 +9,11 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from shared import servers
+from shared import embedded, servers
 from shared.errors import ConfigurationError, NoServers
 
 
@@ -96,3 +97,14 @@ def test_without_the_extra_the_error_names_what_is_missing_and_both_ways_out(
     assert "Redis answers" not in message  # the local Redis answered
     assert "pip install 'event-replay[embedded]'" in message
     assert "docker compose up -d postgres redis" in message
+
+
+def test_embedded_ports_are_kept_and_move_only_when_taken(listener: int, tmp_path: Path) -> None:
+    derived = embedded._port({}, "postgres_port", tmp_path, 0)
+    assert embedded.PORT_RANGE[0] <= derived < embedded.PORT_RANGE[1]  # not ephemeral
+    assert embedded._port({}, "postgres_port", tmp_path, 0) == derived  # the same home, same port
+    assert embedded._port({}, "redis_port", tmp_path, 1) == derived + 1
+    free = free_port()
+    assert embedded._port({"postgres_port": free}, "postgres_port", tmp_path, 0) == free
+    moved = embedded._port({"postgres_port": listener}, "postgres_port", tmp_path, 0)
+    assert moved != listener
