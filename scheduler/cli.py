@@ -171,15 +171,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if found.line:
                 print(found.line, file=sys.stderr)
             settings = Settings.from_env(found.env)
-            if found.stack is not None and embedded.POSTGRES in found.stack.started:
-                # Our own database, just started: make it ready, so that a first command on a
-                # bare machine (replay seed, submit, jobs) needs no `replay migrate` before it.
+            if found.embedded_postgres and args.command not in MIGRATE_THEMSELVES:
+                # Our own database: keep it ready, so that a first command on a bare machine
+                # (seed, submit, jobs) needs no `replay migrate`. Cheap when current, and
+                # serialized by an advisory lock when two commands start at once.
                 schema.migrate_all(settings)
             code = COMMANDS[args.command](settings, args)
         if found.stopped and found.stack is not None:
             print(
                 f"stopped the embedded {_names(found.stopped)} (no other command uses them); the"
-                f" data stays in {found.stack.home}, and `replay up` keeps them running",
+                f" data stays in {found.stack.home}: `replay up` starts them again and keeps"
+                " them running",
                 file=sys.stderr,
             )
         return code
@@ -626,6 +628,8 @@ COMMANDS = {
 
 # Commands that talk to no server, or manage the embedded ones themselves.
 NO_SERVERS = frozenset({"up", "down", "handlers"})
+# Commands that migrate (and report on) their own database.
+MIGRATE_THEMSELVES = frozenset({"migrate", "demo", "bench", "bench-live", "bench-aggregate"})
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -162,19 +162,24 @@ class EmbeddedStack:
             started: list[str] = []
             moved: list[str] = []
             try:
+                # Each server's port is in the state, and the server in `started`, before it is
+                # launched: a start that fails or is interrupted halfway is then still found
+                # (and stopped) by the cleanup below, by `release` and by `down`.
                 postmaster = self._postmaster()
                 if postmaster is not None:
                     state["postgres_port"] = postmaster[1]
                 elif POSTGRES in servers:
-                    port = self._start_postgres(_port(state, "postgres_port", self.home, 0))
-                    started.append(POSTGRES)
+                    port = _port(state, "postgres_port", self.home, 0)
                     moved += [POSTGRES] if state.get("postgres_port") not in (None, port) else []
                     state["postgres_port"] = port
+                    started.append(POSTGRES)
+                    self._start_postgres(port)
                 if REDIS in servers and self._redis_pid(state) is None:
-                    port = self._start_redis(_port(state, "redis_port", self.home, 1))
-                    started.append(REDIS)
+                    port = _port(state, "redis_port", self.home, 1)
                     moved += [REDIS] if state.get("redis_port") not in (None, port) else []
                     state["redis_port"] = port
+                    started.append(REDIS)
+                    self._start_redis(port)
             except BaseException:
                 self._stop(state, started)
                 raise
@@ -203,16 +208,18 @@ class EmbeddedStack:
             return self._stop(state, SERVERS)
 
     def peek(self) -> tuple[Stack, tuple[str, ...]]:
-        """The stack as it is and which of its servers run; starts nothing, registers nobody."""
-        with self._locked() as state:
-            running = []
-            postmaster = self._postmaster()
-            if postmaster is not None:
-                state["postgres_port"] = postmaster[1]
-                running.append(POSTGRES)
-            if self._redis_pid(state) is not None:
-                running.append(REDIS)
-            return self._stack(state, (), ()), tuple(running)
+        """The stack as it is and which of its servers run; starts nothing, registers nobody,
+        and takes no lock and writes nothing (a worker may see the home read-only). The state
+        file is replaced atomically, so reading it unlocked sees one version or the other."""
+        state = _read_state(self.home / "stack.json")
+        running = []
+        postmaster = self._postmaster()
+        if postmaster is not None:
+            state["postgres_port"] = postmaster[1]
+            running.append(POSTGRES)
+        if self._redis_pid(state) is not None:
+            running.append(REDIS)
+        return self._stack(state, (), ()), tuple(running)
 
     def status(self) -> dict[str, Any]:
         """What runs: ``{postgres: pid or None, redis: pid or None, ports, pinned, users}``."""
@@ -234,20 +241,21 @@ class EmbeddedStack:
         path = self.home / "stack.json"
         try:
             self.home.mkdir(parents=True, exist_ok=True)
-            with open(self.home / "lock", "a+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                try:
-                    state = _read_state(path)
-                    yield state
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-                    tmp.replace(path)
-                finally:
-                    fcntl.flock(lock, fcntl.LOCK_UN)
+            lock = open(self.home / "lock", "a+")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise EmbeddedServerError(
                 f"cannot use {self.home} for the embedded servers: {exc}"
             ) from exc
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = _read_state(path)
+            try:
+                yield state
+            except OSError as exc:
+                raise EmbeddedServerError(f"embedded servers in {self.home}: {exc}") from exc
+            finally:
+                # Written even when the block failed: it records what was started before that.
+                _write_state(path, state)
 
     def _stack(
         self, state: dict[str, Any], started: tuple[str, ...], moved: tuple[str, ...]
@@ -300,7 +308,7 @@ class EmbeddedStack:
             return None
         return (pid, port) if _runs(pid, f"-D {self.pgdata}") else None
 
-    def _start_postgres(self, port: int) -> int:
+    def _start_postgres(self, port: int) -> None:
         owner = _postgres_user()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(owner)
@@ -319,7 +327,6 @@ class EmbeddedStack:
             what="start PostgreSQL",
             log=log,
         )
-        return port
 
     def _initdb(self, owner: pwd.struct_passwd | None) -> None:
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
@@ -352,7 +359,7 @@ class EmbeddedStack:
         port = state.get("redis_port")
         return pid if port and _runs(pid, f"redis-server 127.0.0.1:{port}") else None
 
-    def _start_redis(self, port: int) -> int:
+    def _start_redis(self, port: int) -> None:
         self.redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = self.redis_dir / "redis.log"
         pidfile = self.redis_dir / "redis.pid"
@@ -376,7 +383,6 @@ class EmbeddedStack:
                     f" {START_TIMEOUT_SECONDS:g} s; see {log}"
                 )
             time.sleep(0.02)
-        return port
 
     # --- processes ----------------------------------------------------------------------------
     def _run(
@@ -543,6 +549,15 @@ def _read_state(path: Path) -> dict[str, Any]:
     except ValueError:
         return {}
     return state if isinstance(state, dict) else {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)  # atomic: an unlocked reader (peek) sees one version or the other
+    except OSError as exc:
+        raise EmbeddedServerError(f"cannot write {path}: {exc}") from exc
 
 
 def _wait_gone(pid: int, name: str, log: Path) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from shared import embedded
-from shared.errors import ConfigurationError, NoServers
+from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
 
 LOCAL_POSTGRES_ENV = "REPLAY_LOCAL_POSTGRES"
 LOCAL_REDIS_ENV = "REPLAY_LOCAL_REDIS"
@@ -53,6 +53,10 @@ class Resolution:
     chosen: dict[str, str] = field(default_factory=dict)
     #: filled when ``resolved`` ends: the embedded servers stopped because nobody uses them now
     stopped: list[str] = field(default_factory=list)
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.stack is not None and self.chosen.get("PostgreSQL", "").startswith("embedded")
 
 
 @dataclass
@@ -138,7 +142,10 @@ def discover(env: Mapping[str, str] | None = None) -> Resolution:
     probe = _probe(env)
     found = embedded.binaries()
     if probe.missing and found is not None and embedded.home(probe.env).exists():
-        stack, running = embedded.EmbeddedStack(embedded.home(probe.env), found).peek()
+        try:
+            stack, running = embedded.EmbeddedStack(embedded.home(probe.env), found).peek()
+        except EmbeddedServerError:
+            return probe.resolution()  # a home we cannot read: no stack to find there
         if stack.pinned:
             probe.use(stack, tuple(s for s in probe.missing if s in running))
     return probe.resolution()

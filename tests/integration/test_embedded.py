@@ -50,8 +50,9 @@ def stack_home() -> Iterator[Path]:
         yield home
     finally:
         found = embedded.binaries()
-        if found is not None and home.exists():
-            embedded.EmbeddedStack(home, found).down()  # whatever a failed test left running
+        for state in parent.glob("*/stack.json"):  # whatever a failed test left running
+            if found is not None:
+                embedded.EmbeddedStack(state.parent, found).down()
         shutil.rmtree(parent, ignore_errors=True)
 
 
@@ -281,3 +282,24 @@ def test_a_failed_start_leaves_nothing_running(bare_env: dict[str, str], stack_h
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("replay: error: could not start Redis"), lines
     assert_nothing_left(stack_home)
+
+
+def test_first_commands_on_a_bare_machine_need_no_migrate(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    # Two commands at once on a fresh home: one starts the stack, both find the schema ready.
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "scheduler.cli", "jobs"], env=bare_env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert_nothing_left(stack_home)
+    # `replay migrate` reports what it did itself (nothing is migrated behind its back first).
+    fresh = stack_home.parent / "fresh"
+    fresh.mkdir()
+    migrated = replay({**bare_env, "REPLAY_HOME": str(fresh)}, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrated replay: 0001_event_store" in migrated.stdout
+    assert_nothing_left(fresh)
