@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if found.line:
                 print(found.line, file=sys.stderr)
             settings = Settings.from_env(found.env)
-            if found.embedded_postgres and args.command not in MIGRATE_THEMSELVES:
+            if embedded.POSTGRES in found.embedded and args.command not in MIGRATE_THEMSELVES:
                 # Our own database: keep it ready, so that a first command on a bare machine
                 # (seed, submit, jobs) needs no `replay migrate`. Cheap when current, and
                 # serialized by an advisory lock when two commands start at once.
@@ -179,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = COMMANDS[args.command](settings, args)
         if found.stopped and found.stack is not None:
             print(
-                f"stopped the embedded {_names(found.stopped)} (no other command uses them); the"
-                f" data stays in {found.stack.home}: `replay up` starts them again and keeps"
-                " them running",
+                f"stopped the embedded {embedded.names(found.stopped)} (no other command uses"
+                f" them); the data stays in {found.stack.home}: `replay up` starts them again"
+                " and keeps them running",
                 file=sys.stderr,
             )
         return code
@@ -207,10 +207,6 @@ def _exit_on_termination() -> None:
         signal.signal(sig, _exit)
 
 
-def _names(servers_: Sequence[str]) -> str:
-    return " and ".join("PostgreSQL" if s == embedded.POSTGRES else "Redis" for s in servers_)
-
-
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     applied, handlers = schema.migrate_all(settings)
     console.print(
@@ -231,7 +227,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         state = "started" if server in stack.started else "already running, reused"
         if server in stack.moved:
             state += " on a new port (the last one is taken): export the new URLs everywhere"
-        print(f"{_names([server])}: {stack.describe(server)}, {state}", file=sys.stderr)
+        print(f"{embedded.names([server])}: {stack.describe(server)}, {state}", file=sys.stderr)
     applied, _ = schema.migrate_all(Settings.from_env({**os.environ, **env}))
     if applied:
         print(f"applied migrations {', '.join(applied)}", file=sys.stderr)
@@ -254,7 +250,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     stopped = embedded.EmbeddedStack(where, found).down()
     print(
-        f"stopped {_names(stopped)} in {where}; the data is kept"
+        f"stopped {embedded.names(stopped)} in {where}; the data is kept"
         if stopped
         else f"nothing ran in {where}"
     )

@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,12 @@ STOP_TIMEOUT_SECONDS = 30.0
 POSTGRES = "postgres"
 REDIS = "redis"
 SERVERS = (POSTGRES, REDIS)
+NAMES = {POSTGRES: "PostgreSQL", REDIS: "Redis"}
+
+
+def names(servers: Sequence[str]) -> str:
+    """``PostgreSQL and Redis``, for messages."""
+    return " and ".join(NAMES[server] for server in servers)
 
 
 def home(env: Mapping[str, str] | None = None) -> Path:
@@ -271,26 +277,26 @@ class EmbeddedStack:
             moved=moved,
         )
 
-    def _stop(self, state: dict[str, Any], servers: tuple[str, ...] | list[str]) -> list[str]:
+    def _stop(self, state: dict[str, Any], servers: Sequence[str]) -> list[str]:
         """Stop ``servers`` if they run: both are signalled first, then both are waited for (a
         second Ctrl-C while PostgreSQL checkpoints must not leave Redis running)."""
         stopping: list[tuple[str, int, signal.Signals, Path]] = []
         pid = self._postgres_pid() if POSTGRES in servers else None
         if pid is not None:
             # SIGINT is PostgreSQL's fast shutdown: sessions are ended, then a clean checkpoint.
-            stopping.append(("PostgreSQL", pid, signal.SIGINT, self.pgdata / "server.log"))
+            stopping.append((POSTGRES, pid, signal.SIGINT, self.pgdata / "server.log"))
         pid = self._redis_pid(state) if REDIS in servers else None
         if pid is not None:
             # SIGTERM: Redis flushes its append-only file and exits.
-            stopping.append(("Redis", pid, signal.SIGTERM, self.redis_dir / "redis.log"))
+            stopping.append((REDIS, pid, signal.SIGTERM, self.redis_dir / "redis.log"))
         for _, pid, sig, _ in stopping:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-        for name, pid, _, log in stopping:
-            _wait_gone(pid, name, log)
+        for server, pid, _, log in stopping:
+            _wait_gone(pid, NAMES[server], log)
         if set(servers) >= set(SERVERS):
             state["pinned"] = False
-        return [POSTGRES if name == "PostgreSQL" else REDIS for name, *_ in stopping]
+        return [server for server, *_ in stopping]
 
     # --- PostgreSQL ---------------------------------------------------------------------------
     def _postgres_pid(self) -> int | None:

@@ -48,36 +48,41 @@ class Resolution:
     env: dict[str, str]
     #: one line naming what was chosen; empty when everything came from the environment
     line: str
+    #: the URLs this resolution added to the caller's environment
+    overlay: dict[str, str] = field(default_factory=dict)
     #: the embedded stack this command registered with (released by ``resolved``), if any
     stack: embedded.Stack | None = None
-    chosen: dict[str, str] = field(default_factory=dict)
+    #: the servers (embedded.POSTGRES, embedded.REDIS) taken from that stack
+    embedded: tuple[str, ...] = ()
     #: filled when ``resolved`` ends: the embedded servers stopped because nobody uses them now
     stopped: list[str] = field(default_factory=list)
-
-    @property
-    def embedded_postgres(self) -> bool:
-        return self.stack is not None and self.chosen.get("PostgreSQL", "").startswith("embedded")
 
 
 @dataclass
 class _Probe:
     env: dict[str, str]
     overlay: dict[str, str] = field(default_factory=dict)
+    #: server -> what was chosen for it, e.g. "local 127.0.0.1:5432"
     chosen: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
+    #: server -> the local address that did not answer (left for the embedded one)
+    missing: dict[str, str] = field(default_factory=dict)
+    stack: embedded.Stack | None = None
+    used: tuple[str, ...] = ()
 
     def use(self, stack: embedded.Stack, servers: tuple[str, ...]) -> None:
         stack_env = stack.env()
         if embedded.POSTGRES in servers:
             self.overlay[DATABASE_ENV] = stack_env[DATABASE_ENV]
-            self.chosen["PostgreSQL"] = stack.describe(embedded.POSTGRES)
         if embedded.REDIS in servers:
             self.overlay.update({name: stack_env[name] for name in REDIS_ENV})
-            self.chosen["Redis"] = stack.describe(embedded.REDIS)
+        self.chosen.update({server: stack.describe(server) for server in servers})
+        self.stack, self.used = stack, servers
 
-    def resolution(self, stack: embedded.Stack | None = None) -> Resolution:
+    def resolution(self) -> Resolution:
         line = _line(self.chosen) if self.overlay else ""
-        return Resolution({**self.env, **self.overlay}, line, stack, self.chosen)
+        return Resolution(
+            {**self.env, **self.overlay}, line, dict(self.overlay), self.stack, self.used
+        )
 
 
 def _probe(env: Mapping[str, str] | None) -> _Probe:
@@ -85,25 +90,25 @@ def _probe(env: Mapping[str, str] | None) -> _Probe:
     probe = _Probe(dict(os.environ if env is None else env))
     env = probe.env
     if env.get(DATABASE_ENV):
-        probe.chosen["PostgreSQL"] = DATABASE_ENV
+        probe.chosen[embedded.POSTGRES] = DATABASE_ENV
     else:
         host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
         if _answers(host, port):
             probe.overlay[DATABASE_ENV] = f"postgresql://postgres@{host}:{port}/replay"
-            probe.chosen["PostgreSQL"] = f"local {host}:{port}"
+            probe.chosen[embedded.POSTGRES] = f"local {host}:{port}"
         else:
-            probe.missing.append(embedded.POSTGRES)
+            probe.missing[embedded.POSTGRES] = f"{host}:{port}"
 
     if any(env.get(name) for name in REDIS_ENV):
-        probe.chosen["Redis"] = next(name for name in REDIS_ENV if env.get(name))
+        probe.chosen[embedded.REDIS] = next(name for name in REDIS_ENV if env.get(name))
     else:
         host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
         if _answers(host, port):
             urls = {name: f"redis://{host}:{port}/{db}" for db, name in enumerate(REDIS_ENV)}
             probe.overlay.update(urls)
-            probe.chosen["Redis"] = f"local {host}:{port}"
+            probe.chosen[embedded.REDIS] = f"local {host}:{port}"
         else:
-            probe.missing.append(embedded.REDIS)
+            probe.missing[embedded.REDIS] = f"{host}:{port}"
     return probe
 
 
@@ -118,15 +123,15 @@ def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
     found = embedded.binaries()
     if found is None:
         raise NoServers(
-            f"{_nothing_answers(probe.env, probe.missing)}, and the embedded servers are not"
-            f" installed: {WAYS_OUT}"
+            f"{_nothing_answers(probe.missing)}, and the embedded servers are not installed:"
+            f" {WAYS_OUT}"
         )
     servers = embedded.EmbeddedStack(embedded.home(probe.env), found)
     resolution = None
     try:
         stack = servers.acquire(tuple(probe.missing))
         probe.use(stack, tuple(probe.missing))
-        resolution = probe.resolution(stack)
+        resolution = probe.resolution()
         yield resolution
     finally:
         stopped = servers.release()
@@ -152,18 +157,19 @@ def discover(env: Mapping[str, str] | None = None) -> Resolution:
 
 
 def _line(chosen: Mapping[str, str]) -> str:
-    return " · ".join(f"{name}: {what}" for name, what in chosen.items())
+    return " · ".join(
+        f"{embedded.NAMES[server]}: {chosen[server]}"
+        for server in embedded.SERVERS
+        if server in chosen
+    )
 
 
-def _nothing_answers(env: Mapping[str, str], missing: list[str]) -> str:
-    parts = []
-    if embedded.POSTGRES in missing:
-        host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
-        parts.append(f"no PostgreSQL answers at {host}:{port} ({DATABASE_ENV} is not set)")
-    if embedded.REDIS in missing:
-        host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
-        parts.append(f"no Redis answers at {host}:{port} (CELERY_BROKER_URL is not set)")
-    return " and ".join(parts)
+def _nothing_answers(missing: Mapping[str, str]) -> str:
+    unset = {embedded.POSTGRES: DATABASE_ENV, embedded.REDIS: "CELERY_BROKER_URL"}
+    return " and ".join(
+        f"no {embedded.NAMES[server]} answers at {address} ({unset[server]} is not set)"
+        for server, address in missing.items()
+    )
 
 
 def _address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:

@@ -23,7 +23,7 @@ def _config() -> dict[str, Any]:
     found = servers.discover()
     if found.line:
         print(f"event-replay: {found.line}", file=sys.stderr)
-    os.environ.update({k: v for k, v in found.env.items() if os.environ.get(k) != v})
+    os.environ.update(found.overlay)
     return celery_config(Settings.from_env())
 
 

@@ -82,6 +82,18 @@ def replay(
     )  # fmt: skip
 
 
+def twice_at_once(env: dict[str, str], *args: str) -> list[tuple[str, str]]:
+    """Run ``replay ARGS`` twice concurrently; both must succeed. Returns (stdout, stderr)s."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "scheduler.cli", *args], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    return outs
+
+
 def processes_naming(*needles: str) -> list[str]:
     """Live processes whose command line contains one of ``needles``: the postmaster names its
     data directory (-D); redis-server retitles itself ``redis-server 127.0.0.1:PORT``."""
@@ -197,13 +209,7 @@ def test_without_the_extra_and_without_servers_one_line_and_exit_2(
 
 def test_two_commands_at_once_start_one_stack(bare_env: dict[str, str], stack_home: Path) -> None:
     # The flock serializes them: one starts the servers, the other finds them running.
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "scheduler.cli", "up"], env=bare_env, cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    outs = twice_at_once(bare_env, "up")
     assert outs[0][0] == outs[1][0]  # the same exports: the same servers
     assert sorted(err.count("already running, reused") for _, err in outs) == [0, 2]
     status = embedded.EmbeddedStack(stack_home, embedded.binaries()).status()  # type: ignore[arg-type]
@@ -288,13 +294,7 @@ def test_first_commands_on_a_bare_machine_need_no_migrate(
     bare_env: dict[str, str], stack_home: Path
 ) -> None:
     # Two commands at once on a fresh home: one starts the stack, both find the schema ready.
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "scheduler.cli", "jobs"], env=bare_env, cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    twice_at_once(bare_env, "jobs")
     assert_nothing_left(stack_home)
     # `replay migrate` reports what it did itself (nothing is migrated behind its back first).
     fresh = stack_home.parent / "fresh"
