@@ -68,6 +68,11 @@ class InvalidSeed(InvalidRequest):
     """Arguments of the synthetic data generator that make no sense."""
 
 
+class UnsafeDatabase(InvalidRequest):
+    """A command would drop a database it did not create (demo, bench: name it *_demo / *_bench,
+    or pass --force)."""
+
+
 # --- the event store ------------------------------------------------------------------------------
 class ConcurrencyConflict(ReplayError):
     """An append whose expected version does not match the aggregate's stream."""
@@ -75,6 +80,12 @@ class ConcurrencyConflict(ReplayError):
 
 class DuplicateAggregates(ConcurrencyConflict):
     """A bulk load that would write sequence numbers that already exist."""
+
+
+# --- events -------------------------------------------------------------------------------------
+class MalformedEvent(ReplayError):
+    """An event whose payload a handler or reducer cannot apply (a missing or non-numeric field,
+    a NaN or infinite amount). During a replay it is handed to the job's on_error policy."""
 
 
 # --- aggregates -----------------------------------------------------------------------------------
