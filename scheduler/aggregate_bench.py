@@ -12,7 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from shared import aggregates, db, schema, seed
+from scheduler import scratch
+from shared import aggregates, db, seed
 from shared.settings import Settings
 
 
@@ -31,9 +32,7 @@ def timed_loads(conn: db.Connection, agg: str, runs: int, use_snapshots: bool) -
 
 def run(settings: Settings, runs: int, output: Path, console: Console) -> dict[str, Any]:
     name = f"{settings.database_name}_aggbench"
-    bench = settings.with_database(name)
-    db.drop_database(settings, name)
-    schema.migrate_all(bench)
+    bench = scratch.recreate(settings, name, "_aggbench")
     rows = []
     with db.connect(bench) as conn:
         seed.seed(conn, 1, 100, seed=1)

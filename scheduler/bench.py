@@ -26,11 +26,15 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from scheduler import scratch
 from scheduler.coordinator import Coordinator
 from scheduler.workers import running_workers
-from shared import db, embedded, schema, seed
+from shared import db, embedded, seed
 from shared.settings import Settings
 from shared.verify import verify_order_summary
+
+#: the bench drops and recreates only a database whose name ends so (or with --force)
+SUFFIX = "_bench"
 
 BASELINE_HANDLER = "bench_baseline"
 MEASURES = ("baseline", "ceiling", "rebuild1", "rebuild2", "rebuild2py", "catchup")
@@ -194,10 +198,13 @@ class BenchConfig:
     output: Path = Path("bench/results/latest.json")
     keep_data: bool = False
     measures: tuple[str, ...] = MEASURES
+    #: drop --database even if it is not a scratch database of ours (see scheduler.scratch)
+    force: bool = False
 
 
 def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, Any]:
-    name = config.database or f"{settings.database_name}_bench"
+    name = config.database or f"{settings.database_name}{SUFFIX}"
+    scratch.check_droppable(settings, name, SUFFIX, force=config.force)
     bench = replace(settings.with_database(name), queue=f"{settings.queue}_bench")
     total = config.aggregates * config.events_per_aggregate
     logs = embedded.home()
@@ -210,8 +217,7 @@ def run(settings: Settings, config: BenchConfig, console: Console) -> dict[str, 
                 "UPDATE replay_job SET status = 'cancelled' WHERE status IN ('pending', 'running')"
             )
     else:
-        db.drop_database(settings, name)
-        schema.migrate_all(bench)
+        scratch.recreate(settings, name, SUFFIX, force=config.force)
         with db.connect(bench) as conn:
             seeded = seed.seed(conn, config.aggregates, config.events_per_aggregate, seed=42)
         console.print(f"seeded {seeded.events:,} events in {seeded.seconds:.1f} s")

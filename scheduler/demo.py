@@ -12,13 +12,17 @@ from dataclasses import replace
 
 from rich.console import Console
 
+from scheduler import scratch
 from scheduler.cli import follow, print_summary
 from scheduler.coordinator import Coordinator
 from scheduler.workers import running_workers
-from shared import db, embedded, schema, seed
+from shared import db, embedded, seed
 from shared.errors import DemoVerificationFailed, InvalidRequest
 from shared.settings import Settings, redact
 from shared.verify import verify_order_summary
+
+#: the demo drops and recreates only a database whose name ends so (or with --force)
+SUFFIX = "_demo"
 
 
 def run(
@@ -30,18 +34,17 @@ def run(
     slices: int,
     database: str | None,
     console: Console,
+    force: bool = False,
 ) -> int:
     seed.validate(aggregates, events_per_aggregate)
     if not 1 <= workers <= 32:
         raise InvalidRequest(f"--workers must be from 1 to 32, got {workers}")
-    name = database or f"{settings.database_name}_demo"
+    name = database or f"{settings.database_name}{SUFFIX}"
     demo = replace(settings.with_database(name), queue=f"{settings.queue}_demo")
 
     console.rule("event-replay demo")
     console.print(f"PostgreSQL {redact(demo.database_url)} · broker {redact(demo.broker_url)}")
-    db.create_database_if_missing(settings)  # the server answers, or we stop here
-    db.drop_database(settings, name)
-    schema.migrate_all(demo)
+    demo = replace(scratch.recreate(settings, name, SUFFIX, force=force), queue=demo.queue)
     console.print(f"1. migrated a fresh database {name!r}")
 
     with db.connect(demo) as conn, db.translate_errors():

@@ -23,9 +23,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from scheduler import scratch
 from scheduler.coordinator import Coordinator
 from scheduler.workers import running_workers
-from shared import db, schema, seed, store
+from shared import db, seed, store
 from shared.settings import Settings
 
 PAUSE_SECONDS = 0.02
@@ -64,8 +65,7 @@ def run(settings: Settings, aggregates: int, per: int, rate: float, seconds: flo
         output: Path, console: Console) -> dict[str, Any]:  # fmt: skip
     name = f"{settings.database_name}_livebench"
     bench = replace(settings.with_database(name), queue=f"{settings.queue}_livebench")
-    db.drop_database(settings, name)
-    schema.migrate_all(bench)
+    scratch.recreate(settings, name, "_livebench")
     with db.connect(bench) as conn:
         seed.seed(conn, aggregates, per, seed=7)
     logs = Path(".replay")

@@ -1,0 +1,66 @@
+"""Scratch databases: the ones ``replay demo`` and the benchmarks drop and create again.
+
+Dropping is only safe for a database this project created for that purpose. Two checks, both
+before anything is dropped (issue 11: ``replay demo --database X`` used to run ``DROP DATABASE X
+WITH (FORCE)`` on whatever X named):
+
+* the name ends in the command's suffix (``_demo``, ``_bench``, ...) and is not the database the
+  configuration points at;
+* if the database exists, it carries the comment written when this module created it.
+
+``--force`` lifts both, for an operator who knows what the name points at.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from shared import db, schema
+from shared.errors import UnsafeDatabase
+from shared.settings import Settings
+
+#: written on every scratch database at creation; the proof that dropping it loses nothing
+MARK = "event-replay scratch database"
+
+_COMMENT = (
+    "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = %s"
+)
+
+
+def recreate(settings: Settings, name: str, suffix: str, *, force: bool = False) -> Settings:
+    """Drop the scratch database ``name`` if it exists (only if it is one, see above), create
+    and migrate it afresh, and mark it. Returns settings pointed at it."""
+    check_droppable(settings, name, suffix, force=force)
+    db.drop_database(settings, name)
+    target = settings.with_database(name)
+    schema.migrate_all(target)
+    with db.connect(target) as conn, db.translate_errors():
+        # COMMENT takes no bind parameters; the name is an identifier, the text a constant.
+        conn.execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(MARK))
+        )
+    return target
+
+
+def check_droppable(settings: Settings, name: str, suffix: str, *, force: bool = False) -> None:
+    """Raise ``UnsafeDatabase`` unless ``name`` is a scratch database this project created (or
+    does not exist yet), or ``force`` is set."""
+    if force:
+        return
+    if not name.endswith(suffix) or name == settings.database_name:
+        raise UnsafeDatabase(
+            f"refusing to drop database {_short(name)}: a scratch database's name ends in"
+            f" {suffix!r} and is not REPLAY_DATABASE_URL's; pass --force to drop it anyway"
+        )
+    with db.connect(settings.with_database("postgres")) as conn, db.translate_errors():
+        row = conn.execute(_COMMENT, (name,)).fetchone()
+    if row is not None and row["note"] != MARK:
+        raise UnsafeDatabase(
+            f"refusing to drop database {_short(name)}: it exists and replay did not create it as"
+            " a scratch database (or created it before scratch databases were marked); drop it"
+            " yourself, or pass --force"
+        )
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 60 else name[:57] + "...")
