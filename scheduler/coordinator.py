@@ -8,6 +8,7 @@ slice rows. Dispatching before the commit could let a worker look for rows that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -16,11 +17,10 @@ from typing import Any
 
 import psycopg
 from celery import Celery
-from kombu.exceptions import KombuError
 
 from scheduler.requests import ReplayRequest, build_request, parse_rate
 from shared import db, dispatch, idempotency, jobs, reconcile, slicing
-from shared.celeryconf import celery_config
+from shared.celeryconf import sender_config
 from shared.errors import (
     ActiveJobExists,
     BrokerUnavailable,
@@ -52,7 +52,7 @@ class Coordinator:
     @cached_property
     def celery(self) -> Celery:
         app = Celery("event_replay_scheduler", set_as_current=False)
-        app.conf.update(celery_config(self.settings))
+        app.conf.update(sender_config(self.settings))
         return app
 
     def close(self) -> None:
@@ -61,6 +61,13 @@ class Coordinator:
             from scheduler.workers import close_app
 
             close_app(self.celery)
+
+    def _discard_celery(self) -> None:
+        # After a failed send the app may be unusable (Celery's result consumer gives up for
+        # good: "The Celery application must be restarted"): the next send builds a new one.
+        with contextlib.suppress(Exception):
+            self.close()
+        self.__dict__.pop("celery", None)
 
     # --- submit ---------------------------------------------------------------------------------
     def submit(self, consumer: Any, **kwargs: Any) -> str:
@@ -71,6 +78,9 @@ class Coordinator:
                 f"handler {handler.name!r} needs per-aggregate order, so it cannot be replayed in"
                 " time slices; use slice_by='aggregate'"
             )
+        # Before anything is written: a broker or result backend that cannot be named or
+        # reached refuses the submit, instead of leaving a job that was never sent (issue 11).
+        dispatch.check_reachable(self.celery)
         job_id = uuid.uuid4()
         task_ids = self._plan(job_id, request)
         if task_ids:
@@ -157,17 +167,24 @@ class Coordinator:
         self._send(job_id, list(enumerate(task_ids)))
 
     def _send(self, job_id: str, slices: list[tuple[int, str]]) -> None:
+        """Send the job's slices; if that fails in any way, fail the job and raise
+        ``BrokerUnavailable``: a job that was planned is never left pending unsent."""
         try:
             dispatch.send_job(self.celery, self.settings, job_id, slices)
-        except (KombuError, OSError, ConnectionError) as exc:
-            # Part of the chord may have been sent: failing the job (and its slices, under the
-            # job lock) stops whatever does run at its first batch. `replay resume` retries.
-            message = f"could not dispatch to the broker: {db.first_line(exc)}"
+        except Exception as exc:
+            # Whatever failed (kombu, a socket, Redis, the result backend's RuntimeError after
+            # its retries, a URL kombu cannot parse), the job must not stay pending: it would
+            # hold its consumer (ActiveJobExists) with nothing running. Part of the chord may
+            # have been sent: failing the job (and its slices, under the job lock) stops
+            # whatever does run at its first batch. `replay resume` retries.
+            message = (
+                f"could not dispatch to the broker or result backend: {db.first_line(exc)};"
+                f" `replay resume {job_id}` retries"
+            )
             with db.connect(self.settings) as conn:
                 jobs.fail_job(conn, job_id, message)
-            raise BrokerUnavailable(
-                f"job {job_id} planned but {message}; `replay resume {job_id}` retries"
-            ) from exc
+            self._discard_celery()
+            raise BrokerUnavailable(f"job {job_id} planned but {message}") from None
 
     # --- operate ---------------------------------------------------------------------------------
     def cancel(self, job_id: Any) -> dict[str, Any]:
@@ -181,6 +198,7 @@ class Coordinator:
         """Re-dispatch a failed, cancelled or stuck job's unfinished slices from their
         checkpoints (a failed slice retries the event it failed on)."""
         key = _job_uuid(job_id)
+        dispatch.check_reachable(self.celery)
         with db.connect(self.settings) as conn, db.translate_errors():
             slices = jobs.prepare_resume(conn, key)
         if slices:

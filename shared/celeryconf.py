@@ -13,6 +13,19 @@ LIVE_TASK = "replay.live"
 RECONCILE_TASK = "replay.reconcile"
 LIVE_STEP_TASK = "replay.live_step"
 
+# A sender (the coordinator, `replay submit|resume`) gives up on a broker or result backend that
+# does not answer within this many seconds: it then fails the job it planned (or refuses before
+# planning), where Celery's own retries would hold the command ~20 s (issue 11).
+SENDER_TIMEOUT_SECONDS = 3
+# Celery's result backend retries a lost Redis 20 times a second apart (its ``retry_policy``):
+# right for a worker storing a result across a Redis restart, not for a command a user waits on.
+SENDER_BACKEND_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
@@ -46,6 +59,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": {
             "visibility_timeout": settings.visibility_timeout_seconds
         },
+        # Celery's default is none: a result backend that drops SYNs would hang a connect for
+        # minutes. Same bound as the broker's socket_connect_timeout above.
+        "redis_socket_connect_timeout": 10,
         "task_track_started": True,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
@@ -64,6 +80,22 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "enable_utc": True,
     }
+
+
+def sender_config(settings: Settings) -> dict[str, Any]:
+    """``celery_config`` for a process that only sends tasks and waits on nothing: a broker or
+    result backend that does not answer fails the send within seconds (SENDER_TIMEOUT_SECONDS)."""
+    config = celery_config(settings)
+    config["broker_transport_options"] = {
+        **config["broker_transport_options"],
+        "socket_connect_timeout": SENDER_TIMEOUT_SECONDS,
+    }
+    config["result_backend_transport_options"] = {
+        **config["result_backend_transport_options"],
+        "retry_policy": SENDER_BACKEND_RETRY_POLICY,
+    }
+    config["redis_socket_connect_timeout"] = SENDER_TIMEOUT_SECONDS
+    return config
 
 
 def _beat_schedule(settings: Settings) -> dict[str, Any]:

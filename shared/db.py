@@ -12,12 +12,13 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import conninfo
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.errors import DatabaseUnavailable
+from shared.errors import ConfigurationError, DatabaseUnavailable
 from shared.settings import Settings, redact, replace_database
 
 Connection = psycopg.Connection[dict[str, Any]]
@@ -58,7 +59,7 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
     commit, and every ``transaction()`` block inside it is only a savepoint: a slice's batches
     would all commit at its end, or all vanish with its worker.)
     """
-    try:
+    with _connect_errors(settings.database_url):
         conn = psycopg.connect(
             settings.database_url,
             autocommit=autocommit,
@@ -66,16 +67,39 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
             connect_timeout=10,
             application_name="event-replay",
         )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {redact(settings.database_url)}: {first_line(exc)}"
-        ) from exc
     _configure(conn)
     return conn
 
 
+@contextlib.contextmanager
+def _connect_errors(url: str, doing: str = "connect to") -> Iterator[None]:
+    """Turn every driver error of opening (and using) a connection to ``url`` into one of ours,
+    on one line, the password masked. psycopg's conninfo parser raises ProgrammingError with
+    the whole string quoted, password included (issue 11); a refused connection is an
+    OperationalError, the others are a property of the URL or of the role it names. Raised
+    ``from None``: the driver's exception, chained, would print the password in any traceback."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"cannot {doing} PostgreSQL at {redact(url)}: {first_line(exc)}"
+        ) from None
+    except (psycopg.Error, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot {doing} PostgreSQL at {redact(url)}: {first_line(exc)}"
+        ) from None
+
+
+def check_url(url: str) -> None:
+    """Raise ``ConfigurationError`` if psycopg cannot parse ``url`` (before a pool's background
+    threads try it, and log the driver's message)."""
+    with _connect_errors(url, "use"):
+        conninfo.conninfo_to_dict(url)
+
+
 def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connection]:
     """A small pool for one process (a worker process or a scheduler)."""
+    check_url(settings.database_url)
     return ConnectionPool(
         settings.database_url,
         min_size=1,
@@ -108,32 +132,29 @@ def create_database_if_missing(settings: Settings) -> bool:
     """Create the configured database if it does not exist. Returns True if it was created."""
     admin = replace_database(settings.database_url, "postgres")
     name = settings.database_name
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
-            ).fetchone()
-            if exists:
-                return False
-            try:
-                conn.execute(
-                    psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
-                )
-            except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
-                # Created concurrently by another migrate: PostgreSQL reports the loser of a
-                # simultaneous CREATE DATABASE as a unique violation on pg_database, not 42P04.
-                return False
-            return True
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {redact(admin)}: {first_line(exc)}"
-        ) from exc
+    with (
+        _connect_errors(admin, f"create database {name!r} on"),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+    ):
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists:
+            return False
+        try:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
+            # Created concurrently by another migrate: PostgreSQL reports the loser of a
+            # simultaneous CREATE DATABASE as a unique violation on pg_database, not 42P04.
+            return False
+        return True
 
 
 def drop_database(settings: Settings, name: str) -> None:
     """Drop database ``name`` on the configured server, disconnecting its sessions."""
     admin = replace_database(settings.database_url, "postgres")
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+    with (
+        _connect_errors(admin, f"drop database {name!r} on"),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+    ):
         conn.execute(
             psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 psycopg.sql.Identifier(name)
@@ -142,5 +163,7 @@ def drop_database(settings: Settings, name: str) -> None:
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, passwords masked (``settings.redact``): the form in
+    which a driver's message goes into an error, a log line or a job's error column."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return redact(text.splitlines()[0]) if text else type(exc).__name__

@@ -1,4 +1,5 @@
-"""Sending slice tasks: the chord of a new (or resumed) job, and single re-dispatched slices.
+"""Sending slice tasks: the chord of a new (or resumed) job, and single re-dispatched slices;
+and the check, before a job is written, that the broker and the result backend can be reached.
 
 Used by the coordinator and by the reconciler (which runs in a worker process); tasks are sent
 by name, so neither side imports the other.
@@ -7,12 +8,70 @@ by name, so neither side imports the other.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
+import redis
 from celery import Celery, chord
+from celery.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from shared.celeryconf import FINALIZE_TASK, SLICE_TASK
-from shared.settings import Settings
+from shared.celeryconf import FINALIZE_TASK, SENDER_TIMEOUT_SECONDS, SLICE_TASK
+from shared.db import first_line
+from shared.errors import ConfigurationError, ServiceUnavailable
+from shared.settings import Settings, redact
+
+
+def check_reachable(app: Celery, timeout: float = SENDER_TIMEOUT_SECONDS) -> None:
+    """Raise unless ``app``'s broker and result backend can be named and answer within
+    ``timeout`` seconds each: ``ConfigurationError`` for a URL that Celery or kombu cannot use,
+    ``ServiceUnavailable`` for a server that does not answer. Call it before writing a job, so
+    that a closed door refuses the submit instead of leaving a job that was never sent."""
+    broker_url = str(app.conf.broker_write_url)
+    backend_url = str(app.conf.result_backend)
+    try:
+        # Both parse their URL here (kombu: KeyError for an unknown transport, ValueError for a
+        # bad port; Celery: ImproperlyConfigured, or ValueError for rediss:// without
+        # ssl_cert_reqs), and connect only when used.
+        connection = app.connection_for_write(
+            transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout}
+        )
+        backend = app.backend
+    except (KeyError, ValueError, ImportError, ImproperlyConfigured) as exc:
+        raise ConfigurationError(
+            f"the Celery broker or result backend cannot be used"
+            f" ({redact(broker_url)}, {redact(backend_url)}): {first_line(exc)}"
+        ) from None
+    try:
+        with connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:  # kombu's OperationalError, OSError, redis errors: all one answer
+        raise ServiceUnavailable(
+            f"the Celery broker at {redact(broker_url)} does not accept a connection"
+            f" ({first_line(exc)}); nothing was sent or written"
+        ) from None
+    params = getattr(backend, "connparams", None)
+    if params is not None:  # Redis (the only result backend Settings accept)
+        _ping_redis(params, timeout, backend_url)
+
+
+def _ping_redis(params: dict[str, Any], timeout: float, url: str) -> None:
+    # A client of its own with no retries: the backend's client retries with backoff (redis-py)
+    # and then again per Celery's retry_policy.
+    pool = redis.ConnectionPool(
+        **{**params, "socket_connect_timeout": timeout, "socket_timeout": timeout},
+        retry=Retry(NoBackoff(), 0),
+    )
+    try:
+        redis.Redis(connection_pool=pool).ping()
+    except (redis.RedisError, OSError) as exc:
+        raise ServiceUnavailable(
+            f"the Celery result backend at {redact(url)} does not accept a connection"
+            f" ({first_line(exc)}); nothing was sent or written"
+        ) from None
+    finally:
+        pool.disconnect()
 
 
 def send_job(

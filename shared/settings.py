@@ -7,9 +7,10 @@ Nothing in this project reads ``os.environ`` at import time; ``Settings.from_env
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from shared.errors import ConfigurationError
 
@@ -35,6 +36,17 @@ DEFAULT_RECONCILE_SECONDS = 15
 # callback can never fire. Refused below a day or below the visibility timeout.
 DEFAULT_RESULT_EXPIRES_SECONDS = 7 * 24 * 3600
 MIN_RESULT_EXPIRES_SECONDS = 24 * 3600
+
+# The URL schemes each service accepts, checked when the settings are built so that a typo is one
+# line naming the variable, not a driver's traceback quoting the URL (issue 11). The broker may be
+# any of kombu's transports we configure (Redis; AMQP needs no options of ours, and the
+# reconciler's queue inspection answers "cannot tell" for it). The result backend must be Redis:
+# chords, task progress and `close_app` rely on it. REPLAY_REDIS_URL is read by redis-py itself.
+DATABASE_SCHEMES = ("postgresql", "postgres")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp")
+RESULT_BACKEND_SCHEMES = ("redis", "rediss", "redis+socket")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+RESULT_BACKEND_ENV = "CELERY_RESULT_BACKEND"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -86,6 +98,10 @@ class Settings:
     live_beat_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        check_url("REPLAY_DATABASE_URL", self.database_url, DATABASE_SCHEMES, host=True)
+        check_url("CELERY_BROKER_URL", self.broker_url, BROKER_SCHEMES)
+        check_url(RESULT_BACKEND_ENV, self.result_backend, RESULT_BACKEND_SCHEMES)
+        check_url("REPLAY_REDIS_URL", self.redis_url, REDIS_SCHEMES)
         if self.stale_seconds < 3 * self.heartbeat_seconds:
             raise ConfigurationError(
                 f"REPLAY_STALE_SECONDS ({self.stale_seconds:g}) must be at least three heartbeats"
@@ -169,10 +185,71 @@ def replace_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-def redact(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+def check_url(name: str, url: str, schemes: tuple[str, ...], *, host: bool = False) -> None:
+    """Raise ``ConfigurationError`` unless ``url`` is a URL of one of ``schemes`` (with a host,
+    when ``host``) that its driver can parse. The message names the variable and at most the
+    URL's scheme: never the value, which may hold a password in any shape."""
+    expected = ", ".join(f"{scheme}://" for scheme in schemes[:-1]) + f" or {schemes[-1]}://"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigurationError(f"{name} must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced '[' of an IPv6 host
+        raise ConfigurationError(f"{name} must be a {expected} URL that parses") from None
+    scheme = parts.scheme.lower()
+    if "://" not in url or scheme not in schemes:
+        got = f"one starting with {scheme + '://'!r}" if "://" in url and scheme else "no scheme"
+        raise ConfigurationError(f"{name} must be a {expected} URL, got {got}")
+    try:
+        parts.port  # noqa: B018 - parsed for its ValueError
+    except ValueError:
+        raise ConfigurationError(
+            f"{name} has a port that is not a number (0-65535); a password that holds ':',"
+            " '@' or '/' must be percent-encoded"
+        ) from None
+    if host and not (parts.hostname or parse_qs(parts.query).get("host")):
+        raise ConfigurationError(
+            f"{name} must name a host: {schemes[0]}://user:password@host:5432/database"
+        )
+    if scheme == "rediss" and "ssl_cert_reqs=" not in parts.query and name == RESULT_BACKEND_ENV:
+        # Celery's result backend refuses a rediss:// URL without it, in a traceback.
+        raise ConfigurationError(
+            f"{name} is a rediss:// URL without ssl_cert_reqs (add ?ssl_cert_reqs=required)"
+        )
+
+
+MASK = "***"
+# psycopg's conninfo form, and a password in a URL's query string: `password=...` up to a space
+# or '&', or a quoted value.
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_WORD = re.compile(r"\S+")
+# A URL-like word without '@' whose "port" is not a number: `scheme://user:password` (no host).
+_BARE_USERINFO = re.compile(r"\b[A-Za-z][\w+.-]*://[^/?#\[:]*:(?P<secret>[^/?#]*)")
+
+
+def redact(text: str) -> str:
+    """``text`` with every password masked, for messages and logs: the password of any URL
+    (``scheme://user:password@host``), of malformed ones (``postgresql//user:pw@host``,
+    ``user:pw@host``, ``scheme://user:pw`` without a host) and of psycopg's conninfo
+    (``password=pw``). Errs towards masking too much: it cannot tell a password from a
+    ``a:b@c`` in prose, and masks both."""
+    text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    return _WORD.sub(lambda m: _redact_word(m.group()), text)
+
+
+def _redact_word(word: str) -> str:
+    # The userinfo ends at the LAST '@' (a password may hold an unescaped '@'), and its password
+    # starts at the first ':' that is not a scheme's "://" (a password may hold ':' and '//').
+    at = word.rfind("@")
+    if at < 0:
+        bare = _BARE_USERINFO.search(word)
+        if bare and not re.fullmatch(r"\d*(,.*)?", bare["secret"]):
+            return word[: bare.start("secret")] + MASK + word[bare.end() :]
+        return word
+    start = 0
+    while (colon := word.find(":", start, at)) >= 0:
+        if word.startswith("//", colon + 1):
+            start = colon + 3
+            continue
+        return word[: colon + 1] + MASK + word[at:]
+    return word

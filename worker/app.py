@@ -12,6 +12,7 @@ from celery import Celery
 
 from shared import servers
 from shared.celeryconf import celery_config
+from shared.errors import ConfigurationError
 from shared.settings import Settings
 
 
@@ -24,7 +25,14 @@ def _config() -> dict[str, Any]:
     if found.line:
         print(f"event-replay: {found.line}", file=sys.stderr)
     os.environ.update(found.overlay)
-    return celery_config(Settings.from_env())
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        # One line and exit code 2, like the `replay` CLI: a setting the worker cannot use is
+        # the operator's to fix, and an 80-line traceback only hides the line that says how.
+        print(f"event-replay: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return celery_config(settings)
 
 
 app = Celery("event_replay", include=["worker.tasks"])
