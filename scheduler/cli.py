@@ -1,4 +1,6 @@
-"""The ``replay`` command. Errors print one line on stderr and exit with code 2."""
+"""The ``replay`` command. Errors print one line on stderr and exit with code 2; ``--wait
+--timeout`` that runs out exits with code 3 (the job keeps running); a job that ends failed or
+cancelled under ``--wait`` exits with code 1."""
 
 from __future__ import annotations
 
@@ -28,15 +30,27 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.coordinator import Coordinator
-from scheduler.requests import REPLAY_TYPES, SLICE_BY
+from scheduler.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
 from shared import db, embedded, schema, seed, servers
-from shared.errors import InvalidRequest, NoServers, ReplayError
+from shared.errors import InvalidRequest, InvalidSliceCount, JobTimeout, NoServers, ReplayError
 from shared.handlers import load_registry
 from shared.settings import Settings
+from shared.slicing import MAX_SLICES
 
 EXIT_USAGE = 2
+#: `--wait --timeout N` gave up waiting; the job itself goes on (not a usage error).
+EXIT_TIMEOUT = 3
+# An error message is one line and at most this long: a value the user gave is quoted shortened
+# where the message is made, and this is the last guard for one that is not (issue 11).
+MAX_MESSAGE_CHARACTERS = 1000
+# Bounds of the benchmarks' arguments: beyond them a run would not end in a working day.
+MAX_BENCH_RUNS = 100
+MAX_AGGREGATE_BENCH_RUNS = 100_000
+MAX_PROBE_SECONDS = 3600
 # soft_wrap: a message is one line however narrow the terminal (scripts grep them).
-console = Console(soft_wrap=True)
+# markup and emoji off: what the console prints is data (aggregate ids, error texts, handler
+# names) and must come out literally; "[/x]" in an id raised rich's MarkupError (issue 11).
+console = Console(soft_wrap=True, markup=False, emoji=False)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,8 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
     )
     s.add_argument("--max-rate", type=float, help="events/s for the whole job (all workers)")
-    s.add_argument("--wait", action="store_true", help="show progress until the job ends")
-    s.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress until the job ends; exit code 1 if it ends failed or cancelled",
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        help=f"with --wait: stop waiting after this many seconds (0 or more) and exit with code"
+        f" {EXIT_TIMEOUT}; the job keeps running",
+    )
 
     s = sub.add_parser("status", help="show a job and its slices")
     s.add_argument("job_id")
@@ -185,12 +208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return code
+    except JobTimeout as exc:
+        print(f"replay: {_message(exc)}", file=sys.stderr)
+        return EXIT_TIMEOUT
     except ReplayError as exc:
-        print(f"replay: error: {db.first_line(exc)}", file=sys.stderr)
+        print(f"replay: error: {_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)
         return 130
+
+
+def _message(exc: BaseException) -> str:
+    """The error's first line, passwords masked, cut to MAX_MESSAGE_CHARACTERS."""
+    line = db.first_line(exc)
+    if len(line) > MAX_MESSAGE_CHARACTERS:
+        line = f"{line[:MAX_MESSAGE_CHARACTERS]}… ({len(line):,} characters)"
+    return line
 
 
 def _exit_on_termination() -> None:
@@ -258,7 +292,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    seed.validate(args.aggregates, args.events_per_aggregate, args.months)
+    seed.validate(args.aggregates, args.events_per_aggregate, args.months, args.seed)
     with db.connect(settings) as conn, db.translate_errors():
         result = seed.seed(
             conn, args.aggregates, args.events_per_aggregate, seed=args.seed, months=args.months
@@ -271,6 +305,10 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    # Before the job is submitted: a bad --timeout must not leave a job behind.
+    timeout = parse_timeout(args.timeout, "--timeout")
+    if timeout is not None and not args.wait:
+        raise InvalidRequest("--timeout only applies with --wait")
     coordinator = Coordinator(settings)
     job_id = coordinator.submit(
         args.consumer,
@@ -288,7 +326,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     if not args.wait:
         console.print(job_id)
         return 0
-    job = follow(coordinator, job_id, timeout=args.timeout)
+    job = follow(coordinator, job_id, timeout=timeout)
     print_summary(job)
     return 0 if job["status"] == "completed" else 1
 
@@ -303,7 +341,8 @@ class RateColumn(ProgressColumn):
 
 
 def follow(coordinator: Coordinator, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-    """Show a live progress bar (events done / total, events/s) until the job ends."""
+    """Show a live progress bar (events done / total, events/s) until the job ends; after
+    ``timeout`` seconds raise ``JobTimeout`` (the job keeps running)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     job = coordinator.get(job_id)
     console.print(f"job {job_id}: {job['slice_count']} slices, {job['total_events']:,} events")
@@ -325,17 +364,13 @@ def follow(coordinator: Coordinator, job_id: str, timeout: float | None = None) 
                     bar.update(task, completed=1)
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise ReplayTimeout(job)
+                raise JobTimeout(
+                    f"gave up waiting: job {job['job_id']} still {job['status']}"
+                    f" ({job['processed_count']:,}/{job['total_events']:,} events);"
+                    " it keeps running"
+                )
             time.sleep(0.25)
             job = coordinator.get(job_id)
-
-
-class ReplayTimeout(ReplayError):
-    def __init__(self, job: dict[str, Any]) -> None:
-        super().__init__(
-            f"job {job['job_id']} still {job['status']} "
-            f"({job['processed_count']:,}/{job['total_events']:,} events); it keeps running"
-        )
 
 
 def print_summary(job: dict[str, Any]) -> None:
@@ -351,7 +386,7 @@ def print_summary(job: dict[str, Any]) -> None:
             f"{job['poison_count']:,} event(s) skipped or parked by on_error={job['on_error']}"
         )
     if job.get("error"):
-        console.print(f"error: {job['error'].splitlines()[0]}", markup=False)
+        console.print(f"error: {job['error'].splitlines()[0]}")
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -431,7 +466,7 @@ def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
         console.print(
             f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type']}"
             f"  {state}, {r['attempts']} attempt(s)  {r['error']}",
-            markup=False, highlight=False,
+            highlight=False,
         )  # fmt: skip
     unresolved = sum(not r["resolved_at"] for r in rows)
     console.print(f"{len(rows)} parked event(s), {unresolved} unresolved")
@@ -509,8 +544,9 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    limit = parse_limit(args.limit)
     table = Table("job", "consumer", "type", "status", "processed", "total", "created")
-    for job in Coordinator(settings).list(args.limit):
+    for job in Coordinator(settings).list(limit):
         table.add_row(
             job["job_id"], job["consumer"], job["replay_type"], job["status"],
             f"{job['processed_count']:,}", f"{job['total_events']:,}",
@@ -533,8 +569,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import bench
 
     seed.validate(args.aggregates, args.events_per_aggregate)
-    if args.runs < 1 or args.baseline_sample < 1:
-        raise InvalidRequest("--runs and --baseline-sample must be at least 1")
+    _check_count("--runs", args.runs, MAX_BENCH_RUNS)
+    _check_count("--baseline-sample", args.baseline_sample, seed.MAX_EVENTS)
     config = bench.BenchConfig(
         aggregates=args.aggregates, events_per_aggregate=args.events_per_aggregate,
         baseline_sample=args.baseline_sample, runs=args.runs, database=args.database,
@@ -554,8 +590,11 @@ def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import live_bench
 
     seed.validate(args.aggregates, args.events_per_aggregate)
-    if args.rate <= 0 or args.seconds <= 0:
-        raise InvalidRequest("--rate and --seconds must be positive")
+    parse_rate(args.rate)
+    if not 0 < args.seconds <= MAX_PROBE_SECONDS:  # False for NaN too
+        raise InvalidRequest(
+            f"--seconds must be above 0 and at most {MAX_PROBE_SECONDS}, got {args.seconds}"
+        )
     live_bench.run(
         settings, args.aggregates, args.events_per_aggregate, args.rate, args.seconds,
         Path(args.output), console,
@@ -568,8 +607,7 @@ def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
 
     from scheduler import aggregate_bench
 
-    if args.runs < 1:
-        raise InvalidRequest("--runs must be at least 1")
+    _check_count("--runs", args.runs, MAX_AGGREGATE_BENCH_RUNS)
     aggregate_bench.run(settings, args.runs, Path(args.output), console)
     return 0
 
@@ -577,6 +615,10 @@ def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import demo
 
+    # Before demo.run recreates its database and starts workers: a bad --slices would only
+    # be refused by the submit, after all that.
+    if not 1 <= args.slices <= MAX_SLICES:
+        raise InvalidSliceCount(f"--slices must be from 1 to {MAX_SLICES}, got {args.slices}")
     return demo.run(
         settings,
         aggregates=args.aggregates,
@@ -586,6 +628,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         database=args.database,
         console=console,
     )
+
+
+def _check_count(name: str, value: int, high: int) -> None:
+    if not 1 <= value <= high:
+        raise InvalidRequest(f"{name} must be from 1 to {high:,}, got {value}")
 
 
 def _fmt_time(value: datetime | None) -> str:

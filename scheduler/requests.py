@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import errors
+from shared import errors, store
 from shared.scope import Scope
 from shared.slicing import MAX_SLICES
+from shared.store import shorten
 
 REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
 SLICE_BY = ("aggregate", "time")
 ON_ERROR = ("fail", "skip", "park")
-MAX_AGGREGATE_ID_LENGTH = 100
+MAX_AGGREGATE_ID_LENGTH = store.MAX_AGGREGATE_ID
+# A handler name is a Python string of our choosing; nothing longer can be registered in practice,
+# and the bound keeps a hostile name out of the database and out of messages.
+MAX_CONSUMER_LENGTH = 200
+# `replay jobs --limit`: a screenful is 20; more than this is a query, not a listing.
+MAX_LIST_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ def parse_timestamp(value: Any, name: str) -> datetime | None:
             value = datetime.fromisoformat(text)
         except ValueError:
             raise errors.InvalidTimestamp(
-                f"{name} {value!r} is not an ISO-8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
+                f"{name} {shorten(value)} is not an ISO-8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
             ) from None
     if not isinstance(value, datetime):
         raise errors.InvalidTimestamp(
@@ -64,10 +71,23 @@ def _event_types(value: Any) -> tuple[str, ...]:
     names: list[str] = []
     for item in value:
         if not isinstance(item, str) or not item.strip():
-            raise errors.InvalidRequest(f"event type names must be non-empty strings, got {item!r}")
-        if item.strip() not in names:
-            names.append(item.strip())
+            raise errors.InvalidRequest(
+                f"event type names must be non-empty strings, got {shorten(item)}"
+            )
+        # Text the event table could not hold is refused here, not by the driver (issue 11).
+        name = store.check_text(item.strip(), "an event type", store.MAX_EVENT_TYPE)
+        if name not in names:
+            names.append(name)
     return tuple(names)
+
+
+def _consumer(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise errors.UnknownHandler(f"consumer must be a handler name, got {shorten(value)}")
+    try:
+        return store.check_text(value, "the consumer", MAX_CONSUMER_LENGTH)
+    except errors.InvalidRequest as exc:
+        raise errors.UnknownHandler(str(exc)) from None
 
 
 def build_request(
@@ -84,27 +104,27 @@ def build_request(
     on_error: Any = "fail",
     max_events_per_second: Any = None,
 ) -> ReplayRequest:
-    """Check every argument that can be checked without the database or the registry."""
-    if not isinstance(consumer, str) or not consumer:
-        raise errors.UnknownHandler(f"consumer must be a handler name, got {consumer!r}")
+    """Check every argument that can be checked without the database or the registry.
+
+    Raises an ``InvalidRequest`` subclass, on one line whatever the input: text PostgreSQL
+    cannot hold (NUL, a lone surrogate, too long) is refused here, before anything is written,
+    and a value quoted in a message is shortened."""
+    consumer = _consumer(consumer)
     if replay_type not in REPLAY_TYPES:
         raise errors.UnknownReplayType(
-            f"unknown replay type {replay_type!r} (choose from {', '.join(REPLAY_TYPES)})"
+            f"unknown replay type {shorten(replay_type)} (choose from {', '.join(REPLAY_TYPES)})"
         )
     if slice_by not in SLICE_BY:
         raise errors.UnknownSliceBy(
-            f"unknown slice_by {slice_by!r} (choose from {', '.join(SLICE_BY)})"
+            f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
         )
     if replay_type == "aggregate":
         if not isinstance(aggregate_id, str) or not aggregate_id.strip():
             raise errors.MissingAggregateId("replay type 'aggregate' needs an aggregate_id")
-        if len(aggregate_id) > MAX_AGGREGATE_ID_LENGTH:
-            raise errors.InvalidRequest(
-                f"aggregate_id is longer than {MAX_AGGREGATE_ID_LENGTH} characters"
-            )
+        store.check_text(aggregate_id.strip(), "aggregate_id", MAX_AGGREGATE_ID_LENGTH)
     elif aggregate_id is not None:
         raise errors.InvalidRequest(
-            f"aggregate_id is only used with replay type 'aggregate', not {replay_type!r}"
+            f"aggregate_id is only used with replay type 'aggregate', not {shorten(replay_type)}"
         )
     start = parse_timestamp(from_time, "from_time")
     end = parse_timestamp(to_time, "to_time")
@@ -121,14 +141,14 @@ def build_request(
         isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
     ):
         raise errors.InvalidSliceCount(
-            f"slices must be an integer from 1 to {MAX_SLICES}, got {slices!r}"
+            f"slices must be an integer from 1 to {MAX_SLICES}, got {shorten(slices)}"
         )
     if on_error not in ON_ERROR:
         raise errors.UnknownErrorPolicy(
-            f"unknown on_error policy {on_error!r} (choose from {', '.join(ON_ERROR)})"
+            f"unknown on_error policy {shorten(on_error)} (choose from {', '.join(ON_ERROR)})"
         )
     if not isinstance(reset, bool):
-        raise errors.InvalidRequest(f"reset must be true or false, got {reset!r}")
+        raise errors.InvalidRequest(f"reset must be true or false, got {shorten(reset)}")
     if reset and (replay_type not in ("full", "aggregate") or start or end or types):
         raise errors.ResetNotSupported(
             "reset (rebuild) is only defined for a full or one-aggregate replay without time or"
@@ -154,6 +174,33 @@ def parse_rate(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
         raise errors.InvalidRequest(
             f"max_events_per_second must be a number above 0 and at most {MAX_RATE:,},"
-            f" got {value!r}"
+            f" got {shorten(value)}"
+        )
+    return float(value)
+
+
+def parse_limit(value: Any) -> int:
+    """How many jobs a listing shows: an integer from 1 to ``MAX_LIST_LIMIT`` (PostgreSQL's
+    LIMIT refuses a negative count, and a bigint overflows: issue 11)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIST_LIMIT:
+        raise errors.InvalidRequest(
+            f"limit must be an integer from 1 to {MAX_LIST_LIMIT:,}, got {shorten(value)}"
+        )
+    return value
+
+
+def parse_timeout(value: Any, name: str = "timeout") -> float | None:
+    """Seconds to wait: None (for ever) or a finite number >= 0. A negative or NaN timeout is a
+    usage error, not a wait that expires at once (or never)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < 0
+    ):
+        raise errors.InvalidRequest(
+            f"{name} must be a number of seconds, 0 or more, got {shorten(value)}"
         )
     return float(value)

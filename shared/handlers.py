@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Any, ClassVar, TypedDict
 from uuid import UUID
 
-from shared.db import Connection
+from shared.db import Connection, first_line
 from shared.errors import ConfigurationError, UnknownHandler
+from shared.store import shorten
 
 
 class Event(TypedDict):
@@ -100,7 +101,9 @@ class Registry:
             return self._handlers[name]
         except KeyError:
             known = ", ".join(sorted(self._handlers)) or "none"
-            raise UnknownHandler(f"unknown consumer {name!r} (registered: {known})") from None
+            raise UnknownHandler(
+                f"unknown consumer {shorten(name)} (registered: {known})"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._handlers)
@@ -128,9 +131,12 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
     for module in (*BUILTIN_MODULES, *modules):
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except Exception as exc:
+            # Not only ImportError: a module that raises anything on import (a SyntaxError, a
+            # NameError, its own RuntimeError) is a configuration error too, on one line.
+            reason = first_line(exc) if isinstance(exc, ImportError) else _describe(exc)
             raise ConfigurationError(
-                f"cannot import handler module {module!r} (REPLAY_HANDLER_MODULES): {exc}"
+                f"cannot import handler module {shorten(module)} (REPLAY_HANDLER_MODULES): {reason}"
             ) from exc
     registry = Registry()
     for cls in _DECLARED:
@@ -140,3 +146,8 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
     for snapshots in snapshot_handlers():  # one bulk snapshot pass per reducer
         registry.register(snapshots)
     return registry
+
+
+def _describe(exc: BaseException) -> str:
+    """``SyntaxError: invalid syntax (mod.py, line 1)``: the type and the first line."""
+    return f"{type(exc).__name__}: {first_line(exc)}"

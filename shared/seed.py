@@ -16,10 +16,18 @@ from datetime import UTC, datetime, timedelta
 from shared import store
 from shared.db import Connection
 from shared.errors import InvalidSeed
+from shared.store import shorten
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 DEFAULT_MONTHS = 6
 MAX_EVENTS = 500_000_000
+# Orders start within a century of DEFAULT_START, and their events follow at most an hour apart,
+# so the last event stays far from datetime's year 9999 (past it, the generator would fail
+# halfway with OverflowError: issue 11).
+MAX_MONTHS = 1200
+MAX_EVENTS_PER_AGGREGATE = 10_000_000  # at most ~1,160 years of one order's events
+# Keeps aggregate ids ("order-{seed}-{index}") well within their 100 characters.
+MAX_SEED = 2**63 - 1
 _METADATA = '{"source": "seed"}'
 # Event types between OrderPlaced and the payment/shipping tail, with their weights.
 _MIDDLE = (("ItemAdded", 80), ("ShippingAddressChanged", 10), ("NoteAdded", 10))
@@ -92,15 +100,25 @@ def generate(
             at += timedelta(seconds=60 + rng.random() * 3600)
 
 
-def validate(aggregates: int, events_per_aggregate: int, months: int = DEFAULT_MONTHS) -> None:
-    if aggregates < 1:
-        raise InvalidSeed(f"--aggregates must be at least 1, got {aggregates}")
-    if events_per_aggregate < 1:
-        raise InvalidSeed(f"--events-per-aggregate must be at least 1, got {events_per_aggregate}")
+def validate(
+    aggregates: int, events_per_aggregate: int, months: int = DEFAULT_MONTHS, seed: int = 1
+) -> None:
+    """Raise ``InvalidSeed`` unless every argument is an integer in its range: the generator
+    would otherwise fail halfway (a date past year 9999, an aggregate id too long for its
+    column) with a Python or driver error instead of one line."""
+    _check("--aggregates", aggregates, 1, MAX_EVENTS)
+    _check("--events-per-aggregate", events_per_aggregate, 1, MAX_EVENTS_PER_AGGREGATE)
     if aggregates * events_per_aggregate > MAX_EVENTS:
         raise InvalidSeed(f"at most {MAX_EVENTS:,} events per seed run")
-    if months < 1:
-        raise InvalidSeed(f"--months must be at least 1, got {months}")
+    _check("--months", months, 1, MAX_MONTHS)
+    _check("--seed", seed, -MAX_SEED, MAX_SEED)
+
+
+def _check(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSeed(
+            f"{name} must be an integer from {low:,} to {high:,}, got {shorten(value)}"
+        )
 
 
 def seed(
@@ -113,7 +131,7 @@ def seed(
     months: int = DEFAULT_MONTHS,
 ) -> SeedResult:
     """Write the synthetic orders in one COPY (all or nothing)."""
-    validate(aggregates, events_per_aggregate, months)
+    validate(aggregates, events_per_aggregate, months, seed)
     began = time.perf_counter()
     n = store.copy_rows(
         conn, generate(aggregates, events_per_aggregate, seed=seed, start=start, months=months)

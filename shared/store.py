@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -13,6 +15,79 @@ from psycopg.types.json import Jsonb
 from shared import db
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
+
+# The widths of the event table's text columns (0001_event_store.sql).
+MAX_AGGREGATE_ID = 100
+MAX_AGGREGATE_TYPE = 50
+MAX_EVENT_TYPE = 100
+MAX_SEQUENCE_NUM = 2**63 - 1  # bigint
+# How much of a value a message quotes: an error stays one readable line (issue 11 found a
+# 100 kB id echoed back whole).
+QUOTE_CHARACTERS = 60
+
+
+def shorten(value: Any, limit: int = QUOTE_CHARACTERS) -> str:
+    """``repr(value)``, cut to about ``limit`` characters with its full length: how a message
+    quotes a value the user gave, however long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4,300 digits has no repr (sys.int_info)
+        text = f"<an {type(value).__name__} too large to print>"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def check_text(value: Any, what: str, max_length: int) -> str:
+    """``value`` if PostgreSQL can store it in a text column of ``max_length`` characters: a
+    non-empty ``str`` without NUL (which text cannot hold) and without lone surrogates (which
+    are not Unicode and cannot be encoded). Else ``InvalidRequest``, naming ``what``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{what} must be a non-empty string, got {shorten(value)}")
+    if len(value) > max_length:
+        raise InvalidRequest(f"{what} is longer than {max_length} characters: {shorten(value)}")
+    if "\x00" in value:
+        raise InvalidRequest(f"{what} contains a NUL character: {shorten(value)}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{what} contains a lone surrogate (not valid Unicode): {shorten(value)}"
+            ) from None
+    return value
+
+
+# One pass over a payload: the encoder refuses NaN and infinities (jsonb has no such numbers),
+# non-JSON types and nesting deeper than Python's recursion limit; encoding to UTF-8 refuses
+# lone surrogates; a search of the output finds NUL (jsonb cannot hold \u0000), but only on the
+# rare payload whose text contains "\u0000" at all.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# "\u0000" is the escape of NUL only after an even number of other backslashes (zero included):
+# after an odd number it is an escaped backslash followed by the text "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+def encode_json(value: Any, what: str) -> Jsonb:
+    """``value`` as a jsonb parameter, or ``InvalidRequest`` naming ``what`` if jsonb cannot
+    hold it: NaN or infinity, NUL, a lone surrogate, a type JSON lacks, or nesting too deep."""
+    try:
+        text = _ENCODER.encode(value)
+        data = text.encode()
+    except ValueError as exc:  # NaN / infinity; UnicodeEncodeError (a lone surrogate) too
+        reason = "a lone surrogate (not valid Unicode)" if isinstance(exc, UnicodeError) else exc
+        raise InvalidRequest(f"{what} cannot be stored as JSON: {reason}") from None
+    except TypeError as exc:
+        raise InvalidRequest(f"{what} cannot be stored as JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} cannot be stored as JSON: nested too deep") from None
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise InvalidRequest(f"{what} cannot be stored as JSON: it contains a NUL character")
+    return Jsonb(data, dumps=_as_is)
 
 
 @dataclass(frozen=True)
@@ -48,26 +123,29 @@ def append(
     The events get sequence numbers ``expected_version + 1 ...`` and commit together (in the
     caller's transaction if one is open). If another writer appended first, or the expectation is
     wrong, raises ``ConcurrencyConflict`` and writes nothing: never a silent overwrite or a gap.
+    Anything the event table cannot hold (NUL or a lone surrogate in a text, an id too long, a
+    payload with NaN, infinity or nesting too deep) raises ``InvalidRequest`` before anything is
+    sent to PostgreSQL, instead of a driver error.
     """
     if not events:
         return []
-    if expected_version < 0:
-        raise InvalidRequest(f"expected_version must be >= 0, got {expected_version}")
-    ids = [e.event_id or uuid4() for e in events]
+    check_text(aggregate_id, "aggregate_id", MAX_AGGREGATE_ID)
+    check_text(aggregate_type, "aggregate_type", MAX_AGGREGATE_TYPE)
+    if (
+        isinstance(expected_version, bool)
+        or not isinstance(expected_version, int)
+        or not 0 <= expected_version <= MAX_SEQUENCE_NUM - len(events)
+    ):
+        raise InvalidRequest(
+            f"expected_version must be an integer from 0 to {MAX_SEQUENCE_NUM - len(events)},"
+            f" got {shorten(expected_version)}"
+        )
     now = datetime.now(UTC)
     rows = [
-        (
-            i,
-            aggregate_id,
-            aggregate_type,
-            e.event_type,
-            Jsonb(e.payload),
-            Jsonb(e.metadata),
-            expected_version + n,
-            e.occurred_at or now,
-        )
-        for n, (i, e) in enumerate(zip(ids, events, strict=True), start=1)
+        _row(aggregate_id, aggregate_type, e, expected_version + n, now, n)
+        for n, e in enumerate(events, start=1)
     ]
+    ids: list[UUID] = [row[0] for row in rows]
     try:
         with conn.transaction(), conn.cursor() as cur:
             actual = stream_version(conn, aggregate_id)
@@ -88,6 +166,31 @@ def append(
             f"(expected version {expected_version})"
         ) from exc
     return ids
+
+
+def _row(
+    aggregate_id: str, aggregate_type: str, e: NewEvent, sequence_num: int, now: datetime, n: int
+) -> tuple[Any, ...]:
+    """The INSERT parameters of the ``n``-th event of an append, checked."""
+    if not isinstance(e, NewEvent):
+        raise InvalidRequest(f"event {n} must be a store.NewEvent, got {type(e).__name__}")
+    event_type = check_text(e.event_type, f"event_type of event {n}", MAX_EVENT_TYPE)
+    if e.event_id is not None and not isinstance(e.event_id, UUID):
+        raise InvalidRequest(f"event_id of event {n} must be a UUID, got {shorten(e.event_id)}")
+    if e.occurred_at is not None and not isinstance(e.occurred_at, datetime):
+        raise InvalidRequest(
+            f"occurred_at of event {n} must be a datetime, got {shorten(e.occurred_at)}"
+        )
+    return (
+        e.event_id or uuid4(),
+        aggregate_id,
+        aggregate_type,
+        event_type,
+        encode_json(e.payload, f"the payload of event {n} ({event_type})"),
+        encode_json(e.metadata, f"the metadata of event {n} ({event_type})"),
+        sequence_num,
+        e.occurred_at or now,
+    )
 
 
 COPY_EVENTS = (

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from shared import db, schema, seed, store
 from shared.db import Connection
-from shared.errors import ConcurrencyConflict, DuplicateAggregates
+from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -112,3 +113,64 @@ def test_seed_writes_what_it_says(conn: Connection) -> None:
         assert row["span"].days > 60  # spread over months
     finally:
         conn.execute("DELETE FROM event WHERE aggregate_id LIKE 'order-99-%%'")
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("aggregate_id", "event_type", "payload", "reason"),
+    [
+        ("append-bad", "NoteAdded", {"note": "a\x00b"}, "NUL"),
+        ("append-bad", "NoteAdded", {"a\x00": 1}, "NUL"),
+        ("append-bad", "NoteAdded", {"note": "\\\\\x00"}, "NUL"),  # NUL after a backslash
+        ("append-bad", "NoteAdded", {"note": "\ud800"}, "surrogate"),
+        ("append-bad", "NoteAdded", _deep(5_000), "nested too deep"),
+        ("append-bad", "ItemAdded", {"price": float("nan")}, "not JSON compliant"),
+        ("append-bad", "ItemAdded", {"price": float("inf")}, "not JSON compliant"),
+        ("append-bad", "NoteAdded", {"tags": {"a", "b"}}, "not JSON serializable"),
+        ("append\x00bad", "NoteAdded", {}, "aggregate_id contains a NUL"),
+        ("append-\udcff", "NoteAdded", {}, "aggregate_id contains a lone surrogate"),
+        ("a" * 101, "NoteAdded", {}, "longer than 100"),
+        ("", "NoteAdded", {}, "non-empty"),
+        ("append-bad", "Note\x00Added", {}, "event_type of event 2 contains a NUL"),
+        ("append-bad", "E" * 101, {}, "event_type of event 2 is longer"),
+    ],
+)
+def test_append_refuses_what_the_event_table_cannot_hold_and_writes_nothing(
+    conn: Connection, aggregate_id: str, event_type: str, payload: Any, reason: str
+) -> None:
+    before = conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"]
+    events = [store.NewEvent("OrderPlaced"), store.NewEvent(event_type, payload)]
+    with pytest.raises(InvalidRequest, match=reason) as info:
+        store.append(conn, aggregate_id, "Order", events, expected_version=0)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+    assert conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"] == before
+
+
+@pytest.mark.parametrize("expected", [-1, 2**63, "0", True, 0.0])
+def test_append_refuses_an_expected_version_that_is_no_bigint(
+    conn: Connection, expected: Any
+) -> None:
+    with pytest.raises(InvalidRequest, match="expected_version"):
+        store.append(conn, "append-bad", "Order", [store.NewEvent("X")], expected_version=expected)
+
+
+def test_append_keeps_text_that_only_looks_like_nul_and_any_real_unicode(conn: Connection) -> None:
+    agg = "append-unicode-é"
+    payload = {
+        "escaped": "\\u0000 and \\\\u0000",
+        "emoji": "😀",
+        "line": "\u2028",
+        "deep": _deep(200),
+    }
+    try:
+        store.append(conn, agg, "Order", [store.NewEvent("NoteAdded", payload)], expected_version=0)
+        row = conn.execute("SELECT payload FROM event WHERE aggregate_id = %s", (agg,)).fetchone()
+        assert row["payload"] == payload
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id = %s", (agg,))

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from scheduler.requests import build_request, parse_timestamp
+from scheduler.requests import (
+    MAX_LIST_LIMIT,
+    build_request,
+    parse_limit,
+    parse_timeout,
+    parse_timestamp,
+)
 from shared import errors
+from shared.store import shorten
 
 
 def test_a_full_replay_needs_only_a_consumer() -> None:
@@ -83,3 +91,54 @@ def test_timestamps_keep_their_offset() -> None:
     aware = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-5)))
     assert parse_timestamp(aware, "x") is aware
     assert parse_timestamp(None, "x") is None
+
+
+@pytest.mark.parametrize(
+    ("consumer", "kwargs", "error"),
+    [
+        ("order_summary", {"replay_type": "aggregate", "aggregate_id": "a\x00b"}, "NUL"),
+        ("order_summary", {"replay_type": "aggregate", "aggregate_id": "a\ud800"}, "surrogate"),
+        ("order_summary", {"replay_type": "aggregate", "aggregate_id": "x" * 101}, "longer"),
+        ("order_summary", {"event_types": ["Order\x00Placed"]}, "NUL"),
+        ("order_summary", {"event_types": ["\udcff"]}, "surrogate"),
+        ("order_summary", {"event_types": ["E" * 101]}, "longer"),
+        ("order\x00summary", {}, "NUL"),
+        ("order\ud800", {}, "surrogate"),
+    ],
+)
+def test_text_postgresql_cannot_hold_is_refused_before_the_database(
+    consumer: str, kwargs: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(errors.InvalidRequest, match=error):
+        build_request(consumer, **kwargs)
+
+
+def test_a_huge_value_is_quoted_short_in_the_message() -> None:
+    for kwargs in ({"replay_type": "x" * 100_000}, {"on_error": "x" * 100_000},
+                   {"replay_type": "aggregate", "aggregate_id": "x" * 100_000}):  # fmt: skip
+        with pytest.raises(errors.InvalidRequest) as info:
+            build_request("order_summary", **kwargs)
+        assert len(str(info.value)) < 200 and "100,002 characters" in str(info.value)
+    assert shorten("abc") == "'abc'"
+    assert shorten(10**5000).startswith("<an int too large")
+
+
+@pytest.mark.parametrize("value", [0, -1, 10**20, 10_001, True, 2.0, "5", None])
+def test_a_listing_limit_is_an_integer_from_1_to_the_maximum(value: Any) -> None:
+    with pytest.raises(errors.InvalidRequest):
+        parse_limit(value)
+
+
+def test_a_listing_limit_in_range_is_kept() -> None:
+    assert parse_limit(1) == 1 and parse_limit(MAX_LIST_LIMIT) == MAX_LIST_LIMIT
+
+
+@pytest.mark.parametrize("value", [-1, -0.5, math.nan, math.inf, "5", True])
+def test_a_negative_or_senseless_timeout_is_a_usage_error(value: Any) -> None:
+    with pytest.raises(errors.InvalidRequest, match="--timeout"):
+        parse_timeout(value, "--timeout")
+
+
+def test_a_timeout_of_zero_or_more_is_kept() -> None:
+    assert parse_timeout(None) is None
+    assert parse_timeout(0) == 0.0 and parse_timeout(2.5) == 2.5 and parse_timeout(10**20) == 1e20
