@@ -40,6 +40,8 @@ from shared.slicing import MAX_SLICES
 EXIT_USAGE = 2
 #: `--wait --timeout N` gave up waiting; the job itself goes on (not a usage error).
 EXIT_TIMEOUT = 3
+#: an error this program did not foresee (a bug): one line; REPLAY_DEBUG=1 re-raises it
+EXIT_BUG = 70
 # An error message is one line and at most this long: a value the user gave is quoted shortened
 # where the message is made, and this is the last guard for one that is not (issue 11).
 MAX_MESSAGE_CHARACTERS = 1000
@@ -153,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events-per-aggregate", type=int, default=100)
     s.add_argument("--baseline-sample", type=int, default=20_000)
     s.add_argument("--runs", type=int, default=3, help="runs per measure (medians are quoted)")
-    s.add_argument("--database", default=None, help="bench database (default: <db>_bench)")
+    s.add_argument(
+        "--database",
+        default=None,
+        help="bench database, dropped and made afresh (default: <db>_bench); only one whose name"
+        " ends in _bench and that replay created, unless --force",
+    )
+    s.add_argument("--force", action="store_true", help="drop --database whatever it is")
     s.add_argument("--output", default="bench/results/latest.json")
     s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
     s.add_argument(
@@ -178,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events-per-aggregate", type=int, default=100)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--slices", type=int, default=8)
-    s.add_argument("--database", default=None, help="demo database (default: <db>_demo)")
+    s.add_argument(
+        "--database",
+        default=None,
+        help="demo database, dropped and made afresh (default: <db>_demo); only one whose name"
+        " ends in _demo and that replay created, unless --force",
+    )
+    s.add_argument("--force", action="store_true", help="drop --database whatever it is")
     return p
 
 
@@ -217,6 +231,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A bug, or a driver error nobody foresaw: still one line, and never a secret (a
+        # traceback prints the locals' URLs). REPLAY_DEBUG=1 shows the traceback.
+        if os.environ.get("REPLAY_DEBUG"):
+            raise
+        print(
+            f"replay: internal error: {type(exc).__name__}: {_message(exc)}"
+            " (a bug; REPLAY_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
 
 
 def _message(exc: BaseException) -> str:
@@ -576,6 +601,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
         baseline_sample=args.baseline_sample, runs=args.runs, database=args.database,
         output=Path(args.output), keep_data=args.keep_data,
         measures=tuple(m.strip() for m in args.measures.split(",") if m.strip()),
+        force=args.force,
     )  # fmt: skip
     unknown = set(config.measures) - set(bench.MEASURES)
     if unknown:
@@ -627,6 +653,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         slices=args.slices,
         database=args.database,
         console=console,
+        force=args.force,
     )
 
 

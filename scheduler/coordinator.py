@@ -18,7 +18,13 @@ from typing import Any
 import psycopg
 from celery import Celery
 
-from scheduler.requests import ReplayRequest, build_request, parse_rate
+from scheduler.requests import (
+    ReplayRequest,
+    build_request,
+    parse_limit,
+    parse_rate,
+    parse_timeout,
+)
 from shared import db, dispatch, idempotency, jobs, reconcile, slicing
 from shared.celeryconf import sender_config
 from shared.errors import (
@@ -33,6 +39,7 @@ from shared.errors import (
 from shared.handlers import Registry, load_registry
 from shared.scope import Scope
 from shared.settings import Settings
+from shared.store import shorten
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +231,12 @@ class Coordinator:
             return jobs.job_view(conn, key)
 
     def list(self, limit: int = 20) -> list[dict[str, Any]]:
+        limit = parse_limit(limit)
         with db.connect(self.settings) as conn, db.translate_errors():
             return jobs.list_jobs(conn, limit)
 
     def wait(self, job_id: Any, timeout: float | None = None) -> dict[str, Any]:
+        timeout = parse_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(job_id)
@@ -250,7 +259,7 @@ def _job_uuid(job_id: Any) -> uuid.UUID:
     try:
         return uuid.UUID(str(job_id))
     except ValueError:
-        raise JobNotFound(f"{job_id!r} is not a job id (a UUID)") from None
+        raise JobNotFound(f"{shorten(job_id)} is not a job id (a UUID)") from None
 
 
 # --- the module-level API (DESIGN.md: "Python API — contract") -----------------------------------

@@ -117,6 +117,17 @@ def seed_with(**kwargs: Any) -> Callable[[Env], Any]:
     return call
 
 
+def coordinator_call(method: str, *args: Any, **kwargs: Any) -> Callable[[Env], Any]:
+    def call(env: Env) -> Any:
+        coordinator = Coordinator(env.settings)
+        try:
+            return getattr(coordinator, method)(*args, **kwargs)
+        finally:
+            coordinator.close()
+
+    return call
+
+
 JOB = "{job}"  # replaced by the markup job's id
 CASES: list[Any] = [
     # --- tracebacks of the command line -----------------------------------------------------
@@ -211,6 +222,17 @@ CASES: list[Any] = [
         pytest.param(Api(submit_with_modules(m), errors.ConfigurationError), id=f"api-{m}")
         for m in BAD_MODULES
     ],
+    pytest.param(Api(coordinator_call("list", -1), errors.InvalidRequest), id="list-negative"),
+    pytest.param(Api(coordinator_call("list", 10**20), errors.InvalidRequest), id="list-bigint"),
+    pytest.param(
+        Api(
+            coordinator_call("wait", "00000000-0000-0000-0000-000000000000", timeout=-1),
+            errors.InvalidRequest,
+        ),
+        id="wait-timeout-negative",
+    ),
+    pytest.param(Api(coordinator_call("get", BIG), errors.JobNotFound), id="get-100kB"),
+    pytest.param(Api(coordinator_call("get", 42), errors.JobNotFound), id="get-int"),
     pytest.param(Api(seed_with(months=10**7), errors.InvalidSeed), id="seed-months-overflow"),
     pytest.param(Api(append(note="a\x00b"), errors.InvalidRequest), id="append-payload-nul"),
     pytest.param(Api(append(**{"k\x00": 1}), errors.InvalidRequest), id="append-key-nul"),
