@@ -154,13 +154,6 @@ def _rate(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def job_rate(conn: Connection, job_id: UUID | str) -> float | None:
-    row = conn.execute(
-        "SELECT max_events_per_second FROM replay_job WHERE job_id = %s", (job_id,)
-    ).fetchone()
-    return _rate(row["max_events_per_second"]) if row else None
-
-
 def set_rate(conn: Connection, job_id: UUID | str, rate: float | None) -> None:
     """Change a running job's speed limit (None: none); its slices pick it up within seconds."""
     with conn.transaction():
@@ -293,6 +286,35 @@ def slice_status(conn: Connection, job_id: UUID | str, slice_no: int) -> Status:
     if row is None:
         raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
     return Status(row["status"])
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A running attempt's view of its slice between two batches: one cheap read, no lock."""
+
+    status: Status
+    #: still this attempt's to run: running, owned by it, at its version (what
+    #: ``lock_slice_version`` will require of the next batch)
+    ours: bool
+    #: the job's speed limit now, as stored (None: none)
+    rate: float | None
+
+
+def slice_standing(
+    conn: Connection, job_id: UUID, slice_no: int, owner: UUID, version: int
+) -> Standing:
+    """Whether the attempt (``owner`` at ``version``) may go on, and the job's limit: read by
+    a throttled slice while it waits, so a cancel or a takeover stops it within seconds."""
+    row = conn.execute(
+        "SELECT s.status, coalesce(s.status = 'running' AND s.owner = %s AND s.version = %s,"
+        " false) AS ours, j.max_events_per_second"
+        " FROM replay_slice s JOIN replay_job j ON j.job_id = s.job_id"
+        " WHERE s.job_id = %s AND s.slice_no = %s",
+        (owner, version, job_id, slice_no),
+    ).fetchone()
+    if row is None:
+        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+    return Standing(Status(row["status"]), row["ours"], _rate(row["max_events_per_second"]))
 
 
 def record_batch(

@@ -27,12 +27,13 @@ from shared.heartbeat import Heartbeat
 from shared.idempotency import ProcessedCache
 from shared.scope import EVENT_COLUMN_NAMES, SliceReader
 from shared.settings import Settings
-from shared.throttle import Throttle, batch_limit
+from shared.throttle import Throttle, batch_limit, effective_rate, sleep_until
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-#: a throttled slice re-reads its job's limit this often (`replay throttle` takes effect)
+#: a slice re-reads its job's limit at most this long apart between batches, in seconds
+#: (`replay throttle` takes effect); while it waits for the limit, after every step of the wait
 RATE_REFRESH_SECONDS = 2.0
 
 
@@ -208,7 +209,9 @@ class _SliceRun:
         self.ask_cache = not job.reset
         self.cache_hits = 0
         self.fold_sql = handler.rebuild_sql if job.positional and ctx.settings.sql_folds else None
-        self.rate: float | None = job.max_events_per_second
+        self.stored_rate: float | None = None
+        self.rate: float | None = None
+        self._take_rate(job.max_events_per_second)
         self.rate_read_at = time.monotonic()
         self.limit = ctx.settings.batch_size
 
@@ -229,16 +232,44 @@ class _SliceRun:
             return self.result(stop.status)
 
     def _throttle(self) -> None:
-        """Under a speed limit: wait for the next batch's share of the job's rate (outside any
-        transaction, so no lock is held while waiting), in batches of about 0.1 s of events."""
+        """Under a speed limit: wait for the next batch's share of the job's rate, in batches of
+        about 0.1 s of events. The wait is outside any transaction (no lock, no snapshot held)
+        and in steps (``sleep_until``): between two, the slice's standing is read again, so a
+        cancel or a takeover stops this attempt, and a lifted limit ends the wait, within a
+        step. A new limit keeps the wait: the reservation taken stays due when it was."""
         if time.monotonic() - self.rate_read_at > RATE_REFRESH_SECONDS:
-            self.rate = jobs.job_rate(self.conn, self.job.job_id)
-            self.rate_read_at = time.monotonic()
+            self._refresh()
         if self.rate is None:
             self.limit = self.ctx.settings.batch_size
             return
         self.limit = batch_limit(self.rate, self.ctx.settings.batch_size)
-        self.ctx.throttle.wait_for(str(self.job.job_id), self.limit, self.rate)
+        wait = self.ctx.throttle.reserve(str(self.job.job_id), self.limit, self.rate)
+        if wait > 0:
+            sleep_until(time.monotonic() + wait, self._still_throttled)
+
+    def _still_throttled(self) -> bool:
+        """Between two steps of a wait: raise _Stop if the slice is no longer this attempt's
+        to run; False if the limit was lifted."""
+        self._refresh()
+        return self.rate is not None
+
+    def _refresh(self) -> None:
+        """Read the slice's standing: stop (as ``_lock`` would) if it was cancelled or taken
+        over; otherwise take up the job's limit, at least the minimum (``effective_rate``)."""
+        standing = jobs.slice_standing(
+            self.conn, self.job.job_id, self.slice_no, self.owner, self.version
+        )
+        self.rate_read_at = time.monotonic()
+        if not standing.ours:
+            raise _Stop("cancelled" if standing.status is jobs.Status.CANCELLED else "superseded")
+        self._take_rate(standing.rate)
+
+    def _take_rate(self, stored: float | None) -> None:
+        rate = effective_rate(stored)
+        if rate != stored and stored != self.stored_rate:  # say so once per stored value
+            log.warning("job %s: a limit of %s events/s is applied as %s", self.job.job_id,
+                        stored, "no limit" if rate is None else f"{rate:g} events/s")  # fmt: skip
+        self.stored_rate, self.rate = stored, rate
 
     def _lock(self) -> None:
         """First statement of a batch's transaction: the compare-and-set."""
