@@ -36,6 +36,7 @@ from shared.errors import InvalidRequest, InvalidSliceCount, JobTimeout, NoServe
 from shared.handlers import load_registry
 from shared.settings import Settings
 from shared.slicing import MAX_SLICES
+from shared.store import shorten
 
 EXIT_USAGE = 2
 #: `--wait --timeout N` gave up waiting; the job itself goes on (not a usage error).
@@ -96,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="fail",
         help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
     )
-    s.add_argument("--max-rate", type=float, help="events/s for the whole job (all workers)")
+    s.add_argument(
+        "--max-rate",
+        type=float,
+        help="events/s for the whole job (all workers), at least 1; 0: no limit",
+    )
     s.add_argument(
         "--wait",
         action="store_true",
@@ -450,18 +455,19 @@ def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_throttle(settings: Settings, args: argparse.Namespace) -> int:
-    if args.rate.strip().lower() in ("off", "none", "0"):
-        rate = None
-    else:
+    text = args.rate.strip().lower()
+    value: float | None = None
+    if text not in ("off", "none"):
         try:
-            rate = float(args.rate)
+            value = float(text)
         except ValueError:
             raise InvalidRequest(
-                f"rate must be a number of events per second or 'off', got {args.rate!r}"
+                f"rate must be a number of events per second or 'off', got {shorten(args.rate)}"
             ) from None
+    rate = parse_rate(value)  # 0, 0.0: off; below the minimum (1 event/s): refused
     job = Coordinator(settings).throttle(args.job_id, rate)
-    limit = "no limit" if rate is None else f"{rate:,.0f} events/s"
-    console.print(f"job {job['job_id']} ({job['status']}): {limit}, within a few seconds")
+    limit = "no limit" if rate is None else f"{rate:,g} events/s"
+    console.print(f"job {job['job_id']} ({job['status']}): {limit}, within a second or two")
     return 0
 
 

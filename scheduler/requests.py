@@ -12,6 +12,7 @@ from shared import errors, store
 from shared.scope import Scope
 from shared.slicing import MAX_SLICES
 from shared.store import shorten
+from shared.throttle import MIN_EVENTS_PER_SECOND
 
 REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
 SLICE_BY = ("aggregate", "time")
@@ -168,13 +169,19 @@ MAX_RATE = 100_000_000
 
 
 def parse_rate(value: Any) -> float | None:
-    """A speed limit in events per second: None (no limit) or a positive number."""
+    """A speed limit in events per second: None, 0 or 0.0 (no limit), or a number from
+    ``MIN_EVENTS_PER_SECOND`` (1: less would keep a worker waiting between single events) to
+    ``MAX_RATE``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_RATE:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidRequest(f"max_events_per_second must be a number, got {shorten(value)}")
+    if value == 0:  # 0, 0.0 and -0.0: no limit
+        return None
+    if not MIN_EVENTS_PER_SECOND <= value <= MAX_RATE:  # NaN fails this too
         raise errors.InvalidRequest(
-            f"max_events_per_second must be a number above 0 and at most {MAX_RATE:,},"
-            f" got {shorten(value)}"
+            f"max_events_per_second must be 0 (no limit) or from {MIN_EVENTS_PER_SECOND:g}"
+            f" to {MAX_RATE:,} events/s, got {shorten(value)}"
         )
     return float(value)
 

@@ -12,6 +12,7 @@ from scheduler.requests import (
     MAX_LIST_LIMIT,
     build_request,
     parse_limit,
+    parse_rate,
     parse_timeout,
     parse_timestamp,
 )
@@ -142,3 +143,17 @@ def test_a_negative_or_senseless_timeout_is_a_usage_error(value: Any) -> None:
 def test_a_timeout_of_zero_or_more_is_kept() -> None:
     assert parse_timeout(None) is None
     assert parse_timeout(0) == 0.0 and parse_timeout(2.5) == 2.5 and parse_timeout(10**20) == 1e20
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), (0, None), (0.0, None), (-0.0, None), (1, 1.0), (1.5, 1.5), (10**8, 1e8)],
+)
+def test_a_rate_of_zero_is_no_limit_and_one_is_the_minimum(value: Any, expected: Any) -> None:
+    assert parse_rate(value) == expected
+
+
+@pytest.mark.parametrize("value", [0.001, 0.999, -1, math.nan, math.inf, 10**8 + 1, "5", True])
+def test_a_rate_below_the_minimum_or_not_a_number_is_refused(value: Any) -> None:
+    with pytest.raises(errors.InvalidRequest, match="max_events_per_second"):
+        parse_rate(value)
