@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 from psycopg.types.json import Jsonb
 
+from shared import order_events, store
 from shared.db import Connection
-from shared.errors import AggregateGap, AggregateNotFound, UnknownAggregateType
+from shared.errors import AggregateGap, AggregateNotFound, InvalidRequest, UnknownAggregateType
 from shared.handlers import Event, IdempotentEventHandler
 from shared.scope import EVENT_COLUMN_NAMES
 
@@ -71,16 +72,34 @@ class OrderReducer(Reducer):
     def initial(self) -> dict[str, Any]:
         return {"status": None, "lines": {}, "total": "0.00", "paid": False, "shipped": False}
 
+    def readable(self, state: Any) -> bool:
+        """Also the values the fold reads back: a total of finite decimal text, lines a mapping
+        of {qty: int, price: text} (a snapshot edited by hand must not end a load in a
+        ValueError: it is ignored, and the events folded from the start)."""
+        if not super().readable(state) or not isinstance(state["lines"], dict):
+            return False
+        try:
+            if not Decimal(state["total"]).is_finite():
+                return False
+        except (TypeError, ValueError, ArithmeticError):  # InvalidOperation: ArithmeticError
+            return False
+        return all(
+            isinstance(line, dict) and type(line.get("qty")) is int
+            for line in state["lines"].values()
+        )
+
     def apply(self, state: dict[str, Any], event: Event) -> dict[str, Any]:
-        kind, payload = event["event_type"], event["payload"]
+        kind = event["event_type"]
         if kind == "OrderPlaced":
             state["status"] = "placed"
         elif kind == "ItemAdded":
-            qty, price = int(payload["qty"]), Decimal(str(payload["price"]))
-            line = state["lines"].setdefault(payload["sku"], {"qty": 0, "price": str(price)})
-            line["qty"] += qty
-            line["price"] = str(price)
-            state["total"] = str(Decimal(state["total"]) + qty * price)
+            # The one definition of a well-formed ItemAdded, order_summary's too: a malformed
+            # one raises MalformedEvent (its id and sequence_num) before the state changes.
+            item = order_events.item_added(event)
+            line = state["lines"].setdefault(item.sku, {"qty": 0, "price": str(item.price)})
+            line["qty"] += item.qty
+            line["price"] = str(item.price)
+            state["total"] = str(Decimal(state["total"]) + item.amount)
         elif kind == "PaymentProcessed":
             state["status"], state["paid"] = "paid", True
         elif kind == "OrderShipped":
@@ -105,7 +124,14 @@ def load_aggregate(
     *,
     use_snapshots: bool = True,
 ) -> Loaded:
-    """The aggregate's state as of ``at_sequence`` (default: its latest event)."""
+    """The aggregate's state as of ``at_sequence`` (default: its latest event).
+
+    ``InvalidRequest`` for an ``aggregate_id`` the event table cannot hold (not a non-empty
+    ``str``, NUL, a lone surrogate, more than 100 characters) or an ``at_sequence`` that is not
+    ``None`` or an ``int`` >= 1; ``MalformedEvent`` for an event the reducer cannot apply;
+    ``AggregateNotFound``, ``UnknownAggregateType``, ``AggregateGap`` as they say.
+    """
+    check_request(aggregate_id, at_sequence)
     # The last event, by a backward scan of the (aggregate_id, sequence_num) index: no count, no
     # read of the whole stream when a snapshot makes it unnecessary.
     row = conn.execute(
@@ -114,13 +140,14 @@ def load_aggregate(
         (aggregate_id,),
     ).fetchone()
     if row is None:
-        raise AggregateNotFound(f"no events for aggregate {aggregate_id!r}")
+        raise AggregateNotFound(f"no events for aggregate {store.shorten(aggregate_id)}")
     kind, last = row["aggregate_type"], int(row["sequence_num"])
     fold = reducer_for(kind)
     target = last if at_sequence is None else at_sequence
     if not 1 <= target <= last:
         raise AggregateNotFound(
-            f"aggregate {aggregate_id!r} has sequence numbers 1..{last}, not {target}"
+            f"aggregate {store.shorten(aggregate_id)} has sequence numbers 1..{last},"
+            f" not {store.shorten(target)}"
         )
     start, state = 0, fold.initial()
     if use_snapshots:
@@ -152,6 +179,19 @@ def load_aggregate(
     return Loaded(aggregate_id, kind, target, state, start or None, len(events))
 
 
+def check_request(aggregate_id: Any, at_sequence: Any) -> None:
+    """``InvalidRequest`` (one line, the id cut short) unless ``load_aggregate`` can look the
+    arguments up: checked here rather than met as driver errors (issue 11: NUL or an int id, or
+    ``at_sequence='5'``, ended in raw psycopg errors, and ``2.5`` in an AggregateGap of nothing)."""
+    store.check_text(aggregate_id, "aggregate_id", store.MAX_AGGREGATE_ID)
+    if at_sequence is None:
+        return
+    if isinstance(at_sequence, bool) or not isinstance(at_sequence, int) or at_sequence < 1:
+        raise InvalidRequest(
+            f"at_sequence must be None or an integer from 1, got {store.shorten(at_sequence)}"
+        )
+
+
 def _write_snapshots(
     conn: Connection, aggregate_id: str, kind: str, version: int,
     snapshots: Iterable[tuple[int, dict[str, Any]]],
@@ -179,7 +219,7 @@ def _raise_gap(conn: Connection, aggregate_id: str, start: int, target: int) -> 
         )
     ]
     raise AggregateGap(
-        f"aggregate {aggregate_id!r} is missing sequence numbers"
+        f"aggregate {store.shorten(aggregate_id)} is missing sequence numbers"
         f" {', '.join(map(str, missing))}{' ...' if len(missing) == 20 else ''}"
     )
 

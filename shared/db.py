@@ -7,6 +7,7 @@ rest of the code never imports psycopg's internals.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +49,17 @@ UniqueViolation = pg_errors.UniqueViolation
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # orjson parses a jsonb payload about four times as fast as the json module, and payloads
     # are most of what a replay reads.
-    set_json_loads(orjson.loads, conn)
+    set_json_loads(_loads, conn)
+
+
+def _loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # A number beyond a double (1e400), which jsonb stores and orjson refuses: the json
+        # module reads it as inf, and the handler refuses that one event (its on_error policy)
+        # instead of the whole batch failing to load.
+        return json.loads(data)
 
 
 def connect(settings: Settings, *, autocommit: bool = True) -> Connection:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from shared import order_events
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, handler
 
@@ -37,35 +38,33 @@ class _Delta:
     version: int = 0
 
     def apply(self, event: Event) -> None:
+        """Add ``event``, or raise ``MalformedEvent`` (shared.order_events) and change nothing."""
         kind = event["event_type"]
         if kind == "ItemAdded":
-            qty = int(event["payload"]["qty"])
-            # str() first: the payload's JSON number arrives as a float, and Decimal(str(f))
-            # recovers the decimal literal that was stored, where Decimal(f) would not.
-            price = Decimal(str(event["payload"]["price"]))
-            self.item_count += qty
-            self.total += qty * price
+            item = order_events.item_added(event)
+            self.item_count += item.qty
+            self.total += item.amount
         else:
             self.status = STATUS_BY_EVENT.get(kind, self.status)
         self.version = event["sequence_num"]
 
 
 # The same fold as _Delta, set-based, for full rebuilds: per order of the batch, the items and
-# totals added, the status of the last status event, the last sequence_num.
-REBUILD_ORDER_SUMMARY = """
+# totals added, the status of the last status event, the last sequence_num. An ItemAdded that
+# _Delta refuses makes it fail (order_events.BATCH_ITEMS_SQL): the runner then
+# takes the batch through handle_batch, which finds the event and applies the job's on_error.
+REBUILD_ORDER_SUMMARY = f"""
 INSERT INTO order_summary AS s (order_id, item_count, total, status, version)
 SELECT aggregate_id,
-       coalesce(sum((payload->>'qty')::int) FILTER (WHERE event_type = 'ItemAdded'), 0),
-       coalesce(sum((payload->>'qty')::int * (payload->>'price')::numeric)
-                FILTER (WHERE event_type = 'ItemAdded'), 0),
+       coalesce(sum(qty), 0),
+       coalesce(sum(amount), 0),
        (array_agg(CASE event_type WHEN 'OrderPlaced' THEN 'placed'
                                   WHEN 'PaymentProcessed' THEN 'paid'
                                   WHEN 'OrderShipped' THEN 'shipped' END
                   ORDER BY sequence_num DESC)
             FILTER (WHERE event_type IN ('OrderPlaced', 'PaymentProcessed', 'OrderShipped')))[1],
        max(sequence_num)
-  FROM batch
- WHERE aggregate_type = 'Order'
+  FROM ({order_events.BATCH_ITEMS_SQL}) AS items
  GROUP BY aggregate_id
 ON CONFLICT (order_id) DO UPDATE SET
     item_count = s.item_count + EXCLUDED.item_count,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,13 @@ from scheduler.workers import WorkerProcess
 from shared import aggregates, seed
 from shared.aggregates import OrderReducer, load_aggregate
 from shared.db import Connection
-from shared.errors import AggregateGap, AggregateNotFound, UnknownAggregateType
+from shared.errors import (
+    AggregateGap,
+    AggregateNotFound,
+    InvalidRequest,
+    MalformedEvent,
+    UnknownAggregateType,
+)
 from shared.settings import Settings
 from tests.support import ROOT, WORKER_ENV, count
 
@@ -99,6 +106,80 @@ def test_unknown_ids_types_and_gaps_are_clear_errors(conn: Connection) -> None:
         assert load_aggregate(conn, "gap-1", 2).state["status"] == "placed"
     finally:
         conn.execute("DELETE FROM event WHERE aggregate_id IN ('cust-1', 'gap-1')")
+
+
+LONG_ID = "order-" + "x" * 95  # 101 characters: more than the event table's varchar(100)
+
+
+@pytest.mark.parametrize(
+    ("aggregate_id", "at_sequence", "says"),
+    [
+        pytest.param("a\x00b", None, "NUL", id="id-nul"),
+        pytest.param("a\ud800", None, "surrogate", id="id-surrogate"),
+        pytest.param(42, None, "non-empty string", id="id-int"),
+        pytest.param(None, None, "non-empty string", id="id-none"),
+        pytest.param("", None, "non-empty string", id="id-empty"),
+        pytest.param(LONG_ID, None, "longer than 100", id="id-101-characters"),
+        pytest.param("x" * 100_000, None, "longer than 100", id="id-100kB"),
+        pytest.param(seed.aggregate_id(7, 3), "5", "at_sequence", id="at-str"),
+        pytest.param(seed.aggregate_id(7, 3), 2.5, "at_sequence", id="at-float"),
+        pytest.param(seed.aggregate_id(7, 3), True, "at_sequence", id="at-bool"),
+        pytest.param(seed.aggregate_id(7, 3), 0, "at_sequence", id="at-zero"),
+        pytest.param(seed.aggregate_id(7, 3), -1, "at_sequence", id="at-negative"),
+    ],
+)
+def test_arguments_the_store_cannot_look_up_are_invalid_requests(
+    conn: Connection, aggregate_id: object, at_sequence: object, says: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=says) as caught:
+        load_aggregate(conn, aggregate_id, at_sequence)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 200, message
+
+
+def test_a_malformed_event_is_named_by_id_and_sequence_num(
+    conn: Connection, settings: Settings, no_snapshots: None
+) -> None:
+    rows = [
+        ("bad-agg", "OrderPlaced", "{}", 1),
+        ("bad-agg", "ItemAdded", '{"sku": "A", "qty": 2, "price": 1.25}', 2),
+        ("bad-agg", "ItemAdded", '{"sku": "A", "qty": 1}', 3),  # no price
+        ("bad-str", "ItemAdded", '"ItemAdded"', 1),
+        ("bad-nan", "ItemAdded", '{"sku": "A", "qty": 1, "price": "NaN"}', 1),
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO event (aggregate_id, aggregate_type, event_type, payload, sequence_num)"
+            " VALUES (%s, 'Order', %s, %s::jsonb, %s)",
+            rows,
+        )
+    try:
+        bad = conn.execute(
+            "SELECT event_id FROM event WHERE aggregate_id = 'bad-agg' AND sequence_num = 3"
+        ).fetchone()
+        assert bad is not None
+        with pytest.raises(
+            MalformedEvent, match=re.escape(f"{bad['event_id']} ('bad-agg' #3): price")
+        ):
+            load_aggregate(conn, "bad-agg")
+        assert load_aggregate(conn, "bad-agg", 2).state["total"] == "2.50"  # before it: fine
+        with pytest.raises(MalformedEvent, match=re.escape("#1): payload is not a JSON object")):
+            load_aggregate(conn, "bad-str")
+        with pytest.raises(MalformedEvent, match="price is not a JSON number, got 'NaN'"):
+            load_aggregate(conn, "bad-nan")
+
+        env = {**os.environ, **settings.as_env(), **WORKER_ENV}
+        cli = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", "aggregate", "bad-agg"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert cli.returncode == 2, cli.stdout + cli.stderr
+        assert cli.stderr.strip().splitlines() == [
+            f"replay: error: malformed ItemAdded event {bad['event_id']} ('bad-agg' #3):"
+            " price is not a JSON number, got missing"
+        ]
+    finally:
+        conn.execute("DELETE FROM event WHERE aggregate_id IN ('bad-agg', 'bad-str', 'bad-nan')")
 
 
 def test_replay_aggregate_on_the_command_line(settings: Settings) -> None:
