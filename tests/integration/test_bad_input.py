@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from scheduler.coordinator import Coordinator
-from shared import db, errors, seed, store
+from shared import aggregates, db, errors, seed, store
 from shared.settings import Settings
 from tests.support import ROOT, count, create_database, make_settings
 
@@ -128,6 +128,14 @@ def coordinator_call(method: str, *args: Any, **kwargs: Any) -> Callable[[Env], 
     return call
 
 
+def load(aggregate_id: Any, at_sequence: Any = None) -> Callable[[Env], Any]:
+    def call(env: Env) -> Any:
+        with db.connect(env.settings) as conn:
+            return aggregates.load_aggregate(conn, aggregate_id, at_sequence)
+
+    return call
+
+
 JOB = "{job}"  # replaced by the markup job's id
 CASES: list[Any] = [
     # --- tracebacks of the command line -----------------------------------------------------
@@ -176,6 +184,9 @@ CASES: list[Any] = [
         id="cli-aggregate-id-100kB",
     ),
     pytest.param(Cli(["status", BIG]), id="cli-job-id-100kB"),
+    pytest.param(Cli(["aggregate", NOT_UTF8]), id="cli-aggregate-not-utf8"),
+    pytest.param(Cli(["aggregate", BIG]), id="cli-aggregate-100kB"),
+    pytest.param(Cli(["aggregate", "order-x", "--at", "0"]), id="cli-aggregate-at-zero"),
     # --- data that looks like markup is printed literally --------------------------------------
     pytest.param(
         Cli(
@@ -226,6 +237,10 @@ CASES: list[Any] = [
         pytest.param(Api(submit_with_modules(m), errors.ConfigurationError), id=f"api-{m}")
         for m in BAD_MODULES
     ],
+    pytest.param(Api(load("a\x00b"), errors.InvalidRequest), id="load-aggregate-nul"),
+    pytest.param(Api(load(42), errors.InvalidRequest), id="load-aggregate-int-id"),
+    pytest.param(Api(load(MARKUP, "5"), errors.InvalidRequest), id="load-aggregate-at-str"),
+    pytest.param(Api(load(MARKUP, 2.5), errors.InvalidRequest), id="load-aggregate-at-float"),
     pytest.param(Api(coordinator_call("list", -1), errors.InvalidRequest), id="list-negative"),
     pytest.param(Api(coordinator_call("list", 10**20), errors.InvalidRequest), id="list-bigint"),
     pytest.param(
