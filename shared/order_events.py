@@ -23,7 +23,8 @@ batches (issue 11: at ``REPLAY_BATCH_SIZE=2`` a rebuild parked 4 of 6 bad events
 
 JSON has no NaN or infinity, and jsonb refuses them. A number beyond a double (``1e400``), which
 jsonb stores, is refused by the fold, and read as infinity (refused) by the Python path: the
-workers' decoder (``db._loads``) falls back from orjson, which cannot read it, to ``json``. The price is judged as the Python path reads it:
+workers' decoder (``db._loads``) falls back from orjson, which cannot read it, to ``json``.
+The price is judged as the Python path reads it:
 decoded into a double (orjson, like ``json``), whose shortest decimal form is the exact literal
 for every number of at most 15 significant digits, so for every well-formed price. The SQL fold
 judges the exact jsonb number: it refuses the few literals of more than 15 significant digits
