@@ -7,9 +7,11 @@ them (``replay up``) and be shared by every command, worker and Flower on the ma
 
 The stack lives in one directory, ``.replay/`` in the current directory, or ``REPLAY_HOME``:
 
+    secret        the stack's password (0600): PostgreSQL's and Redis's
     pg/           PGDATA (its log is pg/server.log)
-    redis/        append-only file, pid file and log
-    stack.json    the ports, whether ``replay up`` pinned the stack, and the pids of its users
+    redis/        append-only file, config (0600: it holds the password), pid file and log
+    stack.json    the ports, the servers' processes, whether ``replay up`` pinned the stack, and
+                  the pids of its users
     lock          an flock: one process at a time starts, stops or registers
 
 Lifecycle. A command that needs a server calls ``acquire()``: what is not running is started, and
@@ -20,8 +22,30 @@ with SIGKILL is noticed by the next ``acquire``/``release`` (its pid is gone).
 
 Both servers listen on 127.0.0.1 only, on ports chosen free at the first start and kept after, so
 that environment variables exported in other terminals stay valid across ``down``/``up``.
-PostgreSQL refuses to run as root: under root it runs as the ``postgres`` user if there is one,
-else ``nobody``, and its data directory belongs to that user.
+
+Security (issue 11). Loopback is not a wall: every local user, and every container sharing the
+host's network, can connect. So the servers are closed by default, against other local users and
+local processes:
+
+- a random secret per home, made at the first start into ``secret`` (0600, its owner's only), is
+  the password of PostgreSQL's ``postgres`` role (scram-sha-256, never trust: ``initdb`` gets it
+  through a ``--pwfile`` readable only by the server's user, removed after) and Redis's
+  ``requirepass`` (given in a 0600 config file of the server's user). It is never on a command
+  line (which /proc shows every user) and never in a message: ``Stack.describe`` names no URL.
+  Only the URLs of ``Stack.env()`` carry it, which ``replay up`` prints for its user to export;
+- Redis's CONFIG, DEBUG, MODULE, SLAVEOF, REPLICAOF and ACL commands are disabled, also for a
+  client that has the password: none can make the server write a file where it is told, or load
+  code;
+- under root both servers run as an unprivileged user (``postgres`` and ``redis`` where they
+  exist, else ``nobody``, which then shares its uid with every other ``nobody`` process), and
+  their directories belong to it; the secret, the state and the lock stay root's;
+- a process is signalled only if it is the one we started (``shared.pids``: binary, user, command
+  line and start time, through a pidfd), never because a pid file names it.
+
+Not protected: the owner of the home (and root) can read the secret, by design; the traffic is
+plain TCP on loopback. A home made before the secret existed (trust, a Redis without password)
+is upgraded in place by the next start: its servers are stopped, the secret made, the password
+set, pg_hba.conf rewritten; the data stays. Deleting ``secret`` makes a new one the same way.
 """
 
 from __future__ import annotations
@@ -40,10 +64,11 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared import credentials, pids
 from shared.errors import EmbeddedServerError
 
 HOME_ENV = "REPLAY_HOME"
@@ -52,12 +77,16 @@ START_TIMEOUT_SECONDS = 30.0
 # Ports for the servers: below Linux's ephemeral range (32768-60999), a pair per home.
 PORT_RANGE = (20000, 30000)
 PORT_SLOTS = (PORT_RANGE[1] - PORT_RANGE[0]) // 2
-HAVE_PROC = Path("/proc/self/stat").exists()
 STOP_TIMEOUT_SECONDS = 30.0
 POSTGRES = "postgres"
 REDIS = "redis"
 SERVERS = (POSTGRES, REDIS)
 NAMES = {POSTGRES: "PostgreSQL", REDIS: "Redis"}
+SECRET_FILE = "secret"
+#: stack.json's "version": a home without it predates the secret (trust, open Redis)
+STATE_VERSION = 2
+#: under root, who runs each server (the first that exists)
+SERVER_USERS = {POSTGRES: ("postgres", "nobody"), REDIS: ("redis", "nobody")}
 
 
 def names(servers: Sequence[str]) -> str:
@@ -110,6 +139,8 @@ class Stack:
     postgres_version: str
     redis_version: str
     pinned: bool
+    #: the password of both servers: in the URLs, never in a message (hence not in the repr)
+    secret: str = field(repr=False)
     #: the servers this call started (empty: both were already running)
     started: tuple[str, ...] = ()
     #: the servers started on another port than last time (the old one was taken)
@@ -117,10 +148,10 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/replay"
+        return f"postgresql://postgres:{self.secret}@127.0.0.1:{self.postgres_port}/replay"
 
     def redis_db_url(self, db: int) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/{db}"
+        return f"redis://:{self.secret}@127.0.0.1:{self.redis_port}/{db}"
 
     def env(self) -> dict[str, str]:
         """The environment variables that point a command, worker or Flower at this stack."""
@@ -132,6 +163,7 @@ class Stack:
         }
 
     def describe(self, server: str) -> str:
+        """``embedded 16.2 in .replay/pg (127.0.0.1:PORT)``: no URL, so no secret."""
         where = _short(self.home)
         if server == POSTGRES:
             version, path, port = self.postgres_version, "pg", self.postgres_port
@@ -155,6 +187,9 @@ class EmbeddedStack:
         self.bin = found
         self.pgdata = home_dir / "pg"
         self.redis_dir = home_dir / "redis"
+        self.redis_log = self.redis_dir / "redis.log"
+        self.postgres_exe = pids.binary(found.postgres_bin / "postgres")
+        self.redis_exe = pids.binary(found.redis_server)
 
     # --- the public operations, each under the lock ----------------------------------------
     def acquire(self, servers: tuple[str, ...] = SERVERS, *, pin: bool = False) -> Stack:
@@ -165,27 +200,26 @@ class EmbeddedStack:
         stopped again: nothing is left running without a user.
         """
         with self._locked() as state:
+            secret = self._secure(state)
             started: list[str] = []
             moved: list[str] = []
             try:
                 # Each server's port is in the state, and the server in `started`, before it is
-                # launched: a start that fails or is interrupted halfway is then still found
-                # (and stopped) by the cleanup below, by `release` and by `down`.
-                postmaster = self._postmaster()
-                if postmaster is not None:
-                    state["postgres_port"] = postmaster[1]
-                elif POSTGRES in servers:
-                    port = _port(state, "postgres_port", self.home, 0)
-                    moved += [POSTGRES] if state.get("postgres_port") not in (None, port) else []
-                    state["postgres_port"] = port
-                    started.append(POSTGRES)
-                    self._start_postgres(port)
-                if REDIS in servers and self._redis_pid(state) is None:
-                    port = _port(state, "redis_port", self.home, 1)
-                    moved += [REDIS] if state.get("redis_port") not in (None, port) else []
-                    state["redis_port"] = port
-                    started.append(REDIS)
-                    self._start_redis(port)
+                # launched, and its process is recorded as soon as it is identified: a start
+                # that fails or is interrupted halfway is then still stopped by the cleanup
+                # below, by `release` and by `down`.
+                for server, offset in ((POSTGRES, 0), (REDIS, 1)):
+                    if server not in servers or self._running(state, server) is not None:
+                        continue
+                    key = f"{server}_port"
+                    port = _port(state, key, self.home, offset)
+                    moved += [server] if state.get(key) not in (None, port) else []
+                    state[key] = port
+                    started.append(server)
+                    if server == POSTGRES:
+                        self._start_postgres(state, port, secret)
+                    else:
+                        self._start_redis(state, port, secret)
             except BaseException:
                 self._stop(state, started)
                 raise
@@ -194,7 +228,7 @@ class EmbeddedStack:
                 users.append(_me())
             state["users"] = users
             state["pinned"] = bool(state.get("pinned")) or pin
-            return self._stack(state, tuple(started), tuple(moved))
+            return self._stack(state, secret, tuple(started), tuple(moved))
 
     def release(self) -> list[str]:
         """Unregister this process; stop the servers if no live process uses them and they are
@@ -216,30 +250,28 @@ class EmbeddedStack:
     def peek(self) -> tuple[Stack, tuple[str, ...]]:
         """The stack as it is and which of its servers run; starts nothing, registers nobody,
         and takes no lock and writes nothing (a worker may see the home read-only). The state
-        file is replaced atomically, so reading it unlocked sees one version or the other."""
+        file is replaced atomically, so reading it unlocked sees one version or the other.
+        A secret this process cannot read is an EmbeddedServerError."""
         state = _read_state(self.home / "stack.json")
-        running = []
-        postmaster = self._postmaster()
-        if postmaster is not None:
-            state["postgres_port"] = postmaster[1]
-            running.append(POSTGRES)
-        if self._redis_pid(state) is not None:
-            running.append(REDIS)
-        return self._stack(state, (), ()), tuple(running)
+        secret = credentials.read_secret(self.home / SECRET_FILE)
+        running: tuple[str, ...] = ()
+        if secret is not None and state.get("version") == STATE_VERSION:
+            running = tuple(s for s in SERVERS if self._running(state, s) is not None)
+        return self._stack(state, secret or "", (), ()), running
 
     def status(self) -> dict[str, Any]:
         """What runs: ``{postgres: pid or None, redis: pid or None, ports, pinned, users}``."""
         with self._locked() as state:
+            processes = {server: self._running(state, server) for server in SERVERS}
             return {
-                POSTGRES: self._postgres_pid(),
-                REDIS: self._redis_pid(state),
+                **{server: p.pid if p else None for server, p in processes.items()},
                 "postgres_port": state.get("postgres_port"),
                 "redis_port": state.get("redis_port"),
                 "pinned": bool(state.get("pinned")),
                 "users": [pid for pid, _ in _live_users(state)],
             }
 
-    # --- state and lock ----------------------------------------------------------------------
+    # --- state, lock and secret ----------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """The state, under the lock, written back when the block ends. A file system error
@@ -256,6 +288,8 @@ class EmbeddedStack:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = _read_state(path)
             try:
+                if state.get("version") != STATE_VERSION:
+                    self._adopt_legacy(state)
                 yield state
             except OSError as exc:
                 raise EmbeddedServerError(f"embedded servers in {self.home}: {exc}") from exc
@@ -263,8 +297,28 @@ class EmbeddedStack:
                 # Written even when the block failed: it records what was started before that.
                 _write_state(path, state)
 
+    def _secure(self, state: dict[str, Any]) -> str:
+        """The stack's secret. A home without one (new, made before issue 11 with trust auth and
+        an open Redis, or whose secret was deleted) gets one first: its servers are stopped
+        (they run without it), the secret is written, and an existing database gets it as its
+        password and a pg_hba.conf that asks for it; the data stays."""
+        secret = credentials.read_secret(self.home / SECRET_FILE)
+        if secret is not None and state.get("version") == STATE_VERSION:
+            return secret
+        pinned = state.get("pinned")
+        self._stop(state, SERVERS)
+        state["pinned"] = pinned  # the same stack, closed: `up`'s pin holds
+        if secret is None:
+            secret = credentials.new_secret(self.home / SECRET_FILE)
+        if (self.pgdata / "PG_VERSION").exists():
+            owner = _server_user(POSTGRES)
+            self._set_postgres_password(owner, secret)
+            credentials.write_private(self.pgdata / "pg_hba.conf", credentials.PG_HBA, owner)
+        state["version"] = STATE_VERSION
+        return secret
+
     def _stack(
-        self, state: dict[str, Any], started: tuple[str, ...], moved: tuple[str, ...]
+        self, state: dict[str, Any], secret: str, started: tuple[str, ...], moved: tuple[str, ...]
     ) -> Stack:
         return Stack(
             home=self.home,
@@ -273,68 +327,114 @@ class EmbeddedStack:
             postgres_version=_version([str(self.bin.postgres_bin / "postgres"), "--version"]),
             redis_version=_version([str(self.bin.redis_server), "--version"]),
             pinned=bool(state.get("pinned")),
+            secret=secret,
             started=started,
             moved=moved,
         )
 
+    # --- processes: recorded when started, signalled only while they are still those ------
+    def _running(self, state: dict[str, Any], server: str) -> pids.Process | None:
+        """The server's recorded process, if it still runs (same binary, user, start time)."""
+        process = pids.Process.from_json(_records(state).get(server))
+        return process if process is not None and pids.alive(process) else None
+
     def _stop(self, state: dict[str, Any], servers: Sequence[str]) -> list[str]:
         """Stop ``servers`` if they run: both are signalled first, then both are waited for (a
         second Ctrl-C while PostgreSQL checkpoints must not leave Redis running)."""
-        stopping: list[tuple[str, int, signal.Signals, Path]] = []
-        pid = self._postgres_pid() if POSTGRES in servers else None
-        if pid is not None:
-            # SIGINT is PostgreSQL's fast shutdown: sessions are ended, then a clean checkpoint.
-            stopping.append((POSTGRES, pid, signal.SIGINT, self.pgdata / "server.log"))
-        pid = self._redis_pid(state) if REDIS in servers else None
-        if pid is not None:
-            # SIGTERM: Redis flushes its append-only file and exits.
-            stopping.append((REDIS, pid, signal.SIGTERM, self.redis_dir / "redis.log"))
-        for _, pid, sig, _ in stopping:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        for server, pid, _, log in stopping:
-            _wait_gone(pid, NAMES[server], log)
+        # SIGINT is PostgreSQL's fast shutdown: sessions are ended, then a clean checkpoint.
+        # SIGTERM: Redis flushes its append-only file and exits.
+        signals = {POSTGRES: signal.SIGINT, REDIS: signal.SIGTERM}
+        targets = {}
+        for server in servers:
+            process = self._running(state, server)
+            if process is not None:
+                targets[server] = process
+        stopped, killed = pids.stop(
+            [(process, signals[server]) for server, process in targets.items()],
+            STOP_TIMEOUT_SECONDS,
+        )
+        for server in servers:
+            _records(state).pop(server, None)
         if set(servers) >= set(SERVERS):
             state["pinned"] = False
-        return [server for server, *_ in stopping]
+        for server, process in targets.items():
+            if process in killed:
+                log = self.pgdata / "server.log" if server == POSTGRES else self.redis_log
+                raise EmbeddedServerError(
+                    f"embedded {NAMES[server]} (pid {process.pid}) did not stop within"
+                    f" {STOP_TIMEOUT_SECONDS:g} s and was killed; see {log}"
+                )
+        return [server for server, process in targets.items() if process in stopped]
+
+    def _adopt_legacy(self, state: dict[str, Any]) -> None:
+        """Servers started before processes were recorded (a home made before issue 11): taken
+        from their pid files only if they run our binary, as the user they ran as, with the
+        command line they were given, so that `down` and the upgrade can stop them."""
+        records = _records(state)
+        if POSTGRES not in records:
+            self._adopt_postmaster(records, _uid(_server_user(POSTGRES)), since=0)
+        pid, _ = _pid_file(self.redis_dir / "redis.pid")
+        title = [f"{self.bin.redis_server} 127.0.0.1:{state.get('redis_port')}"]
+        found = pids.adopt(pid, self.redis_exe, os.geteuid(), title.__eq__, since=0)
+        if REDIS not in records and found is not None:
+            records[REDIS] = found.to_json()
+
+    def _adopt_postmaster(
+        self, records: dict[str, Any], uid: int, *, since: int, port: int | None = None
+    ) -> None:
+        """Record the postmaster that postmaster.pid names, if it is ours. That file is the
+        server user's to write: its pid is taken only for a process of that user running our
+        postgres on this directory and ``port`` (by default the file's), as pg_ctl starts it,
+        started at or after ``since``."""
+        pid, written_port = _pid_file(self.pgdata / "postmaster.pid")
+        port = written_port if port is None else port
+        expected = [
+            *("-D", str(self.pgdata), "-c", "listen_addresses=127.0.0.1"),
+            *("-c", f"port={port}", "-c", "unix_socket_directories="),
+        ]
+        found = pids.adopt(pid, self.postgres_exe, uid, lambda a: a[1:] == expected, since=since)
+        if found is not None:
+            records[POSTGRES] = found.to_json()
 
     # --- PostgreSQL ---------------------------------------------------------------------------
-    def _postgres_pid(self) -> int | None:
-        """The postmaster's pid if it runs, else None."""
-        running = self._postmaster()
-        return running[0] if running else None
-
-    def _postmaster(self) -> tuple[int, int] | None:
-        """(pid, port) from postmaster.pid, if that pid is our postmaster: alive, not a zombie,
-        and started on this data directory (a pid left by a crash may belong to anyone now)."""
-        try:
-            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
-            pid, port = int(lines[0]), int(lines[3])
-        except (OSError, ValueError, IndexError):
-            return None
-        return (pid, port) if _runs(pid, f"-D {self.pgdata}") else None
-
-    def _start_postgres(self, port: int) -> None:
-        owner = _postgres_user()
+    def _start_postgres(self, state: dict[str, Any], port: int, secret: str) -> None:
+        owner = _server_user(POSTGRES)
         if not (self.pgdata / "PG_VERSION").exists():
-            self._initdb(owner)
-        # Not our postmaster (_postmaster said so): a crash left the file, and its pid is dead, a
-        # zombie PostgreSQL's own check would take for alive, or reused by another process.
-        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            self._initdb(owner, secret)
+        pidfile = self.pgdata / "postmaster.pid"
+        pid, _ = _pid_file(pidfile)
+        if pid and pids.identify(pid, self.postgres_exe, _uid(owner)) is not None:
+            raise EmbeddedServerError(
+                f"a PostgreSQL this stack did not start runs on {self.pgdata} (pid {pid}):"
+                " stop it, then try again"
+            )
+        # What is left is a crash's: its pid is dead, a zombie PostgreSQL's own check would
+        # take for alive, or reused by another process.
+        pidfile.unlink(missing_ok=True)
         log = self.pgdata / "server.log"
         options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories=''"
-        self._run(
-            [
-                str(self.bin.postgres_bin / "pg_ctl"),
-                *("-D", str(self.pgdata), "-l", str(log), "-o", options),
-                *("-w", "-t", str(int(START_TIMEOUT_SECONDS)), "-s", "start"),
-            ],
-            owner,
-            what="start PostgreSQL",
-            log=log,
-        )
+        since = pids.start_time(os.getpid()) or 0
+        try:
+            self._run(
+                [
+                    str(self.bin.postgres_bin / "pg_ctl"),
+                    *("-D", str(self.pgdata), "-l", str(log), "-o", options),
+                    *("-w", "-t", str(int(START_TIMEOUT_SECONDS)), "-s", "start"),
+                ],
+                owner,
+                what="start PostgreSQL",
+                log=log,
+            )
+        finally:
+            # Also when pg_ctl failed or was interrupted: a postmaster that came up anyway is
+            # then recorded, and stopped by the cleanup.
+            self._adopt_postmaster(_records(state), _uid(owner), since=since, port=port)
+        if POSTGRES not in _records(state):
+            raise EmbeddedServerError(
+                f"PostgreSQL started, but no process of ours runs it; see {log}"
+            )
 
-    def _initdb(self, owner: pwd.struct_passwd | None) -> None:
+    def _initdb(self, owner: pwd.struct_passwd | None, secret: str) -> None:
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
             raise EmbeddedServerError(
                 f"{self.pgdata} is not empty and is not a PostgreSQL data directory;"
@@ -342,47 +442,56 @@ class EmbeddedStack:
             )
         self.pgdata.mkdir(mode=0o700, parents=True, exist_ok=True)
         if owner is not None:
-            _check_reachable(self.pgdata, owner)
+            credentials.check_reachable(self.pgdata, owner)
             os.chown(self.pgdata, owner.pw_uid, owner.pw_gid)
-        self._run(
-            [
-                str(self.bin.postgres_bin / "initdb"),
-                *("-D", str(self.pgdata), "-U", "postgres", "--auth=trust"),
-                *("--encoding=UTF8", "--locale=C", "--no-instructions"),
-            ],
-            owner,
-            what="initialize PostgreSQL",
-            log=None,
-        )
+        with credentials.password_file(self.home, secret, owner) as pwfile:
+            self._run(
+                [
+                    str(self.bin.postgres_bin / "initdb"),
+                    *("-D", str(self.pgdata), "-U", "postgres"),
+                    *("--auth=scram-sha-256", f"--pwfile={pwfile}"),
+                    *("--encoding=UTF8", "--locale=C", "--no-instructions"),
+                ],
+                owner,
+                what="initialize PostgreSQL",
+                log=None,
+            )
+
+    def _set_postgres_password(self, owner: pwd.struct_passwd | None, secret: str) -> None:
+        """Give ``postgres`` the secret as its password, in single-user mode (the server is
+        stopped): the SCRAM verifier, computed here, is all that crosses, on stdin."""
+        statement = f"ALTER ROLE postgres PASSWORD '{credentials.scram_verifier(secret)}'\n"
+        argv = [str(self.bin.postgres_bin / "postgres"), "--single", "-D", str(self.pgdata)]
+        out = self._run([*argv, "postgres"], owner, what="set the PostgreSQL password",
+                        log=None, stdin=statement)  # fmt: skip
+        if "ERROR" in out:
+            raise EmbeddedServerError(f"could not set the PostgreSQL password: {_reason_in(out)}")
 
     # --- Redis --------------------------------------------------------------------------------
-    def _redis_pid(self, state: dict[str, Any]) -> int | None:
-        """redis-server's pid if it is ours: it retitles itself ``redis-server 127.0.0.1:PORT``."""
-        try:
-            pid = int((self.redis_dir / "redis.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        port = state.get("redis_port")
-        return pid if port and _runs(pid, f"redis-server 127.0.0.1:{port}") else None
-
-    def _start_redis(self, port: int) -> None:
-        self.redis_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log = self.redis_dir / "redis.log"
+    def _start_redis(self, state: dict[str, Any], port: int, secret: str) -> None:
+        owner = _server_user(REDIS)
+        credentials.own_dir(self.redis_dir, owner)
+        log = self.redis_log
         pidfile = self.redis_dir / "redis.pid"
         pidfile.unlink(missing_ok=True)
-        self._run(
-            [
-                str(self.bin.redis_server),
-                *("--bind", "127.0.0.1", "--port", str(port), "--daemonize", "yes"),
-                *("--dir", str(self.redis_dir), "--pidfile", str(pidfile)),
-                *("--logfile", str(log), "--appendonly", "yes", "--save", ""),
-            ],
-            None,
-            what="start Redis",
-            log=log,
+        config = self.redis_dir / "redis.conf"
+        credentials.write_private(
+            config, credentials.redis_config(self.redis_dir, port, secret), owner
         )
+        since = pids.start_time(os.getpid()) or 0
+        self._run([str(self.bin.redis_server), str(config)], owner, what="start Redis", log=log)
+        # Redis retitles itself `BINARY 127.0.0.1:PORT`; its pid file is written after it forks.
+        title = [f"{self.bin.redis_server} 127.0.0.1:{port}"]
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not _redis_answers(port):
+        found = None
+        while found is None and time.monotonic() < deadline:
+            pid, _ = _pid_file(pidfile)
+            found = pids.adopt(pid, self.redis_exe, _uid(owner), title.__eq__, since=since)
+            time.sleep(0 if found else 0.02)
+        if found is None:
+            raise EmbeddedServerError(f"Redis started, but no process of ours runs it; see {log}")
+        _records(state)[REDIS] = found.to_json()
+        while not credentials.redis_answers(port, secret):
             if time.monotonic() > deadline:
                 raise EmbeddedServerError(
                     f"embedded Redis did not answer on 127.0.0.1:{port} within"
@@ -390,66 +499,88 @@ class EmbeddedStack:
                 )
             time.sleep(0.02)
 
-    # --- processes ----------------------------------------------------------------------------
+    # --- running the servers' programs --------------------------------------------------------
     def _run(
-        self, argv: list[str], owner: pwd.struct_passwd | None, *, what: str, log: Path | None
-    ) -> None:
+        self,
+        argv: list[str],
+        owner: pwd.struct_passwd | None,
+        *,
+        what: str,
+        log: Path | None,
+        stdin: str | None = None,
+    ) -> str:
+        """Run a server program as ``owner``; its output, or an EmbeddedServerError."""
         # Output to a file, not a pipe: a daemonizing server would inherit the pipe and keep
         # subprocess waiting. A new session: Ctrl-C in the terminal must not reach the servers.
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = (
+            {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
+        )
         if owner is not None:
-            kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+            kwargs.update(user=owner.pw_uid, group=owner.pw_gid, extra_groups=[])
         with tempfile.TemporaryFile("w+") as out:
             try:
                 done = subprocess.run(
                     argv,
-                    stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     cwd=self.home,
                     timeout=START_TIMEOUT_SECONDS + 30,
                     check=False,
+                    text=True,
                     **kwargs,
                 )
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise EmbeddedServerError(f"could not {what}: {exc}") from exc
-            if done.returncode != 0:
-                out.seek(0)
-                # The server's log says why ("FATAL: ..."); pg_ctl's own last line only says
-                # to look there.
-                detail = _reason(log) or _last_line(out.read())
-                where = f"; see {log}" if log else ""
-                raise EmbeddedServerError(
-                    f"could not {what} (exit {done.returncode}): {detail}{where}"
-                )
+            out.seek(0)
+            output = out.read()
+        if done.returncode != 0:
+            # The server's log says why ("FATAL: ..."); pg_ctl's own last line only says to
+            # look there.
+            detail = _reason(log) or _last_line(output)
+            where = f"; see {log}" if log else ""
+            raise EmbeddedServerError(f"could not {what} (exit {done.returncode}): {detail}{where}")
+        return output
 
 
-def _postgres_user() -> pwd.struct_passwd | None:
-    """Who runs PostgreSQL: this user, or under root (which PostgreSQL refuses) another one."""
+def _records(state: dict[str, Any]) -> dict[str, Any]:
+    """stack.json's ``processes``: server -> the process started for it (pids.Process)."""
+    records = state.get("processes")
+    if not isinstance(records, dict):
+        records = state["processes"] = {}
+    return records
+
+
+def _server_user(server: str) -> pwd.struct_passwd | None:
+    """Who runs ``server``: this user, or under root an unprivileged one (SERVER_USERS)."""
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "nobody"):
+    for name in SERVER_USERS[server]:
         try:
             return pwd.getpwnam(name)
         except KeyError:
             continue
+    wanted = " nor a ".join(repr(name) for name in SERVER_USERS[server])
     raise EmbeddedServerError(
-        "PostgreSQL does not run as root and this machine has neither a 'postgres' nor a"
-        " 'nobody' user; run replay as an ordinary user"
+        f"the embedded {NAMES[server]} does not run as root and this machine has neither a"
+        f" {wanted} user; run replay as an ordinary user"
     )
 
 
-def _check_reachable(path: Path, owner: pwd.struct_passwd) -> None:
-    """Under root: every directory above ``path`` must let ``owner`` through."""
-    for parent in path.parents:
-        st = parent.stat()
-        if st.st_uid == owner.pw_uid or st.st_mode & 0o001:
-            continue
-        raise EmbeddedServerError(
-            f"embedded PostgreSQL runs as user {owner.pw_name!r} (it refuses root), which cannot"
-            f" enter {parent}: chmod o+x {parent}, or set REPLAY_HOME to a directory it can reach"
-        )
+def _uid(owner: pwd.struct_passwd | None) -> int:
+    return owner.pw_uid if owner is not None else os.geteuid()
+
+
+def _pid_file(path: Path) -> tuple[int, int]:
+    """(pid, port) from a pid file (postmaster.pid's 4th line is the port); 0 where missing.
+    Only ever a hint: pids.adopt decides whether the pid is ours."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return 0, 0
+    values = [int(line) if line.strip().isdigit() else 0 for line in lines[:4]]
+    values += [0] * (4 - len(values))
+    return values[0], values[3]
 
 
 def _port(state: dict[str, Any], key: str, home_dir: Path, offset: int) -> int:
@@ -479,75 +610,27 @@ def _port_free(port: int) -> bool:
         return True
 
 
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name, or None if there is no such process
-    (or no /proc)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-
-
-def _runs(pid: int, needle: str) -> bool:
-    """True if ``pid`` runs, is not a zombie, and its command line contains ``needle``."""
-    if not HAVE_PROC:
-        try:
-            os.kill(pid, 0)  # no /proc (macOS): the pid file's word is all there is
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = _stat(pid)
-    if fields is None or fields[0] == "Z":
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return needle in cmdline
-
-
 def _me() -> list[int]:
-    return [os.getpid(), _started(os.getpid())]
-
-
-def _started(pid: int) -> int:
-    """When ``pid`` started (clock ticks since boot), so that a reused pid is not taken for the
-    process that registered; 0 without /proc."""
-    fields = _stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else 0
+    return [os.getpid(), pids.start_time(os.getpid()) or 0]
 
 
 def _live_users(state: dict[str, Any]) -> list[list[int]]:
-    """The registered users that still run (the same pid and the same start time)."""
+    """The registered users that still run (the same pid and the same start time, so that a
+    reused pid is not taken for the process that registered)."""
     users = []
     for entry in state.get("users", []):
         try:
             pid, started = int(entry[0]), int(entry[1])
         except (TypeError, ValueError, IndexError):
             continue
-        fields = _stat(pid)
-        if HAVE_PROC:
-            alive = fields is not None and fields[0] != "Z" and _started(pid) == started
-        else:
-            alive = _runs(pid, "")
-        if alive:
+        if pids.start_time(pid) == started:
             users.append([pid, started])
     return users
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    """stack.json, or empty if missing or unreadable: it only remembers ports and users."""
+    """stack.json, or empty if missing or unreadable: it only remembers ports, processes and
+    users (a lost record means a server is not stopped, never that another process is)."""
     try:
         state = json.loads(path.read_text())
     except FileNotFoundError:
@@ -564,19 +647,6 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
         tmp.replace(path)  # atomic: an unlocked reader (peek) sees one version or the other
     except OSError as exc:
         raise EmbeddedServerError(f"cannot write {path}: {exc}") from exc
-
-
-def _wait_gone(pid: int, name: str, log: Path) -> None:
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while _runs(pid, ""):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            raise EmbeddedServerError(
-                f"embedded {name} (pid {pid}) did not stop within {STOP_TIMEOUT_SECONDS:g} s and"
-                f" was killed; see {log}"
-            )
-        time.sleep(0.02)
 
 
 _VERSIONS: dict[str, str] = {}
@@ -599,10 +669,13 @@ def _reason(log: Path | None) -> str:
     if log is None:
         return ""
     try:
-        lines = log.read_text(errors="replace").splitlines()
+        return _reason_in(log.read_text(errors="replace"))
     except OSError:
         return ""
-    for line in reversed(lines):
+
+
+def _reason_in(text: str) -> str:
+    for line in reversed(text.splitlines()):
         # PostgreSQL's severities; Redis marks warnings with " # " after the time.
         if any(word in line for word in ("FATAL", "PANIC", "ERROR", " # ")):
             return line.strip()

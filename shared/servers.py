@@ -13,7 +13,8 @@ For each of the two, in this order:
 
 ``resolved()`` returns the environment the command should run with, and one line saying what it
 chose, e.g. ``PostgreSQL: embedded 16.2 in .replay/pg (127.0.0.1:41011) · Redis: local
-127.0.0.1:6379``.
+127.0.0.1:6379``. The embedded servers ask for their stack's secret: the URLs put in the
+environment carry it, the line never does (it names no URL).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def discover(env: Mapping[str, str] | None = None) -> Resolution:
         try:
             stack, running = embedded.EmbeddedStack(embedded.home(probe.env), found).peek()
         except EmbeddedServerError:
-            return probe.resolution()  # a home we cannot read: no stack to find there
+            # A home we cannot read (or whose secret is another user's): no stack to find there.
+            return probe.resolution()
         if stack.pinned:
             probe.use(stack, tuple(s for s in probe.missing if s in running))
     return probe.resolution()

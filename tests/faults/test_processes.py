@@ -99,12 +99,10 @@ def test_a_restarted_redis_loses_nothing(
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"],
                    check=False, capture_output=True, timeout=30)  # fmt: skip
     time.sleep(1)
-    subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-         "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-         "--logfile", "/var/log/redis/ci.log"],
-        check=True, timeout=30,
-    )  # fmt: skip
+    # Started again exactly as scripts/bootstrap starts it (its user, its flags).
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    subprocess.run([str(ROOT / "scripts" / "bootstrap"), "redis"], env=env, check=True,
+                   timeout=60)  # fmt: skip
 
     restarted_at = time.monotonic()
     job = coordinator.wait(job_id, timeout=240)

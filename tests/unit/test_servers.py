@@ -1,4 +1,5 @@
-"""Which servers a command uses: explicit environment, then local servers, then embedded ones.
+"""Which servers a command uses: explicit environment, then local servers, then embedded ones;
+and how the embedded ones' processes and secret are handled.
 
 "A local server answers" is a real listening socket here; "nothing answers" is a port that was
 just free. No PostgreSQL or Redis is needed: nothing in these tests gets as far as talking to one.
@@ -6,15 +7,21 @@ just free. No PostgreSQL or Redis is needed: nothing in these tests gets as far 
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
+import stat
+import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from shared import embedded, servers
-from shared.errors import ConfigurationError, NoServers
+from shared import credentials, embedded, pids, servers
+from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
 
 
 @pytest.fixture
@@ -108,3 +115,73 @@ def test_embedded_ports_are_kept_and_move_only_when_taken(listener: int, tmp_pat
     assert embedded._port({"postgres_port": free}, "postgres_port", tmp_path, 0) == free
     moved = embedded._port({"postgres_port": listener}, "postgres_port", tmp_path, 0)
     assert moved != listener
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.skipif(not pids.HAVE_PROC, reason="start times come from /proc")
+def test_a_process_is_signalled_only_while_it_is_the_one_recorded(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    started = pids.start_time(sleeper.pid)
+    assert started
+    sleep_exe = pids.binary(Path(shutil.which("sleep") or "sleep"))
+    ours = pids.Process(sleeper.pid, started, sleep_exe, os.geteuid())
+    # A reused pid (another start time), another program, another user: never signalled.
+    for other in (
+        replace(ours, started=started - 1),
+        replace(ours, exe=pids.binary(Path(sys.executable))),
+        replace(ours, uid=os.geteuid() + 1),
+    ):
+        assert pids.stop([(other, signal.SIGTERM)], 5.0) == ([], [])
+        assert sleeper.poll() is None
+    assert pids.stop([(ours, signal.SIGTERM)], 5.0) == ([ours], [])
+    assert sleeper.wait(5) == -signal.SIGTERM
+
+
+@pytest.mark.skipif(not pids.HAVE_PROC, reason="command lines come from /proc")
+def test_a_pid_from_a_file_is_adopted_only_for_our_binary_arguments_and_time(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    started = pids.start_time(sleeper.pid) or 0
+    exe, uid = pids.binary(Path(shutil.which("sleep") or "sleep")), os.geteuid()
+    assert pids.adopt(sleeper.pid, exe, uid, ["sleep", "60"].__eq__, since=started) is not None
+    assert pids.adopt(sleeper.pid, exe, uid, ["sleep", "61"].__eq__, since=started) is None
+    assert pids.adopt(sleeper.pid, exe, uid, ["sleep", "60"].__eq__, since=started + 1) is None
+    python = pids.binary(Path(sys.executable))
+    assert pids.adopt(sleeper.pid, python, uid, ["sleep", "60"].__eq__, since=0) is None
+
+
+def test_the_secret_is_in_the_urls_only(tmp_path: Path) -> None:
+    secret = "ab" * 24
+    stack = embedded.Stack(tmp_path, 20001, 20002, "16.2", "6.2.14", True, secret)
+    assert stack.env()["REPLAY_DATABASE_URL"] == (
+        f"postgresql://postgres:{secret}@127.0.0.1:20001/replay"
+    )
+    assert stack.env()["CELERY_BROKER_URL"] == f"redis://:{secret}@127.0.0.1:20002/0"
+    assert secret not in repr(stack) + stack.describe("postgres") + stack.describe("redis")
+
+
+def test_a_secret_others_can_read_is_refused_and_no_link_is_followed(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    secret = credentials.new_secret(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert credentials.read_secret(path) == secret
+    path.chmod(0o644)
+    with pytest.raises(EmbeddedServerError, match="chmod 600"):
+        credentials.read_secret(path)
+    # A link planted where a private file is written is replaced, not written through.
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    (tmp_path / "redis.conf").symlink_to(target)
+    credentials.write_private(tmp_path / "redis.conf", "requirepass x\n", None)
+    assert target.read_text() == "untouched"
+    assert not (tmp_path / "redis.conf").is_symlink()
