@@ -13,18 +13,13 @@ WITH (FORCE)`` on whatever X named):
 
 from __future__ import annotations
 
-from psycopg import sql
-
 from shared import db, schema
 from shared.errors import UnsafeDatabase
 from shared.settings import Settings
+from shared.store import shorten
 
 #: written on every scratch database at creation; the proof that dropping it loses nothing
 MARK = "event-replay scratch database"
-
-_COMMENT = (
-    "SELECT shobj_description(oid, 'pg_database') AS note FROM pg_database WHERE datname = %s"
-)
 
 
 def recreate(settings: Settings, name: str, suffix: str, *, force: bool = False) -> Settings:
@@ -34,11 +29,7 @@ def recreate(settings: Settings, name: str, suffix: str, *, force: bool = False)
     db.drop_database(settings, name)
     target = settings.with_database(name)
     schema.migrate_all(target)
-    with db.connect(target) as conn, db.translate_errors():
-        # COMMENT takes no bind parameters; the name is an identifier, the text a constant.
-        conn.execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(MARK))
-        )
+    db.comment_on_database(settings, name, MARK)
     return target
 
 
@@ -49,18 +40,13 @@ def check_droppable(settings: Settings, name: str, suffix: str, *, force: bool =
         return
     if not name.endswith(suffix) or name == settings.database_name:
         raise UnsafeDatabase(
-            f"refusing to drop database {_short(name)}: a scratch database's name ends in"
+            f"refusing to drop database {shorten(name)}: a scratch database's name ends in"
             f" {suffix!r} and is not REPLAY_DATABASE_URL's; pass --force to drop it anyway"
         )
-    with db.connect(settings.with_database("postgres")) as conn, db.translate_errors():
-        row = conn.execute(_COMMENT, (name,)).fetchone()
-    if row is not None and row["note"] != MARK:
+    comment = db.database_comment(settings, name)
+    if comment is not None and comment != MARK:
         raise UnsafeDatabase(
-            f"refusing to drop database {_short(name)}: it exists and replay did not create it as"
+            f"refusing to drop database {shorten(name)}: it exists and replay did not create it as"
             " a scratch database (or created it before scratch databases were marked); drop it"
             " yourself, or pass --force"
         )
-
-
-def _short(name: str) -> str:
-    return repr(name if len(name) <= 60 else name[:57] + "...")

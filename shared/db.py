@@ -173,6 +173,35 @@ def drop_database(settings: Settings, name: str) -> None:
         )
 
 
+def database_comment(settings: Settings, name: str) -> str | None:
+    """The comment on database ``name`` ('' if it has none), or None if it does not exist."""
+    admin = replace_database(settings.database_url, "postgres")
+    with (
+        _connect_errors(admin, "read the databases of"),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+    ):
+        row = conn.execute(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
+            " WHERE datname = %s",
+            (name,),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def comment_on_database(settings: Settings, name: str, text: str) -> None:
+    """Set the comment on database ``name`` (COMMENT takes no parameters: quoted here)."""
+    admin = replace_database(settings.database_url, "postgres")
+    with (
+        _connect_errors(admin, f"comment on database {name!r} on"),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+    ):
+        conn.execute(
+            psycopg.sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Literal(text)
+            )
+        )
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message, passwords masked (``settings.redact``): the form in
     which a driver's message goes into an error, a log line or a job's error column."""
