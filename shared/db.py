@@ -56,10 +56,16 @@ def _loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        # A number beyond a double (1e400), which jsonb stores and orjson refuses: the json
-        # module reads it as inf, and the handler refuses that one event (its on_error policy)
-        # instead of the whole batch failing to load.
-        return json.loads(data)
+        # A number beyond a double (1e400), which jsonb stores as a 401-digit integer and
+        # orjson refuses: the json module reads it, and the handler refuses that one event (its
+        # on_error policy) instead of the whole batch failing to load.
+        return json.loads(data, parse_int=_parse_int)
+
+
+def _parse_int(text: str) -> int | float:
+    # Past 4,300 digits int() refuses a string (sys.int_info): such a number is read as the
+    # float it overflows to (inf), which a handler can refuse like any impossible value.
+    return int(text) if len(text) < 4300 else float(text)
 
 
 def connect(settings: Settings, *, autocommit: bool = True) -> Connection:

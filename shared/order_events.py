@@ -15,23 +15,24 @@ batches (issue 11: at ``REPLAY_BATCH_SIZE=2`` a rebuild parked 4 of 6 bad events
   be an event of its own; and with nothing negative, an order's running count and total only
   grow, so a count or total too large for its column is met at the same event whatever the
   batch boundaries (see below);
-* ``price``: a JSON number (never a string: ``"19.99"``, ``"NaN"``, ``"1e400"`` are refused),
-  from 0 up, a whole number of cents (``19.99``, ``19.990``, ``20``; not ``0.001``), with
-  ``qty * price`` below 10^12: what ``order_summary.total``, a ``numeric(14,2)``, can hold
-  (DESIGN.md). Whole cents make every sum exact, so totals do not depend on where a batch was
-  rounded to the column's two decimals.
+* ``price``: a JSON number, or a string holding a plain decimal (``"19.99"``: digits and a
+  fraction, no sign, exponent, ``NaN`` or ``Infinity``; money is often written so to keep it out
+  of doubles), from 0 up, a whole number of cents (``19.99``, ``19.990``, ``20``; not
+  ``0.001``), with ``qty * price`` below 10^12: what ``order_summary.total``, a
+  ``numeric(14,2)``, can hold (DESIGN.md). Whole cents make every sum exact, so totals do not
+  depend on where a batch was rounded to the column's two decimals.
 
-JSON has no NaN or infinity, and jsonb refuses them. A number beyond a double (``1e400``), which
-jsonb stores, is refused by the fold, and read as infinity (refused) by the Python path: the
-workers' decoder (``db._loads``) falls back from orjson, which cannot read it, to ``json``.
-The price is judged as the Python path reads it:
-decoded into a double (orjson, like ``json``), whose shortest decimal form is the exact literal
+JSON has no NaN or infinity, and jsonb refuses them. A number beyond a double (``1e400``) is
+stored by jsonb as an integer of 401 digits; orjson, the workers' decoder, cannot read it, and
+``db._loads`` falls back to ``json``, which reads it as an int (or, past 4,300 digits, as
+infinity): either way a price too large, refused by both paths. A JSON number price is judged as
+the Python path reads it: decoded into a double, whose shortest decimal form is the exact literal
 for every number of at most 15 significant digits, so for every well-formed price. The SQL fold
 judges the exact jsonb number: it refuses the few literals of more than 15 significant digits
 that the Python path, reading them as a double, could accept (``19.990000000000000001`` is read
 as 19.99): the batch then goes through the Python path, which decides, so the read model is the
 same at every batch size. That is the one place where the fold refuses more; it never accepts
-what the Python path refuses.
+what the Python path refuses. A string price is exact on both paths.
 
 Other event types of an Order carry no field that any reader uses: any payload will do.
 
@@ -44,6 +45,7 @@ limit, as it does any failing event.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -55,6 +57,9 @@ from shared.store import shorten
 MAX_QTY = 2**31 - 1  # int4: order_summary.item_count
 MAX_AMOUNT = Decimal(10) ** 12  # numeric(14,2) holds less than this
 CENT = Decimal("0.01")
+#: a price given as a string: digits, and a fraction after a dot (no sign, exponent, NaN,
+#: spaces); ASCII digits only, like the SQL fold's POSIX class
+PRICE_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,20 @@ def item_added(event: Event) -> Item:
 
 def _price(event: Event, payload: dict[str, Any]) -> Decimal:
     price = payload.get("price")
-    if isinstance(price, bool) or not isinstance(price, int | float):
-        raise malformed(event, "price", "is not a JSON number", price, payload)
-    if not math.isfinite(price):
+    if isinstance(price, str):
+        # Money is often written as a string, to keep it out of doubles: a plain decimal only.
+        if not PRICE_TEXT.fullmatch(price):
+            raise malformed(event, "price", "is a string but not a plain decimal", price)
+        exact = Decimal(price)
+    elif isinstance(price, bool) or not isinstance(price, int | float):
+        raise malformed(event, "price", "is not a JSON number or decimal string", price, payload)
+    elif isinstance(price, float) and not math.isfinite(price):
         raise malformed(event, "price", "is not a finite number", price)
-    # str() first: the JSON number arrives as a double, and Decimal(str(f)) recovers the decimal
-    # literal that was stored (its shortest form), where Decimal(f) would not.
-    exact = Decimal(str(price))
+    else:
+        # An int is exact (and may be too large for a double: 1e400 is stored as an integer);
+        # a double's str() is the decimal literal that was stored (its shortest form), where
+        # Decimal(f) would not be.
+        exact = Decimal(price) if isinstance(price, int) else Decimal(str(price))
     if exact < 0:
         raise malformed(event, "price", "is negative", price)
     if exact >= MAX_AMOUNT:
@@ -139,7 +151,8 @@ def malformed(
 # the cast from being a constant that the planner could evaluate, and raise, up front.
 #
 # What refuses what: a cast of a jsonb value to numeric refuses any JSON type but a number
-# (string, bool, null, object, array: "cannot cast jsonb string to type numeric"); a missing
+# (bool, null, object, array, a string qty: "cannot cast jsonb string to type numeric"; a string
+# price is read only if it is a plain decimal, else it is NULL); a missing
 # field (or a payload that is no object) gives NULL, which no comparison accepts: the ELSE; the
 # cast to int refuses a qty above int4; and an amount of 10^12 or more cannot be written to
 # order_summary.total, a numeric(14,2) ("numeric field overflow"): amounts are never negative, so
@@ -149,7 +162,7 @@ def malformed(
 # The inner query reads each field once; OFFSET 0 keeps PostgreSQL from pulling it up into the
 # outer one, which would repeat every lookup and cast where the column is used. Measured over
 # 200,000 seeded events: the unchecked fold's expressions 110 ms, these 140 ms (250 ms pulled up).
-BATCH_ITEMS_SQL = """
+BATCH_ITEMS_SQL = r"""
 SELECT aggregate_id, event_type, sequence_num,
        CASE WHEN event_type <> 'ItemAdded' THEN NULL
             WHEN jsonb_typeof(sku) = 'string' AND scale(qty) = 0 AND qty >= 1 THEN qty::int
@@ -162,7 +175,12 @@ SELECT aggregate_id, event_type, sequence_num,
   FROM (SELECT aggregate_id, event_type, sequence_num, event_id,
                CASE WHEN event_type = 'ItemAdded' THEN payload -> 'sku' END AS sku,
                CASE WHEN event_type = 'ItemAdded' THEN (payload -> 'qty')::numeric END AS qty,
-               CASE WHEN event_type = 'ItemAdded' THEN (payload -> 'price')::numeric END AS price
+               CASE WHEN event_type <> 'ItemAdded' THEN NULL
+                    WHEN jsonb_typeof(payload -> 'price') <> 'string'
+                         THEN (payload -> 'price')::numeric
+                    WHEN payload ->> 'price' ~ '^[0-9]+(\.[0-9]+)?$'
+                         THEN (payload ->> 'price')::numeric
+               END AS price
           FROM batch
          WHERE aggregate_type = 'Order'
         OFFSET 0) AS fields

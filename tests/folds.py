@@ -46,17 +46,25 @@ def fold_order_summary_and_refusals(events: list[dict[str, Any]]) -> tuple[Summa
 
 def item(payload: Any) -> tuple[int, Decimal] | None:
     """(qty, qty * price) of a well-formed ItemAdded payload as decoded from jsonb, else None:
-    an object with a string sku, an integer qty from 1 to int4's maximum, a finite price of
-    whole cents from 0, and qty * price below 10^12 (numeric(14,2)); restated from the written
-    definition (shared/order_events.py), not imported."""
+    an object with a string sku, an integer qty from 1 to int4's maximum, a finite price (a
+    number, or a string of a plain decimal) of whole cents from 0, and qty * price below 10^12
+    (numeric(14,2)); restated from the written definition (shared/order_events.py), not
+    imported."""
     if type(payload) is not dict or type(payload.get("sku")) is not str:
         return None
     qty, price = payload.get("qty"), payload.get("price")
     if type(qty) is not int or not 0 < qty <= MAX_INT4:
         return None
-    if type(price) not in (int, float) or price != price or abs(price) == float("inf"):
+    if type(price) is str:  # a plain decimal: ASCII digits, at most one dot between digits
+        whole, _, fraction = price.partition(".")
+        digits = whole + fraction
+        if not (digits.isascii() and digits.isdigit() and whole and (fraction or "." not in price)):
+            return None
+        cents = Decimal(price) * 100
+    elif type(price) not in (int, float) or price != price or abs(price) == float("inf"):
         return None
-    cents = Decimal(repr(price)) * 100
+    else:
+        cents = Decimal(repr(price)) * 100
     if cents < 0 or cents != cents.to_integral_value() or qty * cents >= LIMIT_TOTAL * 100:
         return None
     return qty, qty * cents / 100

@@ -58,7 +58,13 @@ MALFORMED = {
     "price-Infinity-string": '{"sku": "A", "qty": 1, "price": "Infinity"}',
     "price-1e400-string": '{"sku": "A", "qty": 1, "price": "1e400"}',
     "price-abc": '{"sku": "A", "qty": 1, "price": "abc"}',
-    "price-decimal-string": '{"sku": "A", "qty": 1, "price": "19.99"}',
+    "price-string-sub-cent": '{"sku": "A", "qty": 1, "price": "19.999"}',
+    "price-string-signed": '{"sku": "A", "qty": 1, "price": "-1.50"}',
+    "price-string-exponent": '{"sku": "A", "qty": 1, "price": "1.5e1"}',
+    "price-string-spaces": '{"sku": "A", "qty": 1, "price": " 1.50"}',
+    "price-string-bare-dot": '{"sku": "A", "qty": 1, "price": "1."}',
+    "price-string-arabic-digits": '{"sku": "A", "qty": 1, "price": "\u0661\u0662"}',
+    "price-1e400": '{"sku": "A", "qty": 1, "price": 1e400}',
     "price-bool": '{"sku": "A", "qty": 1, "price": false}',
     "price-null": '{"sku": "A", "qty": 1, "price": null}',
     "price-object": '{"sku": "A", "qty": 1, "price": {"amount": 1}}',
@@ -77,6 +83,11 @@ EDGES = {
     "qty-fills-int4": '{"sku": "A", "qty": 2147483643, "price": 0}',  # 4 more in its order
     "sku-empty": '{"sku": "", "qty": 1, "price": 1.5}',
     "total-fills-numeric": '{"sku": "A", "qty": 1, "price": 999999999999.59}',  # 0.40 more
+    "price-decimal-string": '{"sku": "A", "qty": 3, "price": "19.99"}',
+    "price-decimal-string-integer": '{"sku": "A", "qty": 1, "price": "20"}',
+    # An integer past 4,300 digits in a field nobody reads: orjson and int() refuse it, the
+    # workers' decoder reads it as inf, and the event is as good as any.
+    "huge-integer-elsewhere": '{"sku": "A", "qty": 1, "price": 1.5, "note": 1' + "0" * 5000 + "}",
 }
 # Decoded as a double by the Python path, which takes them (19.99 and 0.0); the SQL fold, which
 # reads the exact number, refuses them and hands their batch to the Python path (documented in
@@ -237,7 +248,8 @@ def test_a_parked_malformed_event_says_which_event_and_field(
     parked = outcomes[7].parked
     for label, field in (("missing-price", "price"), ("qty-bool", "qty"),
                          ("string-payload", "payload"), ("price-NaN-string", "price"),
-                         ("missing-sku", "sku")):  # fmt: skip
+                         ("missing-sku", "sku"), ("price-1e400", "price"),
+                         ("price-string-signed", "price")):  # fmt: skip
         event_id = store.malformed[label]
         error = parked[event_id]
         assert error.startswith(f"MalformedEvent: malformed ItemAdded event {event_id} ("), error

@@ -38,6 +38,8 @@ ACCEPTED = [
         p(price=999_999_999_999.99), Item("A", 1, Decimal("999999999999.99")), id="largest-line"
     ),
     pytest.param(p(sku=""), Item("", 1, Decimal("1.5")), id="empty-sku"),
+    pytest.param(p(qty=3, price="19.99"), Item("A", 3, Decimal("19.99")), id="string-price"),
+    pytest.param(p(price="20"), Item("A", 1, Decimal("20")), id="string-integer-price"),
     pytest.param({**p(), "note": [1, {"x": None}]}, Item("A", 1, Decimal("1.5")), id="extra"),
 ]
 
@@ -63,7 +65,13 @@ REFUSED = [
     pytest.param(p(price="Infinity"), "price", id="price-Infinity-string"),
     pytest.param(p(price="1e400"), "price", id="price-1e400-string"),
     pytest.param(p(price="abc"), "price", id="price-abc"),
-    pytest.param(p(price="19.99"), "price", id="price-decimal-string"),
+    pytest.param(p(price="19.999"), "price", id="price-string-sub-cent"),
+    pytest.param(p(price="-1.50"), "price", id="price-string-signed"),
+    pytest.param(p(price="1.5e1"), "price", id="price-string-exponent"),
+    pytest.param(p(price=" 1.50"), "price", id="price-string-space"),
+    pytest.param(p(price="1."), "price", id="price-string-bare-dot"),
+    pytest.param(p(price="\u0661\u0662"), "price", id="price-string-arabic-digits"),
+    pytest.param(p(price=10**400), "price", id="price-1e400-as-stored"),
     pytest.param(p(price=math.nan), "price", id="price-nan"),
     pytest.param(p(price=math.inf), "price", id="price-infinity"),
     pytest.param(p(price=-math.inf), "price", id="price-minus-infinity"),
@@ -100,7 +108,8 @@ def test_malformed_items_are_refused_in_one_line_naming_event_and_field(
 
 
 def test_a_missing_field_says_missing_and_a_long_value_is_cut_short() -> None:
-    with pytest.raises(MalformedEvent, match=r"price is not a JSON number, got missing$"):
+    missing = r"price is not a JSON number or decimal string, got missing$"
+    with pytest.raises(MalformedEvent, match=missing):
         item_added(ev({"sku": "A", "qty": 1}))
     with pytest.raises(MalformedEvent) as caught:
         item_added(ev(p(price="x" * 100_000)))
