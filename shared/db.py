@@ -20,7 +20,7 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.errors import ConfigurationError, DatabaseUnavailable
-from shared.settings import Settings, redact, replace_database
+from shared.settings import Settings, redact, redact_secrets_of, replace_database
 
 Connection = psycopg.Connection[dict[str, Any]]
 
@@ -99,12 +99,16 @@ def _connect_errors(url: str, doing: str = "connect to") -> Iterator[None]:
         yield
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"cannot {doing} PostgreSQL at {redact(url)}: {first_line(exc)}"
+            f"cannot {doing} PostgreSQL at {redact(url)}: {_hide(url, exc)}"
         ) from None
     except (psycopg.Error, ValueError) as exc:
         raise ConfigurationError(
-            f"cannot {doing} PostgreSQL at {redact(url)}: {first_line(exc)}"
+            f"cannot {doing} PostgreSQL at {redact(url)}: {_hide(url, exc)}"
         ) from None
+
+
+def _hide(url: str, exc: BaseException) -> str:
+    return redact_secrets_of(url, first_line(exc))
 
 
 def check_url(url: str) -> None:

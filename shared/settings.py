@@ -10,7 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from shared.errors import ConfigurationError
 
@@ -200,8 +200,15 @@ def check_url(name: str, url: str, schemes: tuple[str, ...], *, host: bool = Fal
     if "://" not in url or scheme not in schemes:
         got = f"one starting with {scheme + '://'!r}" if "://" in url and scheme else "no scheme"
         raise ConfigurationError(f"{name} must be a {expected} URL, got {got}")
+    if _BAD_PERCENT.search(url):
+        # libpq's message for it quotes the raw token, password and all (issue 11 review).
+        raise ConfigurationError(
+            f"{name} has a '%' that is not a percent-escape (%XX, not %00); write a '%' in a"
+            " password as %25"
+        )
     try:
-        parts.port  # noqa: B018 - parsed for its ValueError
+        if "," not in parts.netloc:  # libpq's multi-host form (h1:5432,h2:5433) has no one port
+            parts.port  # noqa: B018 - parsed for its ValueError
     except ValueError:
         raise ConfigurationError(
             f"{name} has a port that is not a number (0-65535); a password that holds ':',"
@@ -219,6 +226,8 @@ def check_url(name: str, url: str, schemes: tuple[str, ...], *, host: bool = Fal
 
 
 MASK = "***"
+# '%' not followed by two hex digits, or an escaped NUL: libpq refuses both, quoting the token.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 # psycopg's conninfo form, and a password in a URL's query string: `password=...` up to a space
 # or '&', or a quoted value.
 _KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
@@ -235,6 +244,23 @@ def redact(text: str) -> str:
     ``a:b@c`` in prose, and masks both."""
     text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
     return _WORD.sub(lambda m: _redact_word(m.group()), text)
+
+
+def redact_secrets_of(url: str, text: str) -> str:
+    """``redact(text)``, and every password of ``url`` masked wherever it appears in ``text``,
+    raw or percent-decoded: a driver's message may quote it without anything around it that
+    ``redact`` could recognise (libpq: ``invalid percent-encoded token: "p%ZZsecret"``)."""
+    secrets: set[str] = set()
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if ":" in userinfo:
+        secrets.add(userinfo.partition(":")[2])
+    secrets.update(m.group(2).strip("'") for m in _KEYWORD_PASSWORD.finditer(url))
+    secrets |= {unquote(secret) for secret in secrets}
+    text = redact(text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 2:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def _redact_word(word: str) -> str:

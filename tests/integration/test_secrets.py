@@ -42,6 +42,10 @@ BAD_DATABASE_URLS = [
     f"postgresql://u:{SECRET[:4]} {SECRET[4:]}@127.0.0.1/db",
     f"postgresql://u:{SECRET}@127.0.0.1:5432/db?no_such_option=1",  # psycopg refuses it
     f"postgresql://no_such_role:{SECRET}@127.0.0.1:5432/postgres",  # the server refuses it
+    # libpq quotes a bad percent-escape's token whole, password included
+    f"postgresql://u:p%ZZ{SECRET}@127.0.0.1:5432/db",
+    f"postgresql://u@127.0.0.1:5432/db?password=xx%ZZ{SECRET}",
+    f"postgresql://u:{SECRET}%00x@127.0.0.1:5432/db",
 ]
 VERBS = [["jobs"], ["status", str(uuid.uuid4())], ["submit", "order_summary"], ["migrate"]]
 

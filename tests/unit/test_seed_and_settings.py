@@ -144,3 +144,18 @@ def test_settings_refuse_a_url_they_cannot_use_without_printing_it(
     message = str(caught.value)
     assert message.startswith(name) and says in message
     assert "S3cr3t" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:p%ZZsecretpw@h/db", 'invalid percent-encoded token: "p%ZZsecretpw"'),
+        ("postgresql://u@h/db?password=xx%ZZsecretpw", 'token: "xx%ZZsecretpw"'),
+        ("postgresql://u:sec%2Fretpw@h/db", "password authentication failed: sec/retpw"),
+    ],
+)
+def test_a_drivers_message_never_shows_the_urls_password(url: str, message: str) -> None:
+    from shared.settings import redact_secrets_of
+
+    shown = redact_secrets_of(url, message)
+    assert "secretpw" not in shown and "retpw" not in shown, shown
