@@ -30,9 +30,11 @@ def timed_loads(conn: db.Connection, agg: str, runs: int, use_snapshots: bool) -
     return 1000 * statistics.median(times), loaded.events_read
 
 
-def run(settings: Settings, runs: int, output: Path, console: Console) -> dict[str, Any]:
+def run(
+    settings: Settings, runs: int, output: Path, console: Console, force: bool = False
+) -> dict[str, Any]:
     name = f"{settings.database_name}_aggbench"
-    bench = scratch.recreate(settings, name, "_aggbench")
+    bench = scratch.recreate(settings, name, "_aggbench", force=force)
     rows = []
     with db.connect(bench) as conn:
         seed.seed(conn, 1, 100, seed=1)

@@ -181,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=20_000, help="the throttled replay's limit")
     s.add_argument("--seconds", type=float, default=10, help="probing time per phase")
     s.add_argument("--output", default="bench/results/live_latency.json")
+    s.add_argument("--force", action="store_true", help="drop <db>_livebench whatever it is")
 
     s = sub.add_parser("bench-aggregate", help="aggregate load time, with and without snapshots")
     s.add_argument("--runs", type=int, default=50)
     s.add_argument("--output", default="bench/results/aggregate_load.json")
+    s.add_argument("--force", action="store_true", help="drop <db>_aggbench whatever it is")
 
     s = sub.add_parser("demo", help="run the whole story end to end on this machine")
     s.add_argument("--aggregates", type=int, default=2000)
@@ -629,7 +631,7 @@ def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
         )
     live_bench.run(
         settings, args.aggregates, args.events_per_aggregate, args.rate, args.seconds,
-        Path(args.output), console,
+        Path(args.output), console, force=args.force,
     )  # fmt: skip
     return 0
 
@@ -640,7 +642,7 @@ def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
     from scheduler import aggregate_bench
 
     _check_count("--runs", args.runs, MAX_AGGREGATE_BENCH_RUNS)
-    aggregate_bench.run(settings, args.runs, Path(args.output), console)
+    aggregate_bench.run(settings, args.runs, Path(args.output), console, force=args.force)
     return 0
 
 

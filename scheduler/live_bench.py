@@ -62,10 +62,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(settings: Settings, aggregates: int, per: int, rate: float, seconds: float,
-        output: Path, console: Console) -> dict[str, Any]:  # fmt: skip
+        output: Path, console: Console, force: bool = False) -> dict[str, Any]:  # fmt: skip
     name = f"{settings.database_name}_livebench"
     bench = replace(settings.with_database(name), queue=f"{settings.queue}_livebench")
-    scratch.recreate(settings, name, "_livebench")
+    scratch.recreate(settings, name, "_livebench", force=force)
     with db.connect(bench) as conn:
         seed.seed(conn, aggregates, per, seed=7)
     logs = Path(".replay")

@@ -28,8 +28,11 @@ def recreate(settings: Settings, name: str, suffix: str, *, force: bool = False)
     check_droppable(settings, name, suffix, force=force)
     db.drop_database(settings, name)
     target = settings.with_database(name)
-    schema.migrate_all(target)
+    # Marked as soon as it exists: a run interrupted while migrating or seeding leaves a
+    # database that the next run may still drop.
+    db.create_database_if_missing(target)
     db.comment_on_database(settings, name, MARK)
+    schema.migrate_all(target)
     return target
 
 
