@@ -16,6 +16,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb as _Jsonb
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -23,6 +24,11 @@ from shared.errors import ConfigurationError, DatabaseUnavailable
 from shared.settings import Settings, redact, redact_secrets_of, replace_database
 
 Connection = psycopg.Connection[dict[str, Any]]
+# What other modules need of the driver, re-exported so that this module stays the only one
+# that imports it: JSON parameters, composed SQL (identifiers), isolation levels.
+Jsonb = _Jsonb
+sql = psycopg.sql
+IsolationLevel = psycopg.IsolationLevel
 
 # SQLSTATEs that mean "try again later": the connection failed (class 08), the server shut down
 # or is starting (57P01-57P03), or this transaction lost a conflict (40001, 40P01). Everything
