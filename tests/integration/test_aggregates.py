@@ -165,7 +165,9 @@ def test_a_malformed_event_is_named_by_id_and_sequence_num(
         assert load_aggregate(conn, "bad-agg", 2).state["total"] == "2.50"  # before it: fine
         with pytest.raises(MalformedEvent, match=re.escape("#1): payload is not a JSON object")):
             load_aggregate(conn, "bad-str")
-        with pytest.raises(MalformedEvent, match="price is not a JSON number, got 'NaN'"):
+        with pytest.raises(
+            MalformedEvent, match="price is a string but not a plain decimal, got 'NaN'"
+        ):
             load_aggregate(conn, "bad-nan")
 
         env = {**os.environ, **settings.as_env(), **WORKER_ENV}
@@ -176,7 +178,7 @@ def test_a_malformed_event_is_named_by_id_and_sequence_num(
         assert cli.returncode == 2, cli.stdout + cli.stderr
         assert cli.stderr.strip().splitlines() == [
             f"replay: error: malformed ItemAdded event {bad['event_id']} ('bad-agg' #3):"
-            " price is not a JSON number, got missing"
+            " price is not a JSON number or decimal string, got missing"
         ]
     finally:
         conn.execute("DELETE FROM event WHERE aggregate_id IN ('bad-agg', 'bad-str', 'bad-nan')")
