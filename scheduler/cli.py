@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import signal
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _exit_on_termination()
+    _quiet_the_driver()
     try:
         if args.command in NO_SERVERS:
             return COMMANDS[args.command](Settings.from_env(), args)
@@ -257,6 +259,14 @@ def _message(exc: BaseException) -> str:
     if len(line) > MAX_MESSAGE_CHARACTERS:
         line = f"{line[:MAX_MESSAGE_CHARACTERS]}… ({len(line):,} characters)"
     return line
+
+
+def _quiet_the_driver() -> None:
+    """psycopg's pool logs each failed reconnect with libpq's message, over several lines; a
+    command reports an outage itself, on one line (its error, or `replay live`'s warning).
+    REPLAY_DEBUG=1 keeps the driver's logs."""
+    if not os.environ.get("REPLAY_DEBUG"):
+        logging.getLogger("psycopg").setLevel(logging.CRITICAL)
 
 
 def _exit_on_termination() -> None:
@@ -325,7 +335,7 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     seed.validate(args.aggregates, args.events_per_aggregate, args.months, args.seed)
-    with db.connect(settings) as conn, db.translate_errors():
+    with db.connect(settings) as conn:
         result = seed.seed(
             conn, args.aggregates, args.events_per_aggregate, seed=args.seed, months=args.months
         )
@@ -491,7 +501,7 @@ def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     from shared import jobs
 
     Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
-    with db.connect(settings) as conn, db.translate_errors():
+    with db.connect(settings) as conn:
         rows = jobs.parked_events(conn, args.job_id)
     # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
@@ -533,10 +543,21 @@ def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     console.print(f"following new events for {', '.join(h.name for h in handlers)}")
+
+    def outage(exc: ReplayError) -> None:
+        # One line per outage, not per attempt: a follower rides it out like the workers do (its
+        # position is in the database); Ctrl-C ends it as always.
+        print(
+            f"replay: warning: {_message(exc)}; retrying every {live.RETRY_SECONDS:g} s",
+            file=sys.stderr,
+        )
+
     try:
         live.run(
             ctx, handlers, stop,
             on_step=lambda r: console.print(f"{r.handler}: {r.events} new, {r.applied} applied"),
+            on_outage=outage,
+            on_recovery=lambda s: console.print(f"PostgreSQL answers again after {s:.0f} s"),
         )  # fmt: skip
     finally:
         ctx.close()
@@ -546,7 +567,7 @@ def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_aggregate(settings: Settings, args: argparse.Namespace) -> int:
     from shared import aggregates
 
-    with db.connect(settings) as conn, db.translate_errors():
+    with db.connect(settings) as conn:
         loaded = aggregates.load_aggregate(
             conn, args.aggregate_id, args.at, use_snapshots=not args.no_snapshot
         )

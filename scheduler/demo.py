@@ -47,7 +47,7 @@ def run(
     demo = replace(scratch.recreate(settings, name, SUFFIX, force=force), queue=demo.queue)
     console.print(f"1. migrated a fresh database {name!r}")
 
-    with db.connect(demo) as conn, db.translate_errors():
+    with db.connect(demo) as conn:
         seeded = seed.seed(conn, aggregates, events_per_aggregate)
     console.print(
         f"2. seeded {seeded.events:,} events ({seeded.aggregates:,} orders) with COPY in"

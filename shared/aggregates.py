@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from psycopg.types.json import Jsonb
-
-from shared import order_events, store
+from shared import db, order_events, store
 from shared.db import Connection
 from shared.errors import AggregateGap, AggregateNotFound, InvalidRequest, UnknownAggregateType
 from shared.handlers import Event, IdempotentEventHandler
@@ -196,7 +194,7 @@ def _write_snapshots(
     conn: Connection, aggregate_id: str, kind: str, version: int,
     snapshots: Iterable[tuple[int, dict[str, Any]]],
 ) -> None:  # fmt: skip
-    rows = [(aggregate_id, kind, seq, version, Jsonb(state)) for seq, state in snapshots]
+    rows = [(aggregate_id, kind, seq, version, db.Jsonb(state)) for seq, state in snapshots]
     if rows:
         with conn.cursor() as cur:
             cur.executemany(

@@ -1,15 +1,20 @@
 """The one module that talks to the PostgreSQL driver directly.
 
-It opens connections and pools, and turns driver errors into this project's errors, so that the
-rest of the code never imports psycopg's internals.
+It opens connections and pools whose driver errors come out as this project's errors, once,
+where they happen (``TranslatingConnection``, ``TranslatingPool``): a lost connection or a lost
+conflict as ``DatabaseUnavailable``, which the worker tasks retry; a unique violation as the
+error its constraint means (``UNIQUE_CONSTRAINTS``). Everything else (a statement timeout, a bad
+value) stays the driver's error: a property of the work that no retry cures. The rest of the code
+never imports psycopg.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import psycopg
@@ -20,10 +25,14 @@ from psycopg.types.json import Jsonb as _Jsonb
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from shared.errors import ConfigurationError, DatabaseUnavailable
+from shared.errors import (
+    ActiveJobExists,
+    ConcurrencyConflict,
+    ConfigurationError,
+    DatabaseUnavailable,
+)
 from shared.settings import Settings, redact, redact_secrets_of, replace_database
 
-Connection = psycopg.Connection[dict[str, Any]]
 # What other modules need of the driver, re-exported so that this module stays the only one
 # that imports it: JSON parameters, composed SQL (identifiers), isolation levels.
 Jsonb = _Jsonb
@@ -38,7 +47,12 @@ _TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for errors a retry can cure: a lost or refused connection, or a lost conflict."""
+    """True for errors a retry can cure: a lost or refused connection, or a lost conflict (as
+    the driver raises it, or as ``DatabaseUnavailable`` once translated)."""
+    return isinstance(exc, DatabaseUnavailable) or _driver_transient(exc)
+
+
+def _driver_transient(exc: BaseException) -> bool:
     if isinstance(exc, PoolTimeout):
         return True
     if not isinstance(exc, psycopg.Error):
@@ -49,7 +63,57 @@ def is_transient(exc: BaseException) -> bool:
     return state.startswith("08") or state in _TRANSIENT_SQLSTATES
 
 
-UniqueViolation = pg_errors.UniqueViolation
+class UniqueViolation(Exception):
+    """A unique constraint fired. ``constraint`` names it (None if the server did not say).
+
+    Raised as itself for a constraint that ``UNIQUE_CONSTRAINTS`` does not map: a database
+    error, not a ``ReplayError`` (no code path is meant to reach one; the CLI reports it as a
+    bug). The mapped ones are raised as their project error, which is also a UniqueViolation,
+    so that an ``except db.UniqueViolation`` written before the mapping still catches them.
+    """
+
+    def __init__(self, message: str, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+
+
+class ActiveJobIndexViolation(ActiveJobExists, UniqueViolation):
+    """ActiveJobExists, as the index ``replay_job_one_active_per_consumer`` reports it."""
+
+
+class EventKeyViolation(ConcurrencyConflict, UniqueViolation):
+    """ConcurrencyConflict, as a unique key of the ``event`` table reports it."""
+
+
+# Constraint (or unique index) name -> the error it means and what to say; names from
+# shared/migrations/*.sql. The driver's detail ("Key (consumer_name)=(x) already exists.")
+# follows the text, so the message names the row.
+UNIQUE_CONSTRAINTS: dict[str, tuple[type[UniqueViolation], str]] = {
+    "replay_job_one_active_per_consumer": (
+        ActiveJobIndexViolation,
+        "the consumer already has an active (pending or running) job",
+    ),
+    "event_aggregate_sequence_key": (
+        EventKeyViolation,
+        "an event with this aggregate_id and sequence_num exists already (a concurrent append?)",
+    ),
+    "event_pkey": (EventKeyViolation, "an event with this event_id exists already"),
+}
+
+
+def translate(exc: BaseException) -> Exception | None:
+    """This project's error for driver error ``exc``, or None where the driver's error stands
+    (an error of the work itself: see ``is_transient``)."""
+    if isinstance(exc, pg_errors.UniqueViolation):
+        name = exc.diag.constraint_name
+        kind, text = UNIQUE_CONSTRAINTS.get(name or "", (UniqueViolation, "unique violation"))
+        detail = first_line(exc) if exc.diag.message_detail is None else exc.diag.message_detail
+        if kind is UniqueViolation:
+            text = f"{text} of {name or 'an unnamed constraint'}"
+        return kind(f"{text}: {redact(detail)}", name)
+    if _driver_transient(exc):
+        return DatabaseUnavailable(f"PostgreSQL unavailable: {first_line(exc)}")
+    return None
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -74,6 +138,118 @@ def _parse_int(text: str) -> int | float:
     return int(text) if len(text) < 4300 else float(text)
 
 
+# --- connections that speak this project's errors -----------------------------------------------
+# Every method that talks to the server is wrapped once, here, so that no caller needs to wrap a
+# block in translate_errors(): a try/except costs nothing until something is raised (measured:
+# see the report of issue 12, well under a microsecond per execute against ~50 us a round trip).
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _raise_ours(exc: psycopg.Error) -> None:
+    """Raise ``translate(exc)``, chained to ``exc``, if it maps; else return (the caller then
+    re-raises the driver's error unchanged)."""
+    ours = translate(exc)
+    if ours is not None:
+        raise ours from exc
+
+
+def _translating(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except psycopg.Error as exc:
+            _raise_ours(exc)
+            raise
+
+    return translated
+
+
+def _translating_cm(
+    method: Callable[_P, contextlib.AbstractContextManager[_T]],
+) -> Callable[_P, contextlib._GeneratorContextManager[_T, None, None]]:
+    """For a context manager (``transaction``, ``copy``): its enter, its exit (a COMMIT, the end
+    of a COPY, where a unique violation fires) and its body."""
+
+    @functools.wraps(method)
+    @contextlib.contextmanager
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> Iterator[_T]:
+        try:
+            with method(*args, **kwargs) as value:
+                yield value
+        except psycopg.Error as exc:
+            _raise_ours(exc)
+            raise
+
+    return translated
+
+
+def _translating_iter(method: Callable[_P, Iterator[_T]]) -> Callable[_P, Generator[_T]]:
+    """For a generator (``stream``, ``notifies``): the error comes while it is consumed."""
+
+    @functools.wraps(method)
+    def translated(*args: _P.args, **kwargs: _P.kwargs) -> Generator[_T]:
+        try:
+            yield from method(*args, **kwargs)
+        except psycopg.Error as exc:
+            _raise_ours(exc)
+            raise
+
+    return translated
+
+
+Row = dict[str, Any]  # every connection of this module reads rows as dicts
+
+
+class TranslatingCursor(psycopg.Cursor[Row]):
+    """A client-side cursor: its rows arrive with ``execute``, so only the statements and COPY
+    talk to the server."""
+
+    execute = _translating(psycopg.Cursor[Row].execute)
+    executemany = _translating(psycopg.Cursor[Row].executemany)
+    stream = _translating_iter(psycopg.Cursor[Row].stream)
+    copy = _translating_cm(psycopg.Cursor[Row].copy)
+
+
+class TranslatingServerCursor(psycopg.ServerCursor[Row]):
+    """A named (server-side) cursor: every fetch is a round trip (its methods are wrapped just
+    below: typed as overrides of Cursor's, mypy would refuse a ServerCursor ``self``)."""
+
+
+for _name in ("execute", "fetchone", "fetchmany", "fetchall", "__next__", "scroll"):
+    setattr(TranslatingServerCursor, _name, _translating(getattr(psycopg.ServerCursor, _name)))
+
+
+class TranslatingConnection(psycopg.Connection[Row]):
+    """A psycopg connection whose cursors, transactions and notifications raise this project's
+    errors (``translate``). ``conn.execute`` goes through its cursor."""
+
+    def __init__(self, pgconn: Any, row_factory: Any = dict_row) -> None:
+        super().__init__(pgconn, row_factory)
+        self.cursor_factory = TranslatingCursor
+        self.server_cursor_factory = TranslatingServerCursor
+
+    transaction = _translating_cm(psycopg.Connection[Row].transaction)
+    notifies = _translating_iter(psycopg.Connection[Row].notifies)
+    commit = _translating(psycopg.Connection[Row].commit)
+    rollback = _translating(psycopg.Connection[Row].rollback)
+
+
+Connection = TranslatingConnection
+
+
+class TranslatingPool(ConnectionPool[Connection]):
+    """A pool of TranslatingConnections whose wait for a connection ends in
+    ``DatabaseUnavailable``, not PoolTimeout."""
+
+    getconn = _translating(ConnectionPool.getconn)
+
+
+# The type to annotate a pool with (make_pool's are TranslatingPools).
+Pool = ConnectionPool[Connection]
+
+
 def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
     """A new connection to the configured database, rows as dicts.
 
@@ -83,7 +259,7 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
     would all commit at its end, or all vanish with its worker.)
     """
     with _connect_errors(settings.database_url):
-        conn = psycopg.connect(
+        conn = TranslatingConnection.connect(
             settings.database_url,
             autocommit=autocommit,
             row_factory=dict_row,
@@ -95,7 +271,7 @@ def connect(settings: Settings, *, autocommit: bool = True) -> Connection:
 
 
 @contextlib.contextmanager
-def _connect_errors(url: str, doing: str = "connect to") -> Iterator[None]:
+def _connect_errors(url: str, doing: str = "connect to PostgreSQL at") -> Iterator[None]:
     """Turn every driver error of opening (and using) a connection to ``url`` into one of ours,
     on one line, the password masked. psycopg's conninfo parser raises ProgrammingError with
     the whole string quoted, password included (issue 11); a refused connection is an
@@ -104,13 +280,9 @@ def _connect_errors(url: str, doing: str = "connect to") -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot {doing} PostgreSQL at {redact(url)}: {_hide(url, exc)}"
-        ) from None
+        raise DatabaseUnavailable(f"cannot {doing} {redact(url)}: {_hide(url, exc)}") from None
     except (psycopg.Error, ValueError) as exc:
-        raise ConfigurationError(
-            f"cannot {doing} PostgreSQL at {redact(url)}: {_hide(url, exc)}"
-        ) from None
+        raise ConfigurationError(f"cannot {doing} {redact(url)}: {_hide(url, exc)}") from None
 
 
 def _hide(url: str, exc: BaseException) -> str:
@@ -120,54 +292,65 @@ def _hide(url: str, exc: BaseException) -> str:
 def check_url(url: str) -> None:
     """Raise ``ConfigurationError`` if psycopg cannot parse ``url`` (before a pool's background
     threads try it, and log the driver's message)."""
-    with _connect_errors(url, "use"):
+    with _connect_errors(url, "use PostgreSQL at"):
         conninfo.conninfo_to_dict(url)
 
 
-def make_pool(settings: Settings, *, max_size: int = 4) -> ConnectionPool[Connection]:
-    """A small pool for one process (a worker process or a scheduler)."""
+def make_pool(settings: Settings, *, max_size: int = 4) -> TranslatingPool:
+    """A small pool for one process (a worker process or a scheduler). Raises
+    ``DatabaseUnavailable`` (one line, from a first connection) if the server does not answer,
+    rather than handing out a pool whose threads retry, logging the driver's message each time,
+    until a caller's wait ends in a pool timeout."""
     check_url(settings.database_url)
-    return ConnectionPool(
+    connect(settings).close()
+    return TranslatingPool(
         settings.database_url,
         min_size=1,
         max_size=max_size,
-        timeout=10,  # seconds to wait for a connection before PoolTimeout (a transient error)
+        timeout=10,  # seconds to wait for a connection before DatabaseUnavailable
         reconnect_timeout=60,
         # autocommit: see connect()
         kwargs={"row_factory": dict_row, "application_name": "event-replay", "autocommit": True},
         open=True,
         check=ConnectionPool.check_connection,
         configure=_configure,
-        connection_class=psycopg.Connection,
+        connection_class=TranslatingConnection,
     )
 
 
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
-    """Re-raise a transient error (``is_transient``) as ``DatabaseUnavailable``, which the tasks
-    retry with backoff. Enter it before taking a connection from a pool, so that a pool timeout
-    is translated too."""
+    """Raise a driver error of the block as ours (``translate``), as this module's connections
+    and pools already do by themselves: around them it changes nothing, and the call sites
+    written before them can drop it. Still of use around a connection opened elsewhere."""
     try:
         yield
-    except Exception as exc:
-        if is_transient(exc):
-            raise DatabaseUnavailable(f"PostgreSQL unavailable: {first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        _raise_ours(exc)
         raise
+
+
+@contextlib.contextmanager
+def _admin(settings: Settings, doing: str) -> Iterator[psycopg.Connection[Any]]:
+    """A plain connection to the server's ``postgres`` database, every driver error of it one
+    line (``_connect_errors``: ``doing`` says what failed)."""
+    admin = replace_database(settings.database_url, "postgres")
+    with (
+        _connect_errors(admin, f"{doing} PostgreSQL at"),
+        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
+    ):
+        yield conn
 
 
 def create_database_if_missing(settings: Settings) -> bool:
     """Create the configured database if it does not exist. Returns True if it was created."""
-    admin = replace_database(settings.database_url, "postgres")
     name = settings.database_name
-    with (
-        _connect_errors(admin, f"create database {name!r} on"),
-        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
-    ):
+    with _admin(settings, f"create database {name!r} on") as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists:
             return False
         try:
-            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except (pg_errors.DuplicateDatabase, pg_errors.UniqueViolation):
             # Created concurrently by another migrate: PostgreSQL reports the loser of a
             # simultaneous CREATE DATABASE as a unique violation on pg_database, not 42P04.
@@ -177,25 +360,15 @@ def create_database_if_missing(settings: Settings) -> bool:
 
 def drop_database(settings: Settings, name: str) -> None:
     """Drop database ``name`` on the configured server, disconnecting its sessions."""
-    admin = replace_database(settings.database_url, "postgres")
-    with (
-        _connect_errors(admin, f"drop database {name!r} on"),
-        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
-    ):
+    with _admin(settings, f"drop database {name!r} on") as conn:
         conn.execute(
-            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(name)
-            )
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
 
 
 def database_comment(settings: Settings, name: str) -> str | None:
     """The comment on database ``name`` ('' if it has none), or None if it does not exist."""
-    admin = replace_database(settings.database_url, "postgres")
-    with (
-        _connect_errors(admin, "read the databases of"),
-        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
-    ):
+    with _admin(settings, "read the databases of") as conn:
         row = conn.execute(
             "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
             " WHERE datname = %s",
@@ -206,15 +379,9 @@ def database_comment(settings: Settings, name: str) -> str | None:
 
 def comment_on_database(settings: Settings, name: str, text: str) -> None:
     """Set the comment on database ``name`` (COMMENT takes no parameters: quoted here)."""
-    admin = replace_database(settings.database_url, "postgres")
-    with (
-        _connect_errors(admin, f"comment on database {name!r} on"),
-        psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn,
-    ):
+    with _admin(settings, f"comment on database {name!r} on") as conn:
         conn.execute(
-            psycopg.sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                psycopg.sql.Identifier(name), psycopg.sql.Literal(text)
-            )
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(text))
         )
 
 

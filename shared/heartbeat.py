@@ -9,9 +9,7 @@ import threading
 from types import TracebackType
 from uuid import UUID
 
-from psycopg_pool import ConnectionPool
-
-from shared.db import Connection
+from shared import db
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +27,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        pool: ConnectionPool[Connection],
+        pool: db.Pool,
         job_id: UUID,
         slice_no: int,
         owner: UUID,

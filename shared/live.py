@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from psycopg import sql
-
 from shared import db, idempotency, runner
 from shared.db import Connection
+from shared.errors import DatabaseUnavailable
 from shared.handlers import Event, IdempotentEventHandler
 from shared.scope import EVENT_COLUMNS
 
@@ -30,8 +29,9 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 IDLE_WAKE_SECONDS = 0.5  # poll this often even without a notification (a lost NOTIFY)
 CHANNEL = "event_appended"
+RETRY_SECONDS = 2.0  # a follower that lost PostgreSQL tries again this often
 
-_NEW_EVENTS = sql.SQL(
+_NEW_EVENTS = db.sql.SQL(
     "SELECT {cols} FROM event"
     " WHERE txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
     " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
@@ -99,24 +99,60 @@ def run(
     stop: threading.Event,
     *,
     on_step: Callable[[StepResult], None] | None = None,
+    on_outage: Callable[[DatabaseUnavailable], None] | None = None,
+    on_recovery: Callable[[float], None] | None = None,
 ) -> None:
     """Follow the store until ``stop`` is set: a step per handler on every NOTIFY (or every
     IDLE_WAKE_SECONDS). A failing handler is retried after a pause; its position does not move,
-    so nothing is skipped (live poison events block their handler: fix, and it goes on)."""
-    listener = db.connect(ctx.settings)
-    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+    so nothing is skipped (live poison events block their handler: fix, and it goes on).
+
+    A PostgreSQL outage does not end it, as it does not end a worker's task (issue 12): it calls
+    ``on_outage`` once, tries again every RETRY_SECONDS, and calls ``on_recovery`` (with the
+    outage's length in seconds) once it follows again. Nothing is skipped or repeated: a step
+    is one transaction, and the position is in the database."""
     backoff: dict[str, float] = {}
+    down_since: float | None = None
+
+    def connected() -> None:
+        nonlocal down_since
+        if down_since is not None and on_recovery is not None:
+            on_recovery(time.monotonic() - down_since)
+        down_since = None
+
+    while not stop.is_set():
+        try:
+            _follow(ctx, handlers, stop, backoff, on_step, connected)
+        except DatabaseUnavailable as exc:
+            if down_since is None:
+                down_since = time.monotonic()
+                if on_outage is not None:
+                    on_outage(exc)
+            stop.wait(RETRY_SECONDS)
+
+
+def _follow(
+    ctx: runner.Context,
+    handlers: list[IdempotentEventHandler],
+    stop: threading.Event,
+    backoff: dict[str, float],
+    on_step: Callable[[StepResult], None] | None,
+    connected: Callable[[], None],
+) -> None:
+    """``run`` until ``stop`` is set or PostgreSQL goes away (``DatabaseUnavailable``)."""
+    listener = db.connect(ctx.settings)
     try:
+        listener.execute(db.sql.SQL("LISTEN {}").format(db.sql.Identifier(CHANNEL)))
         with ctx.pool.connection() as conn:
+            connected()
             while not stop.is_set():
                 for handler in handlers:
                     if backoff.get(handler.name, 0) > time.monotonic():
                         continue
                     try:
                         result = step(conn, handler)
-                    except Exception as exc:
-                        if db.is_transient(exc):
-                            raise
+                    except DatabaseUnavailable:
+                        raise
+                    except Exception:
                         log.exception("live step of %s failed; retrying in 5 s", handler.name)
                         backoff[handler.name] = time.monotonic() + 5
                         continue

@@ -55,7 +55,7 @@ class ReconcileReport:
 
 def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
     report = ReconcileReport()
-    with db.translate_errors(), db.connect(settings) as conn:
+    with db.connect(settings) as conn:
         # A backstop: no statement of a pass may wait long for a lock held by a batch.
         conn.execute("SET lock_timeout = '5s'")
         locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,)).fetchone()

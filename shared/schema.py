@@ -45,7 +45,7 @@ def migrate(settings: Settings) -> list[str]:
     """
     db.create_database_if_missing(settings)
     applied: list[str] = []
-    with db.connect(settings) as conn, db.translate_errors(), conn.transaction():
+    with db.connect(settings) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
         conn.execute(
             """
@@ -76,7 +76,7 @@ def migrate_all(settings: Settings) -> tuple[list[str], list[str]]:
 
     applied = migrate(settings)
     registry = load_registry(settings.handler_modules)
-    with db.connect(settings) as conn, db.translate_errors(), conn.transaction():
+    with db.connect(settings) as conn, conn.transaction():
         # The same lock as the migrations: two `CREATE TABLE IF NOT EXISTS` at once can both
         # miss the table and one then fails on pg_type's unique index.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))

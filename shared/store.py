@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from psycopg.types.json import Jsonb
-
 from shared import db
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
@@ -72,7 +70,7 @@ def _as_is(data: bytes) -> bytes:
     return data
 
 
-def encode_json(value: Any, what: str) -> Jsonb:
+def encode_json(value: Any, what: str) -> db.Jsonb:
     """``value`` as a jsonb parameter, or ``InvalidRequest`` naming ``what`` if jsonb cannot
     hold it: NaN or infinity, NUL, a lone surrogate, a type JSON lacks, or nesting too deep."""
     try:
@@ -87,7 +85,7 @@ def encode_json(value: Any, what: str) -> Jsonb:
         raise InvalidRequest(f"{what} cannot be stored as JSON: nested too deep") from None
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidRequest(f"{what} cannot be stored as JSON: it contains a NUL character")
-    return Jsonb(data, dumps=_as_is)
+    return db.Jsonb(data, dumps=_as_is)
 
 
 @dataclass(frozen=True)
@@ -146,25 +144,24 @@ def append(
         for n, e in enumerate(events, start=1)
     ]
     ids: list[UUID] = [row[0] for row in rows]
-    try:
-        with conn.transaction(), conn.cursor() as cur:
-            actual = stream_version(conn, aggregate_id)
-            if actual != expected_version:
-                raise ConcurrencyConflict(
-                    f"aggregate {aggregate_id!r} is at version {actual}, "
-                    f"expected {expected_version}"
-                )
+    with conn.transaction(), conn.cursor() as cur:
+        actual = stream_version(conn, aggregate_id)
+        if actual != expected_version:
+            raise ConcurrencyConflict(
+                f"aggregate {aggregate_id!r} is at version {actual}, expected {expected_version}"
+            )
+        try:
             cur.executemany(
                 "INSERT INTO event (event_id, aggregate_id, aggregate_type, event_type, payload,"
                 " metadata, sequence_num, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 rows,
             )
-    except db.UniqueViolation as exc:
-        # A concurrent writer committed the same sequence_num between our read and our insert.
-        raise ConcurrencyConflict(
-            f"aggregate {aggregate_id!r} was appended to concurrently "
-            f"(expected version {expected_version})"
-        ) from exc
+        except ConcurrencyConflict as exc:
+            # A key of the event table (db.UNIQUE_CONSTRAINTS): most likely a concurrent writer
+            # committed the same sequence_num between our read and our insert.
+            raise ConcurrencyConflict(
+                f"cannot append to aggregate {aggregate_id!r} at version {expected_version}: {exc}"
+            ) from exc
     return ids
 
 
@@ -220,7 +217,7 @@ def copy_rows(conn: Connection, lines: Iterable[str], chunk_lines: int = 5000) -
             if buf:
                 copy.write("".join(buf))
                 count += len(buf)
-    except db.UniqueViolation as exc:
+    except ConcurrencyConflict as exc:  # a key of the event table (db.UNIQUE_CONSTRAINTS)
         raise DuplicateAggregates(
             f"the store already holds some of these events ({db.first_line(exc)});"
             " nothing was written"
