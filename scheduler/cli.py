@@ -161,13 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events-per-aggregate", type=int, default=100)
     s.add_argument("--baseline-sample", type=int, default=20_000)
     s.add_argument("--runs", type=int, default=3, help="runs per measure (medians are quoted)")
-    s.add_argument(
-        "--database",
-        default=None,
-        help="bench database, dropped and made afresh (default: <db>_bench); only one whose name"
-        " ends in _bench and that replay created, unless --force",
-    )
-    s.add_argument("--force", action="store_true", help="drop --database whatever it is")
+    _scratch_arguments(s, "bench")
     s.add_argument("--output", default="bench/results/latest.json")
     s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
     s.add_argument(
@@ -194,14 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--events-per-aggregate", type=int, default=100)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--slices", type=int, default=8)
+    _scratch_arguments(s, "demo")
+    return p
+
+
+def _scratch_arguments(s: argparse.ArgumentParser, kind: str) -> None:
+    """--database and --force of a verb that drops and remakes its database (scheduler.scratch)."""
     s.add_argument(
         "--database",
         default=None,
-        help="demo database, dropped and made afresh (default: <db>_demo); only one whose name"
-        " ends in _demo and that replay created, unless --force",
+        help=f"{kind} database, dropped and made afresh (default: <db>_{kind}); only one whose"
+        f" name ends in _{kind} and that replay created, unless --force",
     )
     s.add_argument("--force", action="store_true", help="drop --database whatever it is")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
