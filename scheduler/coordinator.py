@@ -15,7 +15,6 @@ import uuid
 from functools import cached_property
 from typing import Any
 
-import psycopg
 from celery import Celery
 
 from scheduler.requests import (
@@ -25,8 +24,9 @@ from scheduler.requests import (
     parse_rate,
     parse_timeout,
 )
-from shared import db, dispatch, idempotency, jobs, reconcile, slicing
+from shared import db, dispatch, idempotency, jobs, reconcile, slicing, sources
 from shared.celeryconf import sender_config
+from shared.db import IsolationLevel
 from shared.errors import (
     ActiveJobExists,
     BrokerUnavailable,
@@ -34,11 +34,14 @@ from shared.errors import (
     JobTimeout,
     OrderingRequired,
     RebuildUnfinished,
+    ResetNotSupported,
     UnknownEventType,
+    UnknownSliceBy,
 )
-from shared.handlers import Registry, load_registry
+from shared.handlers import IdempotentEventHandler, Registry, load_registry
 from shared.scope import Scope
 from shared.settings import Settings
+from shared.slicing import SliceBy
 from shared.store import shorten
 
 log = logging.getLogger(__name__)
@@ -78,97 +81,81 @@ class Coordinator:
 
     # --- submit ---------------------------------------------------------------------------------
     def submit(self, consumer: Any, **kwargs: Any) -> str:
+        handlers = self.registry  # first: its modules may register the source named
         request = build_request(consumer, **kwargs)
-        handler = self.registry.get(request.consumer)
-        if request.slice_by == "time" and handler.requires_order:
-            raise OrderingRequired(
-                f"handler {handler.name!r} needs per-aggregate order, so it cannot be replayed in"
-                " time slices; use slice_by='aggregate'"
-            )
+        handler = handlers.get(request.consumer)
+        source = sources.get(request.source)
+        _check_fit(request, handler, source)
         # Before anything is written: a broker or result backend that cannot be named or
         # reached refuses the submit, instead of leaving a job that was never sent (issue 11).
         dispatch.check_reachable(self.celery)
         job_id = uuid.uuid4()
-        task_ids = self._plan(job_id, request)
+        task_ids = self._plan(job_id, request, handler, source)
         if task_ids:
             self._dispatch(str(job_id), task_ids)
         return str(job_id)
 
-    def _plan(self, job_id: uuid.UUID, request: ReplayRequest) -> list[str]:
+    def _plan(
+        self,
+        job_id: uuid.UUID,
+        request: ReplayRequest,
+        handler: IdempotentEventHandler,
+        source: sources.Source,
+    ) -> list[str]:
+        """The planning transaction: freeze the scope, write the job, reset if asked, cut and
+        count the slices, write them; returns their task ids (to dispatch after the commit)."""
         started = time.perf_counter()
-        handler = self.registry.get(request.consumer)
+        scope = request.scope
         with db.connect(self.settings) as conn, db.translate_errors():
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.isolation_level = IsolationLevel.REPEATABLE_READ
             with conn.transaction():
                 if request.reset:
-                    # Before the snapshot (LOCK takes none): no marker can be committed between
-                    # the snapshot and the reset, where live processing would otherwise apply an
-                    # event whose effect the reset then wipes while its marker (invisible to
-                    # this snapshot) survives, so that the rebuild skips it. Held until commit.
+                    # Before the scope is frozen (LOCK takes no snapshot), held until commit: no
+                    # marker can be committed between the freeze and the reset, where live
+                    # processing would apply an event whose effect the reset then wipes while
+                    # its marker (invisible to the job) survives, so that the rebuild skips it.
                     conn.execute("LOCK TABLE processed_event IN SHARE ROW EXCLUSIVE MODE")
-                # Fixes the transaction's snapshot, which is the job's scope.
-                row = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
-                assert row is not None
-                snapshot: str = row["s"]
-                scope = request.scope
-                if scope.event_types:
-                    missing = slicing.missing_event_types(conn, scope.event_types)
-                    if missing:
-                        known = ", ".join(slicing.known_event_types(conn)) or "none"
-                        raise UnknownEventType(
-                            f"no event in the store has type {', '.join(map(repr, missing))}"
-                            f" (known: {known})"
-                        )
-                # The job row first: it claims the consumer (one active job per consumer, by a
-                # unique index), so a concurrent submit fails here, before it resets anything.
-                try:
-                    with conn.transaction():
-                        jobs.insert_job(
-                            conn, job_id=job_id, consumer_name=handler.name,
-                            replay_type=request.replay_type, scope=scope,
-                            slice_by=request.slice_by, reset=request.reset, snapshot=snapshot,
-                            cache_epoch="", on_error=request.on_error,
-                            max_events_per_second=request.max_events_per_second,
-                        )  # fmt: skip
-                except db.UniqueViolation:
-                    active = _active_job(self.settings, handler.name)
-                    raise ActiveJobExists(
-                        f"consumer {handler.name!r} already has an active job ({active});"
-                        " wait for it, or cancel it with `replay cancel`"
-                    ) from None
-                full_rebuild = request.reset and scope == Scope()
-                rebuild = idempotency.latest_rebuild(conn, handler.name)
-                if rebuild is not None and not rebuild.completed and not full_rebuild:
-                    raise RebuildUnfinished(
-                        f"the last full rebuild of {handler.name!r} (job {rebuild.job_id}) did"
-                        f" not complete: `replay resume {rebuild.job_id}`, or rebuild again"
-                        " with --reset"
-                    )
-                if request.reset:
-                    handler.reset(conn, scope.aggregate_id)
-                    idempotency.clear_markers(conn, handler.name, scope.aggregate_id)
-                if full_rebuild:
-                    idempotency.start_rebuild(conn, handler.name, job_id, snapshot)
-                # A catch-up skips what the last completed full rebuild covered; a rebuild of
-                # one aggregate must apply its events again, covered or not.
-                covered = rebuild.snapshot if rebuild and not request.reset else None
+                frozen = source.freeze(conn)
+                _check_event_types(conn, source, scope)
+                self._insert_job(conn, job_id, request, handler.name, frozen)
+                covered = _prepare_handler(conn, job_id, request, handler, source, frozen)
                 jobs.set_cache_epoch(
                     conn, job_id, idempotency.current_epoch(conn, handler.name), covered
                 )
                 count = request.slices
                 if count is None:
-                    count = slicing.default_slice_count(slicing.count_events(conn, scope, snapshot))
-                plan = (
-                    slicing.plan_by_time
-                    if request.slice_by == "time"
-                    else slicing.plan_by_aggregate
-                )
-                planned = plan(conn, scope, snapshot, count)
+                    count = slicing.default_slice_count(source.count(conn, scope, frozen))
+                planned = source.plan(conn, scope, frozen, request.slice_by, count)
                 task_ids = [str(uuid.uuid4()) for _ in planned]
                 planning_ms = round((time.perf_counter() - started) * 1000)
                 jobs.insert_slices(conn, job_id, planned, task_ids, planning_ms)
         log.info("planned job %s: %d slices in %d ms", job_id, len(planned), planning_ms)
         return task_ids
+
+    def _insert_job(
+        self,
+        conn: db.Connection,
+        job_id: uuid.UUID,
+        request: ReplayRequest,
+        consumer: str,
+        frozen: str,
+    ) -> None:
+        """The job row first: it claims the consumer (one active job per consumer, by a unique
+        index), so a concurrent submit fails here, before it resets anything."""
+        try:
+            with conn.transaction():
+                jobs.insert_job(
+                    conn, job_id=job_id, consumer_name=consumer, replay_type=request.replay_type,
+                    scope=request.scope, slice_by=request.slice_by, reset=request.reset,
+                    frozen=frozen, cache_epoch="", on_error=request.on_error,
+                    max_events_per_second=request.max_events_per_second, source=request.source,
+                )  # fmt: skip
+        except db.UniqueViolation:
+            active = _active_job(self.settings, consumer)
+            raise ActiveJobExists(
+                f"consumer {consumer!r} already has an active job ({active});"
+                " wait for it, or cancel it with `replay cancel`"
+            ) from None
 
     def _dispatch(self, job_id: str, task_ids: list[str]) -> None:
         self._send(job_id, list(enumerate(task_ids)))
@@ -226,9 +213,21 @@ class Coordinator:
 
     # --- inspect ---------------------------------------------------------------------------------
     def get(self, job_id: Any) -> dict[str, Any]:
+        """The job as ``get_job`` returns it; each slice's checkpoint also described in words
+        by the job's source (``position``)."""
         key = _job_uuid(job_id)
         with db.connect(self.settings) as conn, db.translate_errors():
-            return jobs.job_view(conn, key)
+            view = jobs.job_view(conn, key)
+        source = self._source(view["source"])
+        for s in view["slices"]:
+            s["position"] = source.describe_checkpoint(s["checkpoint"]) if source else None
+        return view
+
+    def _source(self, name: str) -> sources.Source | None:
+        """The named source, or None if this process cannot find it (describing only)."""
+        if name not in sources.names():
+            self.registry  # noqa: B018 -- imports the modules that may register it
+        return sources.get(name) if name in sources.names() else None
 
     def list(self, limit: int = 20) -> list[dict[str, Any]]:
         limit = parse_limit(limit)
@@ -248,6 +247,64 @@ class Coordinator:
                     f"({job['processed_count']}/{job['total_events']} events)"
                 )
             time.sleep(POLL_SECONDS)
+
+
+def _check_fit(
+    request: ReplayRequest, handler: IdempotentEventHandler, source: sources.Source
+) -> None:
+    """What the request asks of the handler and the source, before anything is written."""
+    if request.slice_by not in source.slice_by:
+        raise UnknownSliceBy(
+            f"source {source.name!r} cannot slice by {request.slice_by}"
+            f" (it can by {', '.join(source.slice_by)})"
+        )
+    if request.slice_by is SliceBy.TIME and handler.requires_order:
+        raise OrderingRequired(
+            f"handler {handler.name!r} needs per-aggregate order, so it cannot be replayed in"
+            " time slices; use slice_by='aggregate'"
+        )
+    if request.reset and request.scope.aggregate_id is not None and not source.coverage:
+        raise ResetNotSupported(
+            f"source {source.name!r} cannot reset one aggregate (its processed markers cannot be"
+            " found by aggregate); rebuild the whole handler instead"
+        )
+
+
+def _check_event_types(conn: db.Connection, source: sources.Source, scope: Scope) -> None:
+    if not scope.event_types:
+        return
+    missing = source.missing_event_types(conn, scope.event_types)
+    if missing:
+        known = ", ".join(source.known_event_types(conn)) or "none"
+        raise UnknownEventType(
+            f"no event in the store has type {', '.join(map(repr, missing))} (known: {known})"
+        )
+
+
+def _prepare_handler(
+    conn: db.Connection,
+    job_id: uuid.UUID,
+    request: ReplayRequest,
+    handler: IdempotentEventHandler,
+    source: sources.Source,
+    frozen: str,
+) -> str | None:
+    """Reset the handler if asked, record a positional rebuild, and return the coverage the
+    job is planned with: the frozen scope of the handler's last completed full rebuild, which a
+    catch-up skips (only for a source with coverage; a rebuild applies everything again)."""
+    full_rebuild = request.reset and request.scope == Scope()
+    rebuild = idempotency.latest_rebuild(conn, handler.name) if source.coverage else None
+    if rebuild is not None and not rebuild.completed and not full_rebuild:
+        raise RebuildUnfinished(
+            f"the last full rebuild of {handler.name!r} (job {rebuild.job_id}) did not"
+            f" complete: `replay resume {rebuild.job_id}`, or rebuild again with --reset"
+        )
+    if request.reset:
+        handler.reset(conn, request.scope.aggregate_id)
+        idempotency.clear_markers(conn, handler.name, request.scope.aggregate_id)
+    if full_rebuild and source.coverage:
+        idempotency.start_rebuild(conn, handler.name, job_id, frozen)
+    return rebuild.snapshot if rebuild is not None and not request.reset else None
 
 
 def _active_job(settings: Settings, consumer: str) -> str:
@@ -286,10 +343,13 @@ def submit_replay(
     reset: bool = False,
     on_error: str = "fail",
     max_events_per_second: float | None = None,
+    source: str = sources.DEFAULT,
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
     ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
-    ``ActiveJobExists`` if the consumer already has a pending or running job."""
+    ``ActiveJobExists`` if the consumer already has a pending or running job. ``source``: the
+    registered name of the event source to read (``shared.sources``; the event table by
+    default)."""
     return default_coordinator().submit(
         consumer,
         replay_type=replay_type,
@@ -302,6 +362,7 @@ def submit_replay(
         reset=reset,
         on_error=on_error,
         max_events_per_second=max_events_per_second,
+        source=source,
     )
 
 

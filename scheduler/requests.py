@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import errors, store
+from shared import errors, sources, store
+from shared.jobs import OnError
 from shared.scope import Scope
-from shared.slicing import MAX_SLICES
+from shared.slicing import MAX_SLICES, SliceBy
 from shared.store import shorten
 from shared.throttle import MIN_EVENTS_PER_SECOND
 
 REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
-SLICE_BY = ("aggregate", "time")
-ON_ERROR = ("fail", "skip", "park")
+SLICE_BY = tuple(SliceBy)
+ON_ERROR = tuple(OnError)
 MAX_AGGREGATE_ID_LENGTH = store.MAX_AGGREGATE_ID
 # A handler name is a Python string of our choosing; nothing longer can be registered in practice,
 # and the bound keeps a hostile name out of the database and out of messages.
@@ -31,10 +32,12 @@ class ReplayRequest:
     replay_type: str
     scope: Scope
     slices: int | None
-    slice_by: str
+    slice_by: SliceBy
     reset: bool
-    on_error: str = "fail"
+    on_error: OnError = OnError.FAIL
     max_events_per_second: float | None = None
+    #: the registered name of the source the job reads (``shared.sources``)
+    source: str = sources.DEFAULT
 
 
 def parse_timestamp(value: Any, name: str) -> datetime | None:
@@ -91,34 +94,10 @@ def _consumer(value: Any) -> str:
         raise errors.UnknownHandler(str(exc)) from None
 
 
-def build_request(
-    consumer: Any,
-    *,
-    replay_type: Any = "full",
-    aggregate_id: Any = None,
-    from_time: Any = None,
-    to_time: Any = None,
-    event_types: Any = None,
-    slices: Any = None,
-    slice_by: Any = "aggregate",
-    reset: Any = False,
-    on_error: Any = "fail",
-    max_events_per_second: Any = None,
-) -> ReplayRequest:
-    """Check every argument that can be checked without the database or the registry.
-
-    Raises an ``InvalidRequest`` subclass, on one line whatever the input: text PostgreSQL
-    cannot hold (NUL, a lone surrogate, too long) is refused here, before anything is written,
-    and a value quoted in a message is shortened."""
-    consumer = _consumer(consumer)
-    if replay_type not in REPLAY_TYPES:
-        raise errors.UnknownReplayType(
-            f"unknown replay type {shorten(replay_type)} (choose from {', '.join(REPLAY_TYPES)})"
-        )
-    if slice_by not in SLICE_BY:
-        raise errors.UnknownSliceBy(
-            f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
-        )
+def _scope(
+    replay_type: str, aggregate_id: Any, from_time: Any, to_time: Any, event_types: Any
+) -> Scope:
+    """The filters of a request, each checked, and as its replay type requires."""
     if replay_type == "aggregate":
         if not isinstance(aggregate_id, str) or not aggregate_id.strip():
             raise errors.MissingAggregateId("replay type 'aggregate' needs an aggregate_id")
@@ -138,6 +117,46 @@ def build_request(
     types = _event_types(event_types)
     if replay_type == "event_type" and not types:
         raise errors.MissingEventTypes("replay type 'event_type' needs at least one event type")
+    return Scope(
+        aggregate_id=aggregate_id.strip() if replay_type == "aggregate" else None,
+        from_time=start,
+        to_time=end,
+        event_types=types,
+    )
+
+
+def build_request(
+    consumer: Any,
+    *,
+    replay_type: Any = "full",
+    aggregate_id: Any = None,
+    from_time: Any = None,
+    to_time: Any = None,
+    event_types: Any = None,
+    slices: Any = None,
+    slice_by: Any = "aggregate",
+    reset: Any = False,
+    on_error: Any = "fail",
+    max_events_per_second: Any = None,
+    source: Any = sources.DEFAULT,
+) -> ReplayRequest:
+    """Check every argument that can be checked without the database or the registry.
+
+    Raises an ``InvalidRequest`` subclass, on one line whatever the input: text PostgreSQL
+    cannot hold (NUL, a lone surrogate, too long) is refused here, before anything is written,
+    and a value quoted in a message is shortened. ``source`` must be registered in this process
+    (sources of ``REPLAY_HANDLER_MODULES`` are once the handler registry was loaded)."""
+    consumer = _consumer(consumer)
+    source_name = sources.get(source).name
+    if replay_type not in REPLAY_TYPES:
+        raise errors.UnknownReplayType(
+            f"unknown replay type {shorten(replay_type)} (choose from {', '.join(REPLAY_TYPES)})"
+        )
+    if slice_by not in SLICE_BY:
+        raise errors.UnknownSliceBy(
+            f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
+        )
+    scope = _scope(replay_type, aggregate_id, from_time, to_time, event_types)
     if slices is not None and (
         isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
     ):
@@ -150,19 +169,19 @@ def build_request(
         )
     if not isinstance(reset, bool):
         raise errors.InvalidRequest(f"reset must be true or false, got {shorten(reset)}")
-    if reset and (replay_type not in ("full", "aggregate") or start or end or types):
+    if reset and (
+        replay_type not in ("full", "aggregate") or scope.from_time or scope.to_time
+        or scope.event_types
+    ):  # fmt: skip
         raise errors.ResetNotSupported(
             "reset (rebuild) is only defined for a full or one-aggregate replay without time or"
             " event-type filters: a handler's state for part of the events cannot be separated out"
         )
-    scope = Scope(
-        aggregate_id=aggregate_id.strip() if replay_type == "aggregate" else None,
-        from_time=start,
-        to_time=end,
-        event_types=types,
-    )
     rate = parse_rate(max_events_per_second)
-    return ReplayRequest(consumer, replay_type, scope, slices, slice_by, reset, on_error, rate)
+    return ReplayRequest(
+        consumer, replay_type, scope, slices, SliceBy(slice_by), reset, OnError(on_error), rate,
+        source_name,
+    )  # fmt: skip
 
 
 MAX_RATE = 100_000_000

@@ -13,12 +13,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from psycopg.types.json import Jsonb
-
-from shared.db import Connection, UniqueViolation
+from shared.db import Connection, Jsonb, UniqueViolation
 from shared.errors import ActiveJobExists, InvalidJobState, JobNotFound
 from shared.scope import Scope, SliceBounds
-from shared.slicing import PlannedSlice, slice_row
+from shared.slicing import PlannedSlice, SliceBy, slice_row
 
 
 class Status(enum.StrEnum):
@@ -36,6 +34,14 @@ class Status(enum.StrEnum):
 FINAL_STATUSES = frozenset(s.value for s in Status if s.final)
 
 
+class OnError(enum.StrEnum):
+    """What a slice does with an event its handler fails on (see ``runner._SliceRun._isolate``)."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+    PARK = "park"
+
+
 @dataclass(frozen=True)
 class Job:
     job_id: UUID
@@ -43,19 +49,23 @@ class Job:
     replay_type: str
     scope: Scope
     status: Status
-    slice_by: str
+    slice_by: SliceBy
     reset: bool
-    snapshot: str
+    #: the frozen scope, in the source's notation (the event table's: a pg_snapshot)
+    frozen: str
     cache_epoch: str
     total_events: int
-    on_error: str
+    on_error: OnError
     covered_snapshot: str | None = None
     max_events_per_second: float | None = None
+    #: the name of the job's source (``shared.sources``)
+    source: str = "postgres"
 
     @property
-    def positional(self) -> bool:
-        """A full rebuild: it applies every event in scope, checkpoints by position and writes
-        no per-event markers (its snapshot says what it covers; see 0004_rebuild_coverage)."""
+    def full_rebuild(self) -> bool:
+        """A rebuild of every event in the source. Of a source with ``coverage`` it is
+        positional: it checkpoints by position and writes no per-event markers (its frozen scope
+        says what it covers; see 0004_rebuild_coverage)."""
         return self.reset and self.scope == Scope()
 
     @classmethod
@@ -66,14 +76,15 @@ class Job:
             replay_type=row["replay_type"],
             scope=Scope.from_json(row["filter_params"]),
             status=Status(row["status"]),
-            slice_by=row["slice_by"],
+            slice_by=SliceBy(row["slice_by"]),
             reset=row["reset"],
-            snapshot=row["snapshot"],
+            frozen=row["frozen_scope"],
             cache_epoch=str(row["cache_epoch"]),
             total_events=int(row["total_events"]),
-            on_error=row["on_error"],
+            on_error=OnError(row["on_error"]),
             covered_snapshot=row["covered_snapshot"],
             max_events_per_second=_rate(row["max_events_per_second"]),
+            source=row["source"],
         )
 
 
@@ -111,8 +122,8 @@ class Slice:
 
 _JOB_COLUMNS = (
     "job_id, consumer_name, replay_type, filter_params, status, slice_by, reset,"
-    " snapshot::text AS snapshot, cache_epoch, total_events, on_error,"
-    " covered_snapshot::text AS covered_snapshot, max_events_per_second"
+    " frozen_scope, cache_epoch, total_events, on_error,"
+    " covered_snapshot::text AS covered_snapshot, max_events_per_second, source"
 )
 
 
@@ -123,18 +134,19 @@ def insert_job(
     consumer_name: str,
     replay_type: str,
     scope: Scope,
-    slice_by: str,
+    slice_by: SliceBy,
     reset: bool,
-    snapshot: str,
+    frozen: str,
     cache_epoch: str,
-    on_error: str,
+    on_error: OnError,
     max_events_per_second: float | None = None,
+    source: str = "postgres",
 ) -> None:
     """Insert a pending job. Raises ``db.UniqueViolation`` if the consumer has an active job."""
     conn.execute(
         "INSERT INTO replay_job (job_id, consumer_name, replay_type, filter_params, slice_by,"
-        " reset, snapshot, cache_epoch, on_error, max_events_per_second)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s, %s, %s)",
+        " reset, frozen_scope, cache_epoch, on_error, max_events_per_second, source)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             job_id,
             consumer_name,
@@ -142,10 +154,11 @@ def insert_job(
             Jsonb(scope.to_json()),
             slice_by,
             reset,
-            snapshot,
+            frozen,
             cache_epoch,
             on_error,
             max_events_per_second,
+            source,
         ),
     )
 
@@ -638,7 +651,7 @@ def _close_job(
 
 _VIEW = """
 SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.filter_params,
-       j.status, j.slice_by, j.reset, j.total_events,
+       j.status, j.source, j.slice_by, j.reset, j.total_events,
        CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.processed_count
             ELSE coalesce(s.processed, 0) END AS processed_count,
        CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.applied_count

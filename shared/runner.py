@@ -18,14 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from psycopg_pool import ConnectionPool
-
-from shared import db, idempotency, jobs
+from shared import db, idempotency, jobs, sources
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, Registry, load_registry
 from shared.heartbeat import Heartbeat
 from shared.idempotency import ProcessedCache
-from shared.scope import EVENT_COLUMN_NAMES, SliceReader
 from shared.settings import Settings
 from shared.throttle import Throttle, batch_limit, effective_rate, sleep_until
 
@@ -42,7 +39,7 @@ class Context:
     """What a worker process needs to run slices: built once per process (after the fork)."""
 
     settings: Settings
-    pool: ConnectionPool[Connection]
+    pool: db.Pool
     registry: Registry
     cache: ProcessedCache
     throttle: Throttle
@@ -109,14 +106,16 @@ def apply_batch(
 class SliceResult:
     job_id: str
     slice_no: int
-    status: str  # completed | failed | cancelled | superseded | the slice's status if not taken
+    #: a Status when this attempt ended it (completed, failed) or was cancelled; "superseded"
+    #: when another attempt took it over; "not taken (<status>)" when it was not this one's to run
+    status: str
     processed: int
     applied: int
 
     @property
     def ended_the_slice(self) -> bool:
         """True when this attempt completed or failed the slice (and no other attempt did)."""
-        return self.status in ("completed", "failed")
+        return self.status in (jobs.Status.COMPLETED, jobs.Status.FAILED)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,7 +172,7 @@ def run_slice(
                 conn, job_id, slice_no, f"{type(exc).__name__}: {db.first_line(exc)}\n"
                 f"{_traceback(exc)}", owner=current.owner,
             )  # fmt: skip
-            return SliceResult(job_id, slice_no, "failed", 0, 0)
+            return SliceResult(job_id, slice_no, jobs.Status.FAILED, 0, 0)
 
 
 class _SliceRun:
@@ -195,10 +194,12 @@ class _SliceRun:
         self.slice_no = current.slice_no
         self.owner: UUID = current.owner
         self.total = current.total_events
-        self.reader = SliceReader(
-            job.scope, current.bounds, job.snapshot, ctx.settings.batch_size,
-            covered_snapshot=job.covered_snapshot,
-        )  # fmt: skip
+        source = sources.get(job.source)
+        # A full rebuild of a source with coverage is positional: no per-event markers.
+        self.positional = job.full_rebuild and source.coverage
+        self.reader = source.reader(
+            job.scope, current.bounds, job.frozen, ctx.settings.batch_size, job.covered_snapshot
+        )
         self.checkpoint = current.checkpoint
         self.version = current.version
         self.processed = current.processed_count
@@ -208,7 +209,11 @@ class _SliceRun:
         # lookup, not one per batch (MGET of a thousand misses was a fifth of a batch's time).
         self.ask_cache = not job.reset
         self.cache_hits = 0
-        self.fold_sql = handler.rebuild_sql if job.positional and ctx.settings.sql_folds else None
+        self.fold_sql = (
+            handler.rebuild_sql
+            if self.positional and ctx.settings.sql_folds and self.reader.can_fold
+            else None
+        )
         self.stored_rate: float | None = None
         self.rate: float | None = None
         self._take_rate(job.max_events_per_second)
@@ -261,7 +266,7 @@ class _SliceRun:
         )
         self.rate_read_at = time.monotonic()
         if not standing.ours:
-            raise _Stop("cancelled" if standing.status is jobs.Status.CANCELLED else "superseded")
+            raise _Stop(_stopped(standing.status))
         self._take_rate(standing.rate)
 
     def _take_rate(self, stored: float | None) -> None:
@@ -278,17 +283,14 @@ class _SliceRun:
             conn, self.job.job_id, self.slice_no, self.owner, self.version
         ):
             status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
-            raise _Stop("cancelled" if status is jobs.Status.CANCELLED else "superseded")
+            raise _Stop(_stopped(status))
 
-    def _lock_and_read(self) -> list[Event]:
+    def _lock_and_read(self) -> sources.Batch:
         """First statements of a batch's transaction: the compare-and-set, then the batch."""
-        conn = self.conn
         self._lock()
-        query, params = self.reader.query(self.checkpoint, self.limit)
-        # binary: uuids, timestamps and integers arrive without text parsing
-        events: list[Event] = conn.execute(query, params, binary=True).fetchall()  # type: ignore[assignment]
-        self.ctx.cache.count_reads(str(self.job.job_id), len(events))
-        return events
+        batch = self.reader.read(self.conn, self.checkpoint, self.limit)
+        self.ctx.cache.count_reads(str(self.job.job_id), len(batch.events))
+        return batch
 
     def _batch(self) -> str | None:
         """Process the next batch. Returns the slice's final status when it is done."""
@@ -306,11 +308,12 @@ class _SliceRun:
                             self.slice_no, self.job.job_id, exc_info=True)  # fmt: skip
         try:
             with self.conn.transaction():
-                events = self._lock_and_read()
+                batch = self._lock_and_read()
+                events = batch.events
                 if not events:
                     jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
-                    return "completed"
-                result = self._apply(events, self._known(events))
+                    return jobs.Status.COMPLETED
+                result = self._apply(events, self._known(batch))
                 checkpoint = self._record(events, len(result.applied), 0)
         except _Stop:
             raise
@@ -330,23 +333,22 @@ class _SliceRun:
         in PostgreSQL, and no event travels to Python (see IdempotentEventHandler.rebuild_sql)."""
         with self.conn.transaction():
             self._lock()
-            query, params = self.reader.fold_query(self.checkpoint, fold_sql, self.limit)
-            last = self.conn.execute(query, params).fetchone()
-            if last is None:
+            folded = self.reader.fold(self.conn, self.checkpoint, fold_sql, self.limit)
+            if folded is None:
                 jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
-                return "completed"
-            n = int(last["n"])
+                return jobs.Status.COMPLETED
+            n = folded.count
             self.ctx.cache.count_reads(str(self.job.job_id), n)
-            checkpoint = self.reader.checkpoint_after(last)
+            checkpoint = self.reader.checkpoint_after(folded.last)
             jobs.record_batch(
                 self.conn, self.job.job_id, self.slice_no, checkpoint=checkpoint,
-                last_event_id=last["event_id"], processed=n, applied=n,
+                last_event_id=folded.last["event_id"], processed=n, applied=n,
             )  # fmt: skip
         self._after_commit(n, [], n, checkpoint)
         return None
 
     def _apply(self, events: Sequence[Event], known: set[UUID]) -> BatchResult:
-        if self.job.positional:
+        if self.positional:
             # A full rebuild owns every event of its snapshot (no one else may claim them, see
             # idempotency.covered): no per-event markers, the checkpoint's compare-and-set
             # alone keeps a batch from being applied twice.
@@ -354,15 +356,12 @@ class _SliceRun:
             return BatchResult(applied=list(events), skipped=0, already_processed=[])
         return apply_batch(self.conn, self.handler, events, is_replay=True, known_processed=known)
 
-    def _known(self, events: Sequence[Event]) -> set[UUID]:
+    def _known(self, batch: sources.Batch) -> set[UUID]:
         """Events known as processed without asking processed_event: covered by the handler's
-        last completed full rebuild, or cached. A rebuild asks nothing: it replaced the cache
-        epoch, so nothing can be cached for it yet."""
-        known: set[UUID] = set()
-        if self.job.covered_snapshot is not None:
-            for e in events:
-                if e.pop("_covered"):  # type: ignore[typeddict-item]
-                    known.add(e["event_id"])
+        last completed full rebuild (the source says which), or cached. A rebuild asks nothing:
+        it replaced the cache epoch, so nothing can be cached for it yet."""
+        events = batch.events
+        known = set(batch.covered)
         if not self.ask_cache or len(known) == len(events):
             return known
         cached = self.ctx.cache.seen(
@@ -386,8 +385,8 @@ class _SliceRun:
         poisoned: set[UUID] = set()  # skipped or parked: not processed
         already: list[UUID] = []
         with self.conn.transaction():
-            events = self._lock_and_read()
-            known = self._known(events)
+            batch = self._lock_and_read()
+            events, known = batch.events, self._known(batch)
             for event in events:
                 try:
                     with self.conn.transaction():  # a savepoint per event
@@ -397,16 +396,17 @@ class _SliceRun:
                 except Exception as exc:
                     if db.is_transient(exc):
                         raise
-                    if policy == "fail":
+                    if policy is jobs.OnError.FAIL:
                         failure = (event, exc)
                         break
                     poisoned.add(event["event_id"])
+                    parked = policy is jobs.OnError.PARK
                     log.error("slice %s of job %s: %s event %s (%s)", self.slice_no,
-                              self.job.job_id, "parked" if policy == "park" else "skipped",
+                              self.job.job_id, "parked" if parked else "skipped",
                               event["event_id"], db.first_line(exc))  # fmt: skip
                     # In a full rebuild a skipped event is parked as well: no marker would ever
                     # bring it back (a catch-up takes the rebuild's events as processed).
-                    if policy == "park" or self.job.positional:
+                    if parked or self.positional:
                         jobs.park_event(
                             self.conn, job_id=self.job.job_id, slice_no=self.slice_no,
                             event_id=event["event_id"], handler_name=self.handler.name,
@@ -428,7 +428,7 @@ class _SliceRun:
                     owner=self.owner, event_id=poison["event_id"],
                 )  # fmt: skip
         self._after_commit(len(handled), already, applied, checkpoint)
-        return "failed" if failure is not None else None
+        return jobs.Status.FAILED if failure is not None else None
 
     def _record(self, events: Sequence[Event], applied: int, poisoned: int) -> dict[str, Any]:
         """Write the batch's counts and new checkpoint (in its transaction); return the
@@ -464,24 +464,22 @@ class _SliceRun:
             self.progress(self.processed, self.total)
 
 
+def _stopped(status: jobs.Status) -> str:
+    """Why an attempt stops when its slice is no longer its own."""
+    return jobs.Status.CANCELLED if status is jobs.Status.CANCELLED else "superseded"
+
+
 def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
-
-
-_EVENTS_BY_ID = (
-    f"SELECT {EVENT_COLUMN_NAMES} FROM event WHERE event_id = ANY(%s::uuid[])"
-    " ORDER BY aggregate_id, sequence_num"
-)
 
 
 def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -> BatchResult:
     """The live entry point: hand events (by id) to a handler with ``is_replay=False``, in
     per-aggregate order, exactly once each (already processed ones are skipped)."""
     handler = ctx.registry.get(consumer)
+    store = sources.get(sources.DEFAULT)  # live processing follows the event table
     with db.translate_errors(), ctx.pool.connection() as conn, conn.transaction():
-        events: list[Event] = conn.execute(  # type: ignore[assignment]
-            _EVENTS_BY_ID, ([str(e) for e in event_ids],)
-        ).fetchall()
+        events = store.events(conn, event_ids)
         # Events of the handler's last full rebuild are its business: processed by it, or to
         # be, if it has not completed yet.
         owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
@@ -505,12 +503,11 @@ def retry_parked(ctx: Context, job_id: str) -> RetryResult:
     with db.translate_errors(), ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
         handler = ctx.registry.get(job.consumer_name)
+        source = sources.get(job.source)
         parked = jobs.parked_events(conn, job_id, unresolved_only=True)
         for p in parked:
             with conn.transaction():
-                events: list[Event] = conn.execute(  # type: ignore[assignment]
-                    _EVENTS_BY_ID, ([str(p["event_id"])],)
-                ).fetchall()
+                events = source.events(conn, [p["event_id"]])
                 try:
                     with conn.transaction():
                         apply_batch(conn, handler, events, is_replay=True)

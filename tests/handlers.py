@@ -135,3 +135,6 @@ class LiveAudit(IdempotentEventHandler):
 
     def reset(self, conn: Connection, aggregate_id: str | None) -> None:
         conn.execute("TRUNCATE live_audit")
+
+
+import tests.sources  # noqa: E402, F401 -- registers the test source "event_list"

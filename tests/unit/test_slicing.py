@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from shared.scope import Scope, SliceBounds, SliceReader
-from shared.slicing import _time_slices, default_slice_count, time_fractions
+import pytest
+
+from shared import sources
+from shared.errors import InvalidRequest
+from shared.scope import Scope, SliceBounds
+from shared.slicing import aggregate_slices, default_slice_count, time_fractions, time_slices
+from shared.sources.postgres import EventTableReader, where
 
 T = [datetime(2026, m, 1, tzinfo=UTC) for m in (2, 3, 4)]
 
@@ -24,7 +29,7 @@ def test_time_fractions_cut_into_equal_parts() -> None:
 
 
 def test_time_slices_cover_everything_and_drop_empty_buckets() -> None:
-    slices = _time_slices(T, {0: 5, 1: 7, 3: 2})  # bucket 2 (March) is empty
+    slices = time_slices(T, {0: 5, 1: 7, 3: 2})  # bucket 2 (March) is empty
     assert [s.slice_no for s in slices] == [0, 1, 2]
     assert [(s.bounds.from_time, s.bounds.to_time) for s in slices] == [
         (None, T[0]), (T[0], T[1]), (T[2], None),
@@ -39,13 +44,13 @@ def test_scope_round_trips_through_json() -> None:
 
 
 def test_scope_conditions_carry_values_as_parameters() -> None:
-    conds, params = Scope(event_types=("X",), from_time=T[0]).where("1:2:")
+    conds, params = where(Scope(event_types=("X",), from_time=T[0]), "1:2:")
     assert len(conds) == 3
     assert params == {"snapshot": "1:2:", "from_time": T[0], "event_types": ["X"]}
 
 
 def test_checkpoints_resume_right_after_the_last_event() -> None:
-    by_aggregate = SliceReader(Scope(), SliceBounds("a", "m"), "1:1:", 100)
+    by_aggregate = EventTableReader(Scope(), SliceBounds("a", "m"), "1:1:", 100)
     event = {"aggregate_id": "c", "sequence_num": 7, "occurred_at": T[0],
              "event_id": UUID(int=5)}  # fmt: skip
     assert by_aggregate.checkpoint_after(event) == {"aggregate_id": "c", "sequence_num": 7}
@@ -56,7 +61,7 @@ def test_checkpoints_resume_right_after_the_last_event() -> None:
         "m",
     )
 
-    by_time = SliceReader(Scope(), SliceBounds(from_time=T[0], to_time=T[1]), "1:1:", 100)
+    by_time = EventTableReader(Scope(), SliceBounds(from_time=T[0], to_time=T[1]), "1:1:", 100)
     cp = by_time.checkpoint_after(event)
     _, params = by_time.query(cp)
     assert (params["after_time"], params["after_event"], params["slice_to"]) == (
@@ -64,3 +69,27 @@ def test_checkpoints_resume_right_after_the_last_event() -> None:
         UUID(int=5),
         T[1],
     )
+
+
+def test_aggregate_slices_keep_aggregates_whole_and_counts_exact() -> None:
+    counts = [("a", 5), ("b", 5), ("c", 30), ("d", 5), ("e", 5)]
+    slices = aggregate_slices(counts, 4)
+    # a at 0, b at 5 (bucket 0), c at 10 (0), d at 40 (3), e at 45 (3): c makes its slice big
+    assert [(s.bounds.first_aggregate, s.bounds.last_aggregate) for s in slices] == [
+        ("a", "c"), ("d", "e"),
+    ]  # fmt: skip
+    assert [s.slice_no for s in slices] == [0, 1]
+    assert sum(s.total_events for s in slices) == 50
+    assert aggregate_slices([], 4) == []
+    assert len(aggregate_slices([(str(i), 1) for i in range(10)], 5)) == 5
+
+
+def test_the_event_table_is_the_default_source_and_others_must_be_registered() -> None:
+    pg = sources.get(sources.DEFAULT)
+    assert pg.name == "postgres" and pg.coverage
+    assert pg.describe_checkpoint(None) == "start"
+    assert pg.describe_checkpoint({"aggregate_id": "o-1", "sequence_num": 3}) == "after o-1 #3"
+    with pytest.raises(InvalidRequest, match="unknown source 'kafka'"):
+        sources.get("kafka")
+    with pytest.raises(InvalidRequest, match="unknown source"):
+        sources.get(["postgres"])  # type: ignore[arg-type]

@@ -1,0 +1,308 @@
+"""The PostgreSQL ``event`` table as a source: the first implementation of ``Source``.
+
+Frozen scope: the planning transaction's snapshot. Each event records the transaction that
+appended it (``event.txid``) and a job reads only events visible in its snapshot
+(``pg_visible_in_snapshot``), which, unlike a cut-off timestamp or sequence, cannot miss a
+transaction that started before planning and committed after. Slices are ranges of aggregate ids
+(read in ``(aggregate_id, sequence_num)`` order) or of ``occurred_at`` (read in ``(occurred_at,
+event_id)`` order), with keyset pagination after the checkpoint: never OFFSET, never all in
+memory. The WHERE clauses are assembled from constant SQL fragments only; every value travels as
+a query parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+from uuid import UUID
+
+from shared.db import Connection, sql
+from shared.handlers import Event
+from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
+from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
+from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader, Source
+
+_VISIBLE = sql.SQL("pg_visible_in_snapshot(txid, %(snapshot)s::pg_snapshot)")
+_AGGREGATE = sql.SQL("aggregate_id = %(aggregate_id)s")
+_FROM_TIME = sql.SQL("occurred_at >= %(from_time)s")
+_TO_TIME = sql.SQL("occurred_at < %(to_time)s")
+_EVENT_TYPES = sql.SQL("event_type = ANY(%(event_types)s::text[])")
+
+
+def where(scope: Scope, snapshot: str | None) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """The conditions and parameters that select ``scope`` (at ``snapshot`` if given)."""
+    conds: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if snapshot is not None:
+        conds.append(_VISIBLE)
+        params["snapshot"] = snapshot
+    if scope.aggregate_id is not None:
+        conds.append(_AGGREGATE)
+        params["aggregate_id"] = scope.aggregate_id
+    if scope.from_time is not None:
+        conds.append(_FROM_TIME)
+        params["from_time"] = scope.from_time
+    if scope.to_time is not None:
+        conds.append(_TO_TIME)
+        params["to_time"] = scope.to_time
+    if scope.event_types:
+        conds.append(_EVENT_TYPES)
+        params["event_types"] = list(scope.event_types)
+    return conds, params
+
+
+def where_clause(conds: list[sql.Composable]) -> sql.Composable:
+    if not conds:
+        return sql.SQL("TRUE")
+    return sql.SQL(" AND ").join(conds)
+
+
+# --- reading one slice ----------------------------------------------------------------------------
+# Keyset pagination: each batch starts strictly after the checkpoint, in index order.
+_AGG_START = sql.SQL("aggregate_id >= %(first_aggregate)s")
+_AGG_AFTER = sql.SQL("(aggregate_id, sequence_num) > (%(after_aggregate)s, %(after_sequence)s)")
+_AGG_END = sql.SQL("aggregate_id <= %(last_aggregate)s")
+_AGG_ORDER = sql.SQL("ORDER BY aggregate_id, sequence_num")
+_TIME_START = sql.SQL("occurred_at >= %(slice_from)s")
+_TIME_AFTER = sql.SQL("(occurred_at, event_id) > (%(after_time)s, %(after_event)s)")
+_TIME_END = sql.SQL("occurred_at < %(slice_to)s")
+_TIME_ORDER = sql.SQL("ORDER BY occurred_at, event_id")
+_AGG_LAST = sql.SQL("ORDER BY aggregate_id DESC, sequence_num DESC")
+_TIME_LAST = sql.SQL("ORDER BY occurred_at DESC, event_id DESC")
+_COVERED = sql.SQL("pg_visible_in_snapshot(txid, %(covered)s::pg_snapshot) AS _covered")
+
+
+@dataclass(frozen=True)
+class EventTableReader(SliceReader):
+    """Reads one slice of a job's scope in batches, after a checkpoint."""
+
+    can_fold: ClassVar[bool] = True
+
+    scope: Scope
+    bounds: SliceBounds
+    snapshot: str
+    batch_size: int
+    #: with a snapshot here, each event comes with ``_covered``: visible in it or not
+    covered_snapshot: str | None = None
+    _base: tuple[list[sql.Composable], dict[str, Any]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_base", where(self.scope, self.snapshot))
+
+    def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
+        query, params = self.query(checkpoint, limit)
+        # binary: uuids, timestamps and integers arrive without text parsing
+        rows: list[Any] = conn.execute(query, params, binary=True).fetchall()
+        covered: set[UUID] = set()
+        if self.covered_snapshot is not None:
+            for row in rows:
+                if row.pop("_covered"):
+                    covered.add(row["event_id"])
+        events: list[Event] = rows
+        return Batch(events, covered)
+
+    def query(
+        self, checkpoint: Checkpoint | None, limit: int | None = None
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The SELECT of the next batch after ``checkpoint``, and its parameters."""
+        conds, base_params = self._base
+        conds = list(conds)
+        params = dict(base_params, limit=limit or self.batch_size)
+        b = self.bounds
+        if not b.by_time:
+            if checkpoint is None:
+                conds.append(_AGG_START)
+                params["first_aggregate"] = b.first_aggregate
+            else:
+                conds.append(_AGG_AFTER)
+                params["after_aggregate"] = checkpoint["aggregate_id"]
+                params["after_sequence"] = checkpoint["sequence_num"]
+            conds.append(_AGG_END)
+            params["last_aggregate"] = b.last_aggregate
+            order = _AGG_ORDER
+        else:
+            if checkpoint is None:
+                if b.from_time is not None:
+                    conds.append(_TIME_START)
+                    params["slice_from"] = b.from_time
+            else:
+                conds.append(_TIME_AFTER)
+                params["after_time"] = datetime.fromisoformat(checkpoint["occurred_at"])
+                params["after_event"] = UUID(checkpoint["event_id"])
+            if b.to_time is not None:
+                conds.append(_TIME_END)
+                params["slice_to"] = b.to_time
+            order = _TIME_ORDER
+        cols: sql.Composable = EVENT_COLUMNS
+        if self.covered_snapshot is not None:
+            cols = sql.SQL(", ").join([EVENT_COLUMNS, _COVERED])
+            params["covered"] = self.covered_snapshot
+        query = sql.SQL("SELECT {cols} FROM event WHERE {where} {order} LIMIT %(limit)s").format(
+            cols=cols, where=where_clause(conds), order=order
+        )
+        return query, params
+
+    def fold(
+        self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int
+    ) -> Folded | None:
+        """The next batch as a relation named ``batch`` for a handler's set-based fold (a
+        data-modifying statement, which PostgreSQL runs to completion), returning the batch's
+        last event (its position) and the batch's size; None when the slice is done."""
+        batch, params = self.query(checkpoint, limit)
+        last = _TIME_LAST if self.bounds.by_time else _AGG_LAST
+        query = sql.SQL(
+            "WITH batch AS ({batch}), folded AS ({fold})"
+            " SELECT aggregate_id, sequence_num, occurred_at, event_id, count(*) OVER () AS n"
+            " FROM batch {last} LIMIT 1"
+        ).format(batch=batch, fold=sql.SQL(fold_sql), last=last)
+        row = conn.execute(query, params).fetchone()
+        return None if row is None else Folded(int(row["n"]), row)
+
+    def checkpoint_after(self, event: Mapping[str, Any]) -> Checkpoint:
+        if not self.bounds.by_time:
+            return {"aggregate_id": event["aggregate_id"], "sequence_num": event["sequence_num"]}
+        return {"occurred_at": event["occurred_at"].isoformat(), "event_id": str(event["event_id"])}
+
+
+_EVENTS_BY_ID = sql.SQL(
+    "SELECT {cols} FROM event WHERE event_id = ANY(%s::uuid[]) ORDER BY aggregate_id, sequence_num"
+).format(cols=EVENT_COLUMNS)
+
+
+# --- planning -------------------------------------------------------------------------------------
+# Counts per aggregate, then cuts the running total into `slices` equal parts. Aggregates are never
+# split (their events must be processed in order by one task), so a very large aggregate makes its
+# slice larger and the number of slices can come out lower than asked.
+_PLAN_BY_AGGREGATE = """
+WITH per_aggregate AS (
+    SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
+), running AS (
+    SELECT aggregate_id, n,
+           sum(n) OVER (ORDER BY aggregate_id) - n AS before,
+           sum(n) OVER () AS total
+      FROM per_aggregate
+)
+SELECT floor(before * %(slices)s / total)::int AS bucket,
+       min(aggregate_id) AS first_aggregate,
+       max(aggregate_id) AS last_aggregate,
+       sum(n)::bigint AS events
+  FROM running
+ GROUP BY 1
+ ORDER BY 1
+"""
+_COUNT = "SELECT count(*) AS n FROM event WHERE {where}"
+_TIME_QUANTILES = (
+    "SELECT percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY occurred_at) AS q"
+    " FROM event WHERE {where}"
+)
+_COUNT_BY_TIME_BUCKET = (
+    "SELECT width_bucket(occurred_at, %(bounds)s::timestamptz[]) AS bucket, count(*) AS n"
+    " FROM event WHERE {where} GROUP BY 1 ORDER BY 1"
+)
+_MISSING_TYPES = (
+    "SELECT t FROM unnest(%s::text[]) AS t"
+    " WHERE NOT EXISTS (SELECT 1 FROM event WHERE event_type = t) ORDER BY t"
+)
+# Distinct event types by a loose index scan (fast on a large table).
+_KNOWN_TYPES = """
+WITH RECURSIVE t AS (
+    (SELECT event_type FROM event ORDER BY event_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.event_type FROM event e WHERE e.event_type > t.event_type
+             ORDER BY e.event_type LIMIT 1)
+      FROM t WHERE t.event_type IS NOT NULL
+)
+SELECT event_type FROM t WHERE event_type IS NOT NULL LIMIT %s
+"""
+
+
+class PostgresSource(Source):
+    """The ``event`` table of the jobs' own database (see the module's docstring)."""
+
+    name: ClassVar[str] = "postgres"
+    slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE, SliceBy.TIME)
+    coverage: ClassVar[bool] = True
+
+    def freeze(self, conn: Connection) -> str:
+        # The first statement that takes a snapshot fixes the transaction's: the job's scope.
+        row = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
+        assert row is not None
+        return str(row["s"])
+
+    def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
+        rows = conn.execute(_MISSING_TYPES, (list(event_types),)).fetchall()
+        return [r["t"] for r in rows]
+
+    def known_event_types(self, conn: Connection, limit: int = 30) -> list[str]:
+        return [r["event_type"] for r in conn.execute(_KNOWN_TYPES, (limit,)).fetchall()]
+
+    def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
+        conds, params = where(scope, frozen)
+        row = conn.execute(sql.SQL(_COUNT).format(where=where_clause(conds)), params).fetchone()
+        return int(row["n"]) if row else 0
+
+    def plan(
+        self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
+    ) -> list[PlannedSlice]:
+        if slice_by is SliceBy.TIME:
+            return plan_by_time(conn, scope, frozen, slices)
+        return plan_by_aggregate(conn, scope, frozen, slices)
+
+    def reader(
+        self,
+        scope: Scope,
+        bounds: SliceBounds,
+        frozen: str,
+        batch_size: int,
+        covered: str | None = None,
+    ) -> EventTableReader:
+        return EventTableReader(scope, bounds, frozen, batch_size, covered_snapshot=covered)
+
+    def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
+        ids = [str(e) for e in event_ids]
+        rows: list[Any] = conn.execute(_EVENTS_BY_ID, (ids,)).fetchall()
+        return rows
+
+    def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
+        if checkpoint is None:
+            return "start"
+        if "aggregate_id" in checkpoint:
+            return f"after {checkpoint['aggregate_id']} #{checkpoint['sequence_num']}"
+        return f"after {checkpoint['occurred_at']} ({checkpoint['event_id']})"
+
+
+def plan_by_aggregate(
+    conn: Connection, scope: Scope, snapshot: str, slices: int
+) -> list[PlannedSlice]:
+    conds, params = where(scope, snapshot)
+    query = sql.SQL(_PLAN_BY_AGGREGATE).format(where=where_clause(conds))
+    rows = conn.execute(query, {**params, "slices": slices}).fetchall()
+    return [
+        PlannedSlice(
+            slice_no=i,
+            bounds=SliceBounds(
+                first_aggregate=r["first_aggregate"], last_aggregate=r["last_aggregate"]
+            ),
+            total_events=int(r["events"]),
+        )
+        for i, r in enumerate(rows)
+    ]
+
+
+def plan_by_time(conn: Connection, scope: Scope, snapshot: str, slices: int) -> list[PlannedSlice]:
+    conds, params = where(scope, snapshot)
+    cond = where_clause(conds)
+    bounds: list[datetime] = []
+    if slices > 1:
+        row = conn.execute(
+            sql.SQL(_TIME_QUANTILES).format(where=cond),
+            {**params, "fractions": time_fractions(slices)},
+        ).fetchone()
+        # Many events at one instant can make quantiles repeat; a boundary only counts once.
+        bounds = sorted({q for q in (row["q"] if row and row["q"] else []) if q is not None})
+    rows = conn.execute(
+        sql.SQL(_COUNT_BY_TIME_BUCKET).format(where=cond), {**params, "bounds": bounds}
+    ).fetchall()
+    return time_slices(bounds, {int(r["bucket"]): int(r["n"]) for r in rows})
