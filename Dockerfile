@@ -15,6 +15,9 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY worker ./worker
 COPY scheduler ./scheduler
+COPY local ./local
+COPY examples ./examples
+COPY bench ./bench
 RUN pip install --no-cache-dir . && rm -rf /src
 
 WORKDIR /home/replay

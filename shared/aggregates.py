@@ -13,13 +13,12 @@ import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, ClassVar
 
-from shared import db, order_events, store
+from shared import db, store
 from shared.db import Connection
 from shared.errors import AggregateGap, AggregateNotFound, InvalidRequest, UnknownAggregateType
-from shared.handlers import Event, IdempotentEventHandler
+from shared.handlers import Event, IdempotentEventHandler, handler
 from shared.scope import EVENT_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,19 @@ _REDUCERS: dict[str, Reducer] = {}
 
 
 def reducer(cls: type[Reducer]) -> type[Reducer]:
-    """Class decorator: register a reducer for its aggregate_type."""
+    """Class decorator: register a reducer for its aggregate_type, and declare its bulk snapshot
+    pass (``replay snapshot --type T``) as a handler, like any other."""
     _REDUCERS[cls.aggregate_type] = cls()
+    handler(
+        type(
+            f"SnapshotHandler{cls.aggregate_type}",
+            (SnapshotHandler,),
+            {
+                "aggregate_type": cls.aggregate_type,
+                "name": snapshot_handler_name(cls.aggregate_type),
+            },
+        )
+    )
     return cls
 
 
@@ -58,51 +68,6 @@ def reducer_for(aggregate_type: str) -> Reducer:
         raise UnknownAggregateType(
             f"no reducer for aggregate type {aggregate_type!r} (registered: {known})"
         ) from None
-
-
-@reducer
-class OrderReducer(Reducer):
-    """An Order: status, lines (sku -> qty, price), total, paid, shipped."""
-
-    aggregate_type = "Order"
-    version = 1
-
-    def initial(self) -> dict[str, Any]:
-        return {"status": None, "lines": {}, "total": "0.00", "paid": False, "shipped": False}
-
-    def readable(self, state: Any) -> bool:
-        """Also the values the fold reads back: a total of finite decimal text, lines a mapping
-        of {qty: int, price: text} (a snapshot edited by hand must not end a load in a
-        ValueError: it is ignored, and the events folded from the start)."""
-        if not super().readable(state) or not isinstance(state["lines"], dict):
-            return False
-        try:
-            if not Decimal(state["total"]).is_finite():
-                return False
-        except (TypeError, ValueError, ArithmeticError):  # InvalidOperation: ArithmeticError
-            return False
-        return all(
-            isinstance(line, dict) and type(line.get("qty")) is int
-            for line in state["lines"].values()
-        )
-
-    def apply(self, state: dict[str, Any], event: Event) -> dict[str, Any]:
-        kind = event["event_type"]
-        if kind == "OrderPlaced":
-            state["status"] = "placed"
-        elif kind == "ItemAdded":
-            # The one definition of a well-formed ItemAdded, order_summary's too: a malformed
-            # one raises MalformedEvent (its id and sequence_num) before the state changes.
-            item = order_events.item_added(event)
-            line = state["lines"].setdefault(item.sku, {"qty": 0, "price": str(item.price)})
-            line["qty"] += item.qty
-            line["price"] = str(item.price)
-            state["total"] = str(Decimal(state["total"]) + item.amount)
-        elif kind == "PaymentProcessed":
-            state["status"], state["paid"] = "paid", True
-        elif kind == "OrderShipped":
-            state["status"], state["shipped"] = "shipped", True
-        return state
 
 
 @dataclass(frozen=True)
@@ -230,10 +195,7 @@ class SnapshotHandler(IdempotentEventHandler):
 
     requires_order = True
     live = False
-
-    def __init__(self, aggregate_type: str) -> None:
-        self.aggregate_type = aggregate_type
-        self.name = snapshot_handler_name(aggregate_type)  # type: ignore[misc]
+    aggregate_type: ClassVar[str] = ""
 
     def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
         last: dict[str, int] = {}
@@ -249,7 +211,3 @@ class SnapshotHandler(IdempotentEventHandler):
 
 def snapshot_handler_name(aggregate_type: str) -> str:
     return f"snapshot_{aggregate_type.lower()}"
-
-
-def snapshot_handlers() -> list[SnapshotHandler]:
-    return [SnapshotHandler(t) for t in sorted(_REDUCERS)]

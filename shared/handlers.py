@@ -123,7 +123,8 @@ def handler(cls: type[IdempotentEventHandler]) -> type[IdempotentEventHandler]:
     return cls
 
 
-BUILTIN_MODULES = ("shared.order_handlers", "shared.aggregates")
+#: imported like a user's module (by name): the Order example's handlers and reducer
+BUILTIN_MODULES = ("examples.orders",)
 
 
 def load_registry(modules: Iterable[str] = ()) -> Registry:
@@ -141,10 +142,6 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
     registry = Registry()
     for cls in _DECLARED:
         registry.register(cls())
-    from shared.aggregates import snapshot_handlers  # imported above; no cycle at load time
-
-    for snapshots in snapshot_handlers():  # one bulk snapshot pass per reducer
-        registry.register(snapshots)
     return registry
 
 

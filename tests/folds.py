@@ -48,7 +48,7 @@ def item(payload: Any) -> tuple[int, Decimal] | None:
     """(qty, qty * price) of a well-formed ItemAdded payload as decoded from jsonb, else None:
     an object with a string sku, an integer qty from 1 to int4's maximum, a finite price (a
     number, or a string of a plain decimal) of whole cents from 0, and qty * price below 10^12
-    (numeric(14,2)); restated from the written definition (shared/order_events.py), not
+    (numeric(14,2)); restated from the written definition (examples/orders/events.py), not
     imported."""
     if type(payload) is not dict or type(payload.get("sku")) is not str:
         return None

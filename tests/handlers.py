@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from examples.orders.handlers import OrderSummary
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, handler
-from shared.order_handlers import OrderSummary
 
 
 class OutOfOrder(Exception):

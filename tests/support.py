@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from shared import db, schema, seed
+from examples.orders import seed
+from shared import db, schema
 from shared.settings import Settings, replace_database
 
 ROOT = Path(__file__).resolve().parents[1]

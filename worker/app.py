@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from shared import servers
+from local import servers
 from shared.celeryconf import celery_config
 from shared.errors import ConfigurationError
 from shared.settings import Settings

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from local.workers import WorkerProcess, scheduler_process, wait_until_ready
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess, scheduler_process, wait_until_ready
 from shared import db
 from shared.settings import Settings
 from tests.support import WORKER_ENV, create_database, make_settings, reset_state

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from local.workers import WorkerProcess, close_app, control_app, wait_until_ready
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess, close_app, control_app, wait_until_ready
 from shared import db, runner
 from shared.settings import Settings
 from tests.support import (

@@ -11,9 +11,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.workers import WorkerProcess
-from shared import aggregates, seed
-from shared.aggregates import OrderReducer, load_aggregate
+from examples.orders import seed
+from examples.orders.reducer import OrderReducer
+from local.workers import WorkerProcess
+from shared import aggregates
+from shared.aggregates import load_aggregate
 from shared.db import Connection
 from shared.errors import (
     AggregateGap,

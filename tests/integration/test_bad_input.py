@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import aggregates, db, errors, seed, store
+from shared import aggregates, db, errors, store
 from shared.settings import Settings
 from tests.support import ROOT, count, create_database, make_settings
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.workers import WorkerProcess, wait_until_ready
-from shared import embedded
-from shared.servers import REDIS_ENV
+from local import embedded
+from local.servers import REDIS_ENV
+from local.workers import WorkerProcess, wait_until_ready
 from shared.settings import Settings
 from tests.support import ROOT
 

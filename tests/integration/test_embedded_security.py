@@ -22,7 +22,7 @@ import psycopg
 import pytest
 import redis
 
-from shared import embedded, pids
+from local import embedded, pids, stackfile
 from tests.integration import test_embedded
 from tests.integration.test_embedded import assert_nothing_left, replay
 
@@ -170,7 +170,7 @@ def test_down_signals_no_process_that_only_looks_like_a_server(
         (stack_home / "redis" / "redis.pid").write_text(f"{redis_like.pid}\n")
         state_file = stack_home / "stack.json"
         postgres_bin = embedded.binaries().postgres_bin  # type: ignore[union-attr]
-        state = embedded._read_state(state_file)
+        state = stackfile.read_state(state_file)
         reused = pids.start_time(redis_like.pid)
         state["processes"] = {
             "redis": {"pid": redis_like.pid, "started": (reused or 0) - 1,
@@ -179,7 +179,7 @@ def test_down_signals_no_process_that_only_looks_like_a_server(
                          "exe": pids.binary(postgres_bin / "postgres"),
                          "uid": os.geteuid()},
         }  # fmt: skip
-        embedded._write_state(state_file, state)
+        stackfile.write_state(state_file, state)
 
         down = replay(bare_env, "down")
         assert down.returncode == 0, down.stderr

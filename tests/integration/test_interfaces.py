@@ -13,7 +13,7 @@ import pytest
 
 import scheduler
 import scheduler.coordinator
-from scheduler.workers import WorkerProcess
+from local.workers import WorkerProcess
 from shared.db import Connection
 from shared.settings import Settings
 from tests.integration.conftest import ROOT, TOTAL_SEEDED

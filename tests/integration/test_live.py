@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from local.workers import WorkerProcess
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess
 from shared import db, store
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict

@@ -19,12 +19,12 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from examples.orders.events import item_added
+from examples.orders.handlers import REBUILD_ORDER_SUMMARY
+from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess, wait_until_ready
 from shared import db
 from shared.errors import MalformedEvent
-from shared.order_events import item_added
-from shared.order_handlers import REBUILD_ORDER_SUMMARY
 from shared.settings import Settings
 from tests.folds import Summary, fold_order_summary_and_refusals, read_order_summary
 from tests.support import WORKER_ENV, create_database, events_where, make_settings
@@ -91,7 +91,7 @@ EDGES = {
 }
 # Decoded as a double by the Python path, which takes them (19.99 and 0.0); the SQL fold, which
 # reads the exact number, refuses them and hands their batch to the Python path (documented in
-# shared/order_events.py): the one place where the two differ, with the same outcome.
+# examples/orders/events.py): the one place where the two differ, with the same outcome.
 DOUBLE_ROUNDED = {
     "price-21-digits": '{"sku": "A", "qty": 1, "price": 19.990000000000000001}',
     "price-underflow": '{"sku": "A", "qty": 1, "price": 1e-400}',

@@ -258,8 +258,8 @@ def migrated(shared_cluster: PrivateCluster) -> Settings:
 
 def _insert_job(conn: db.Connection, consumer: str) -> None:
     conn.execute(
-        "INSERT INTO replay_job (job_id, consumer_name, replay_type, snapshot, cache_epoch)"
-        " VALUES (gen_random_uuid(), %s, 'full', pg_current_snapshot(), '')",
+        "INSERT INTO replay_job (job_id, consumer_name, replay_type, frozen_scope, cache_epoch)"
+        " VALUES (gen_random_uuid(), %s, 'full', pg_current_snapshot()::text, '')",
         (consumer,),
     )
 

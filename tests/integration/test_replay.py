@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import runner, seed, store
+from shared import runner, store
 from shared.celeryconf import LIVE_TASK
 from shared.db import Connection
 from shared.errors import RebuildUnfinished

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared import db, schema, seed, store
+from examples.orders import seed
+from shared import db, schema, store
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
 from shared.settings import Settings
@@ -31,6 +32,7 @@ def test_migrate_creates_a_missing_database(settings: Settings) -> None:
             "0005_live",
             "0006_throttle",
             "0007_snapshots",
+            "0008_sources",
         ]
         assert schema.migrate(other) == []
     finally:

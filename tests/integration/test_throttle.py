@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from local.workers import WorkerProcess
 from scheduler.coordinator import Coordinator
-from scheduler.workers import WorkerProcess
 from shared.db import Connection
 from shared.settings import Settings
 from shared.throttle import MIN_EVENTS_PER_SECOND as MIN

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from examples.orders.handlers import _Delta
 from shared.errors import ConfigurationError, UnknownHandler
 from shared.handlers import IdempotentEventHandler, Registry, load_registry
-from shared.order_handlers import _Delta
 from tests.folds import fold_order_summary
 
 

@@ -1,5 +1,5 @@
-"""The written definition of a well-formed ItemAdded (shared.order_events), without services: what
-every reader accepts, what it refuses, and how the refusal reads."""
+"""The written definition of a well-formed ItemAdded (examples.orders.events), without services:
+what every reader accepts, what it refuses, and how the refusal reads."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from uuid import UUID
 
 import pytest
 
-from shared.aggregates import OrderReducer
+from examples.orders.events import Item, item_added
+from examples.orders.handlers import _Delta
+from examples.orders.reducer import OrderReducer
 from shared.errors import MalformedEvent
-from shared.order_events import Item, item_added
-from shared.order_handlers import _Delta
 from tests.folds import item
 
 EVENT_ID = UUID("00000000-0000-0000-0000-00000000abcd")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import seed, store
+from examples.orders import seed
+from shared import store
 from shared.errors import ConfigurationError, InvalidSeed
 from shared.settings import Settings, redact
 

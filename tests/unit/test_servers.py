@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import credentials, embedded, pids, servers
+from local import credentials, embedded, pids, servers, stackfile
 from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
 
 
@@ -107,13 +107,13 @@ def test_without_the_extra_the_error_names_what_is_missing_and_both_ways_out(
 
 
 def test_embedded_ports_are_kept_and_move_only_when_taken(listener: int, tmp_path: Path) -> None:
-    derived = embedded._port({}, "postgres_port", tmp_path, 0)
-    assert embedded.PORT_RANGE[0] <= derived < embedded.PORT_RANGE[1]  # not ephemeral
-    assert embedded._port({}, "postgres_port", tmp_path, 0) == derived  # the same home, same port
-    assert embedded._port({}, "redis_port", tmp_path, 1) == derived + 1
+    derived = stackfile.port({}, "postgres_port", tmp_path, 0)
+    assert stackfile.PORT_RANGE[0] <= derived < stackfile.PORT_RANGE[1]  # not ephemeral
+    assert stackfile.port({}, "postgres_port", tmp_path, 0) == derived  # the same home, same port
+    assert stackfile.port({}, "redis_port", tmp_path, 1) == derived + 1
     free = free_port()
-    assert embedded._port({"postgres_port": free}, "postgres_port", tmp_path, 0) == free
-    moved = embedded._port({"postgres_port": listener}, "postgres_port", tmp_path, 0)
+    assert stackfile.port({"postgres_port": free}, "postgres_port", tmp_path, 0) == free
+    moved = stackfile.port({"postgres_port": listener}, "postgres_port", tmp_path, 0)
     assert moved != listener
 
 

@@ -1,4 +1,4 @@
-"""The embedded stack's secret, and the files that give it to its servers (``shared.embedded``).
+"""The embedded stack's secret, and the files that give it to its servers (``local.embedded``).
 
 One random secret per home, in a 0600 file of the home's owner, is the password of both servers.
 It reaches them without ever being on a command line (which /proc shows every local user):
@@ -33,7 +33,7 @@ SCRAM_ITERATIONS = 4096  # PostgreSQL's default
 REDIS_DISABLED = ("CONFIG", "DEBUG", "MODULE", "SLAVEOF", "REPLICAOF", "ACL")
 
 PG_HBA = """\
-# Written by event-replay (shared/embedded.py): TCP on loopback only, with the stack's password.
+# Written by event-replay (local/embedded.py): TCP on loopback only, with the stack's password.
 host    all    all    127.0.0.1/32    scram-sha-256
 host    all    all    ::1/128         scram-sha-256
 """
@@ -142,7 +142,7 @@ def redis_config(directory: Path, port: int, secret: str) -> str:
 
     return "\n".join(
         [
-            "# Written by event-replay (shared/embedded.py) at each start.",
+            "# Written by event-replay (local/embedded.py) at each start.",
             "bind 127.0.0.1",
             f"port {port}",
             "daemonize yes",

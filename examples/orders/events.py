@@ -1,8 +1,8 @@
 """What a well-formed Order event is: one definition for every reader of the events.
 
-The readers are ``order_summary``'s Python path (``order_handlers._Delta``), its set-based SQL
-fold for full rebuilds (``order_handlers.REBUILD_ORDER_SUMMARY``) and the Order reducer of
-``load_aggregate`` (``aggregates.OrderReducer``). They must refuse the same events: when the SQL
+The readers are ``order_summary``'s Python path (``handlers._Delta``), its set-based SQL fold
+for full rebuilds (``handlers.REBUILD_ORDER_SUMMARY``) and the Order reducer of
+``load_aggregate`` (``reducer.OrderReducer``). They must refuse the same events: when the SQL
 fold took an event the Python path refuses, the read model depended on how events fell into
 batches (issue 11: at ``REPLAY_BATCH_SIZE=2`` a rebuild parked 4 of 6 bad events).
 

@@ -8,7 +8,7 @@ For each of the two, in this order:
    they are down, not a silent embedded database;
 2. else the local default server, if it answers: 127.0.0.1:5432 and 127.0.0.1:6379, or the
    ``host:port`` in ``REPLAY_LOCAL_POSTGRES`` / ``REPLAY_LOCAL_REDIS``;
-3. else the embedded server of ``event-replay[embedded]`` (``shared.embedded``), started for the
+3. else the embedded server of ``event-replay[embedded]`` (``local.embedded``), started for the
    command and stopped after it, unless ``replay up`` keeps it running.
 
 ``resolved()`` returns the environment the command should run with, and one line saying what it
@@ -25,7 +25,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from shared import embedded
+from local import embedded
 from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
 
 LOCAL_POSTGRES_ENV = "REPLAY_LOCAL_POSTGRES"

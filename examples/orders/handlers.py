@@ -1,5 +1,5 @@
-"""The built-in example handlers. Their tables and semantics are a contract (DESIGN.md):
-acceptance checks compare them with folds of their own.
+"""The Order example's handlers, registered like a user's would be. Their tables and semantics
+are a contract (DESIGN.md): acceptance checks compare them with folds of their own.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from shared import order_events
+from examples.orders import events as order_events
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, handler
 
@@ -38,7 +38,8 @@ class _Delta:
     version: int = 0
 
     def apply(self, event: Event) -> None:
-        """Add ``event``, or raise ``MalformedEvent`` (shared.order_events) and change nothing."""
+        """Add ``event``, or raise ``MalformedEvent`` (examples.orders.events); change nothing
+        then."""
         kind = event["event_type"]
         if kind == "ItemAdded":
             item = order_events.item_added(event)

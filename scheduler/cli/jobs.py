@@ -1,0 +1,216 @@
+"""The verbs that submit, watch and steer replay jobs: ``submit``, ``status``, ``jobs``,
+``cancel``, ``resume``, ``throttle``, ``reconcile``, ``parked``, ``retry-parked``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add
+from scheduler.cli.display import console, fmt_time, follow, json_default, print_summary
+from scheduler.coordinator import Coordinator
+from scheduler.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
+from shared import db, jobs, runner
+from shared.errors import InvalidRequest
+from shared.jobs import OnError, Status
+from shared.settings import Settings
+from shared.slicing import SliceBy
+from shared.store import shorten
+
+
+def add_commands(sub: Subcommands) -> None:
+    s = add(sub, cmd_submit, "submit a replay job")
+    s.add_argument("consumer", help="handler name, e.g. order_summary")
+    s.add_argument("--type", dest="replay_type", default="full", help=" | ".join(REPLAY_TYPES))
+    s.add_argument("--aggregate-id")
+    s.add_argument("--from", dest="from_time", help="ISO-8601 with a time zone (inclusive)")
+    s.add_argument("--to", dest="to_time", help="ISO-8601 with a time zone (exclusive)")
+    s.add_argument("--event-type", dest="event_types", action="append", help="repeatable")
+    s.add_argument("--slices", type=int)
+    s.add_argument("--slice-by", default=SliceBy.AGGREGATE.value, help=" | ".join(SLICE_BY))
+    s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
+    s.add_argument(
+        "--on-error",
+        default=OnError.FAIL.value,
+        help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
+    )
+    s.add_argument(
+        "--max-rate",
+        type=float,
+        help="events/s for the whole job (all workers), at least 1; 0: no limit",
+    )
+    s.add_argument(
+        "--wait",
+        action="store_true",
+        help="show progress until the job ends; exit code 1 if it ends failed or cancelled",
+    )
+    s.add_argument(
+        "--timeout",
+        type=float,
+        help=f"with --wait: stop waiting after this many seconds (0 or more) and exit with code"
+        f" {EXIT_TIMEOUT}; the job keeps running",
+    )
+
+    s = add(sub, cmd_status, "show a job and its slices")
+    s.add_argument("job_id")
+    s.add_argument("--json", action="store_true")
+
+    s = add(sub, cmd_cancel, "cancel a job (slices stop at their next batch)")
+    s.add_argument("job_id")
+
+    s = add(sub, cmd_resume, "re-dispatch a failed/cancelled job from its checkpoints")
+    s.add_argument("job_id")
+    s.add_argument("--wait", action="store_true")
+
+    s = add(sub, cmd_throttle, "change a running job's speed limit")
+    s.add_argument("job_id")
+    s.add_argument("rate", help="events per second for the whole job, or 'off'")
+
+    add(sub, cmd_reconcile, "one reconciler pass now (normally run by beat)")
+
+    s = add(sub, cmd_parked, "list the events a job parked (on_error=park)")
+    s.add_argument("job_id")
+
+    s = add(sub, cmd_retry_parked, "run a job's parked events again (after a fix)")
+    s.add_argument("job_id")
+
+    s = add(sub, cmd_jobs, "list recent jobs")
+    s.add_argument("--limit", type=int, default=20)
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
+    # Before the job is submitted: a bad --timeout must not leave a job behind.
+    timeout = parse_timeout(args.timeout, "--timeout")
+    if timeout is not None and not args.wait:
+        raise InvalidRequest("--timeout only applies with --wait")
+    coordinator = Coordinator(settings)
+    job_id = coordinator.submit(
+        args.consumer,
+        replay_type=args.replay_type,
+        aggregate_id=args.aggregate_id,
+        from_time=args.from_time,
+        to_time=args.to_time,
+        event_types=args.event_types,
+        slices=args.slices,
+        slice_by=args.slice_by,
+        reset=args.reset,
+        on_error=args.on_error,
+        max_events_per_second=args.max_rate,
+    )
+    if not args.wait:
+        console.print(job_id)
+        return 0
+    job = follow(coordinator, job_id, timeout=timeout)
+    print_summary(job)
+    return 0 if job["status"] == Status.COMPLETED else 1
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    job = Coordinator(settings).get(args.job_id)
+    if args.json:
+        print(json.dumps(job, default=json_default, indent=2))
+        return 0
+    print_summary(job)
+    table = Table("slice", "status", "range", "processed", "total", "attempts", "error")
+    for s in job["slices"]:
+        if s["first_aggregate"] is not None:
+            bounds = f"{s['first_aggregate']} .. {s['last_aggregate']}"
+        else:
+            bounds = f"{fmt_time(s['from_time'])} .. {fmt_time(s['to_time'])}"
+        error = (s["last_error"] or "").splitlines()[0] if s["last_error"] else ""
+        table.add_row(
+            str(s["slice_no"]), s["status"], bounds, f"{s['processed_count']:,}",
+            f"{s['total_events']:,}", str(s["attempts"]), error,
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    print_summary(Coordinator(settings).cancel(args.job_id))
+    return 0
+
+
+def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    coordinator = Coordinator(settings)
+    job = coordinator.resume(args.job_id)
+    if args.wait:
+        job = follow(coordinator, job["job_id"])
+    print_summary(job)
+    return 0 if not args.wait or job["status"] == Status.COMPLETED else 1
+
+
+def cmd_throttle(settings: Settings, args: argparse.Namespace) -> int:
+    text = args.rate.strip().lower()
+    value: float | None = None
+    if text not in ("off", "none"):
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidRequest(
+                f"rate must be a number of events per second or 'off', got {shorten(args.rate)}"
+            ) from None
+    rate = parse_rate(value)  # 0, 0.0: off; below the minimum (1 event/s): refused
+    job = Coordinator(settings).throttle(args.job_id, rate)
+    limit = "no limit" if rate is None else f"{rate:,g} events/s"
+    console.print(f"job {job['job_id']} ({job['status']}): {limit}, within a second or two")
+    return 0
+
+
+def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    report = Coordinator(settings).reconcile()
+    if report.skipped:
+        console.print("another reconciler pass is running; nothing done")
+        return 0
+    console.print(
+        f"finalized {len(report.finalized)} job(s), re-dispatched {len(report.redispatched)}"
+        f" slice(s), {report.waiting} pending slice(s) still queued"
+    )
+    for job_id, slice_no in report.redispatched:
+        console.print(f"  re-dispatched slice {slice_no} of job {job_id}")
+    return 0
+
+
+def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
+    Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
+    with db.connect(settings) as conn:
+        rows = jobs.parked_events(conn, args.job_id)
+    # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
+    for r in rows:
+        state = "resolved" if r["resolved_at"] else "parked"
+        console.print(
+            f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type']}"
+            f"  {state}, {r['attempts']} attempt(s)  {r['error']}",
+            highlight=False,
+        )  # fmt: skip
+    unresolved = sum(not r["resolved_at"] for r in rows)
+    console.print(f"{len(rows)} parked event(s), {unresolved} unresolved")
+    return 0
+
+
+def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
+    Coordinator(settings).get(args.job_id)
+    ctx = runner.Context.create(settings)
+    try:
+        result = runner.retry_parked(ctx, args.job_id)
+    finally:
+        ctx.close()
+    console.print(
+        f"{result.resolved} parked event(s) applied, {result.still_failing} still failing"
+    )
+    return 0 if result.still_failing == 0 else 1
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    limit = parse_limit(args.limit)
+    table = Table("job", "consumer", "type", "status", "processed", "total", "created")
+    for job in Coordinator(settings).list(limit):
+        table.add_row(
+            job["job_id"], job["consumer"], job["replay_type"], job["status"],
+            f"{job['processed_count']:,}", f"{job['total_events']:,}",
+            fmt_time(job["created_at"]),
+        )  # fmt: skip
+    console.print(table)
+    return 0
