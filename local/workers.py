@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from celery import Celery
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from shared.celeryconf import celery_config
+from shared.celeryconf import close_app, control_app
 from shared.errors import ServiceUnavailable
 from shared.settings import Settings
 
@@ -112,29 +111,6 @@ def scheduler_process(
         settings, name, queues=(settings.control_queue,), pool="solo",
         extra_args=("--beat", "--schedule", str(schedule_file)), **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
-
-
-def control_app(settings: Settings) -> Celery:
-    app = Celery("event_replay_control", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    return app
-
-
-def close_app(app: Celery) -> None:
-    """Close a client-side Celery app's connections, including the result backend's Redis
-    client and the pub/sub connection it opens to follow the results of what it sent
-    (``app.close()`` leaves both open)."""
-    backend = app.backend
-    consumer = getattr(backend, "result_consumer", None)
-    if consumer is not None:
-        # Forget the subscriptions first: AsyncResults collected later unsubscribe in __del__,
-        # which on a closed pub/sub would open a new connection, never to be closed.
-        getattr(consumer, "subscribed_to", set()).clear()
-        consumer.stop()
-    client = getattr(backend, "client", None)
-    if client is not None:
-        client.connection_pool.disconnect()
-    app.close()
 
 
 def wait_until_ready(

@@ -24,7 +24,7 @@ from scheduler.requests import (
     parse_rate,
     parse_timeout,
 )
-from shared import db, dispatch, idempotency, jobs, reconcile, slicing, sources
+from shared import celeryconf, db, dispatch, idempotency, jobs, reconcile, slicing, sources, views
 from shared.celeryconf import sender_config
 from shared.db import IsolationLevel
 from shared.errors import (
@@ -39,6 +39,7 @@ from shared.errors import (
     UnknownSliceBy,
 )
 from shared.handlers import IdempotentEventHandler, Registry, load_registry
+from shared.jobs import OnError, ReplayType
 from shared.scope import Scope
 from shared.settings import Settings
 from shared.slicing import SliceBy
@@ -68,9 +69,7 @@ class Coordinator:
     def close(self) -> None:
         """Release the broker connections (if any were opened)."""
         if "celery" in self.__dict__:
-            from scheduler.workers import close_app
-
-            close_app(self.celery)
+            celeryconf.close_app(self.celery)
 
     def _discard_celery(self) -> None:
         # After a failed send the app may be unusable (Celery's result consumer gives up for
@@ -106,7 +105,7 @@ class Coordinator:
         count the slices, write them; returns their task ids (to dispatch after the commit)."""
         started = time.perf_counter()
         scope = request.scope
-        with db.connect(self.settings) as conn, db.translate_errors():
+        with db.connect(self.settings) as conn:
             conn.isolation_level = IsolationLevel.REPEATABLE_READ
             with conn.transaction():
                 if request.reset:
@@ -184,7 +183,7 @@ class Coordinator:
     def cancel(self, job_id: Any) -> dict[str, Any]:
         """Cancel an unfinished job; its slices stop at their next batch boundary."""
         key = _job_uuid(job_id)
-        with db.connect(self.settings) as conn, db.translate_errors():
+        with db.connect(self.settings) as conn:
             jobs.cancel_job(conn, key)
         return self.get(key)
 
@@ -193,7 +192,7 @@ class Coordinator:
         checkpoints (a failed slice retries the event it failed on)."""
         key = _job_uuid(job_id)
         dispatch.check_reachable(self.celery)
-        with db.connect(self.settings) as conn, db.translate_errors():
+        with db.connect(self.settings) as conn:
             slices = jobs.prepare_resume(conn, key)
         if slices:
             self._send(str(key), slices)
@@ -203,7 +202,7 @@ class Coordinator:
         """Change a running job's speed limit (None lifts it); in effect within seconds."""
         key = _job_uuid(job_id)
         rate = parse_rate(rate)
-        with db.connect(self.settings) as conn, db.translate_errors():
+        with db.connect(self.settings) as conn:
             jobs.set_rate(conn, key, rate)
         return self.get(key)
 
@@ -216,8 +215,8 @@ class Coordinator:
         """The job as ``get_job`` returns it; each slice's checkpoint also described in words
         by the job's source (``position``)."""
         key = _job_uuid(job_id)
-        with db.connect(self.settings) as conn, db.translate_errors():
-            view = jobs.job_view(conn, key)
+        with db.connect(self.settings) as conn:
+            view = views.job_view(conn, key)
         source = self._source(view["source"])
         for s in view["slices"]:
             s["position"] = source.describe_checkpoint(s["checkpoint"]) if source else None
@@ -231,8 +230,8 @@ class Coordinator:
 
     def list(self, limit: int = 20) -> list[dict[str, Any]]:
         limit = parse_limit(limit)
-        with db.connect(self.settings) as conn, db.translate_errors():
-            return jobs.list_jobs(conn, limit)
+        with db.connect(self.settings) as conn:
+            return views.list_jobs(conn, limit)
 
     def wait(self, job_id: Any, timeout: float | None = None) -> dict[str, Any]:
         timeout = parse_timeout(timeout)
@@ -333,15 +332,15 @@ def default_coordinator() -> Coordinator:
 
 def submit_replay(
     consumer: str,
-    replay_type: str = "full",
+    replay_type: str = ReplayType.FULL,
     aggregate_id: str | None = None,
     from_time: Any = None,
     to_time: Any = None,
     event_types: Any = None,
     slices: int | None = None,
-    slice_by: str = "aggregate",
+    slice_by: str = SliceBy.AGGREGATE,
     reset: bool = False,
-    on_error: str = "fail",
+    on_error: str = OnError.FAIL,
     max_events_per_second: float | None = None,
     source: str = sources.DEFAULT,
 ) -> str:
@@ -394,7 +393,7 @@ def load_aggregate(
     ``at_sequence`` if given: ``shared.aggregates.Loaded``."""
     from shared import aggregates
 
-    with db.connect(default_coordinator().settings) as conn, db.translate_errors():
+    with db.connect(default_coordinator().settings) as conn:
         return aggregates.load_aggregate(
             conn, aggregate_id, at_sequence, use_snapshots=use_snapshots
         )

@@ -9,13 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from shared import errors, sources, store
-from shared.jobs import OnError
+from shared.jobs import OnError, ReplayType
 from shared.scope import Scope
 from shared.slicing import MAX_SLICES, SliceBy
 from shared.store import shorten
 from shared.throttle import MIN_EVENTS_PER_SECOND
 
-REPLAY_TYPES = ("full", "aggregate", "time_range", "event_type")
+REPLAY_TYPES = tuple(ReplayType)
 SLICE_BY = tuple(SliceBy)
 ON_ERROR = tuple(OnError)
 MAX_AGGREGATE_ID_LENGTH = store.MAX_AGGREGATE_ID
@@ -98,7 +98,7 @@ def _scope(
     replay_type: str, aggregate_id: Any, from_time: Any, to_time: Any, event_types: Any
 ) -> Scope:
     """The filters of a request, each checked, and as its replay type requires."""
-    if replay_type == "aggregate":
+    if replay_type == ReplayType.AGGREGATE:
         if not isinstance(aggregate_id, str) or not aggregate_id.strip():
             raise errors.MissingAggregateId("replay type 'aggregate' needs an aggregate_id")
         store.check_text(aggregate_id.strip(), "aggregate_id", MAX_AGGREGATE_ID_LENGTH)
@@ -112,13 +112,13 @@ def _scope(
         raise errors.InvalidTimeRange(
             f"from_time {start.isoformat()} must be before to_time {end.isoformat()}"
         )
-    if replay_type == "time_range" and start is None and end is None:
+    if replay_type == ReplayType.TIME_RANGE and start is None and end is None:
         raise errors.InvalidTimeRange("replay type 'time_range' needs from_time and/or to_time")
     types = _event_types(event_types)
-    if replay_type == "event_type" and not types:
+    if replay_type == ReplayType.EVENT_TYPE and not types:
         raise errors.MissingEventTypes("replay type 'event_type' needs at least one event type")
     return Scope(
-        aggregate_id=aggregate_id.strip() if replay_type == "aggregate" else None,
+        aggregate_id=aggregate_id.strip() if replay_type == ReplayType.AGGREGATE else None,
         from_time=start,
         to_time=end,
         event_types=types,
@@ -128,15 +128,15 @@ def _scope(
 def build_request(
     consumer: Any,
     *,
-    replay_type: Any = "full",
+    replay_type: Any = ReplayType.FULL,
     aggregate_id: Any = None,
     from_time: Any = None,
     to_time: Any = None,
     event_types: Any = None,
     slices: Any = None,
-    slice_by: Any = "aggregate",
+    slice_by: Any = SliceBy.AGGREGATE,
     reset: Any = False,
-    on_error: Any = "fail",
+    on_error: Any = OnError.FAIL,
     max_events_per_second: Any = None,
     source: Any = sources.DEFAULT,
 ) -> ReplayRequest:
@@ -170,8 +170,8 @@ def build_request(
     if not isinstance(reset, bool):
         raise errors.InvalidRequest(f"reset must be true or false, got {shorten(reset)}")
     if reset and (
-        replay_type not in ("full", "aggregate") or scope.from_time or scope.to_time
-        or scope.event_types
+        replay_type not in (ReplayType.FULL, ReplayType.AGGREGATE)
+        or scope.from_time or scope.to_time or scope.event_types
     ):  # fmt: skip
         raise errors.ResetNotSupported(
             "reset (rebuild) is only defined for a full or one-aggregate replay without time or"

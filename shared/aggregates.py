@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from shared import db, store
+from shared import db, queries, store
 from shared.db import Connection
 from shared.errors import AggregateGap, AggregateNotFound, InvalidRequest, UnknownAggregateType
 from shared.handlers import Event, IdempotentEventHandler, handler
-from shared.scope import EVENT_COLUMN_NAMES
+from shared.sources import postgres
 
 log = logging.getLogger(__name__)
+QUERIES = queries.load("aggregates")
 
 
 class Reducer:
@@ -95,13 +96,7 @@ def load_aggregate(
     ``AggregateNotFound``, ``UnknownAggregateType``, ``AggregateGap`` as they say.
     """
     check_request(aggregate_id, at_sequence)
-    # The last event, by a backward scan of the (aggregate_id, sequence_num) index: no count, no
-    # read of the whole stream when a snapshot makes it unnecessary.
-    row = conn.execute(
-        "SELECT aggregate_type, sequence_num FROM event WHERE aggregate_id = %s"
-        " ORDER BY sequence_num DESC LIMIT 1",
-        (aggregate_id,),
-    ).fetchone()
+    row = conn.execute(QUERIES["last_event"], {"aggregate_id": aggregate_id}).fetchone()
     if row is None:
         raise AggregateNotFound(f"no events for aggregate {store.shorten(aggregate_id)}")
     kind, last = row["aggregate_type"], int(row["sequence_num"])
@@ -115,9 +110,8 @@ def load_aggregate(
     start, state = 0, fold.initial()
     if use_snapshots:
         for snap in conn.execute(
-            "SELECT sequence_num, state FROM snapshot WHERE aggregate_id = %s"
-            " AND reducer_version = %s AND sequence_num <= %s ORDER BY sequence_num DESC LIMIT 3",
-            (aggregate_id, fold.version, target),
+            QUERIES["latest_snapshots"],
+            {"aggregate_id": aggregate_id, "version": fold.version, "upto": target},
         ):
             if fold.readable(snap["state"]):
                 start, state = int(snap["sequence_num"]), snap["state"]
@@ -125,11 +119,7 @@ def load_aggregate(
             log.warning(
                 "ignoring an unreadable snapshot of %s at %s", aggregate_id, snap["sequence_num"]
             )
-    events: list[Event] = conn.execute(  # type: ignore[assignment]
-        f"SELECT {EVENT_COLUMN_NAMES} FROM event WHERE aggregate_id = %s"
-        " AND sequence_num > %s AND sequence_num <= %s ORDER BY sequence_num",
-        (aggregate_id, start, target),
-    ).fetchall()
+    events = postgres.stream(conn, aggregate_id, start, target)
     if len(events) != target - start:
         _raise_gap(conn, aggregate_id, start, target)
     snapshots: list[tuple[int, dict[str, Any]]] = []
@@ -159,26 +149,27 @@ def _write_snapshots(
     conn: Connection, aggregate_id: str, kind: str, version: int,
     snapshots: Iterable[tuple[int, dict[str, Any]]],
 ) -> None:  # fmt: skip
-    rows = [(aggregate_id, kind, seq, version, db.Jsonb(state)) for seq, state in snapshots]
+    rows = [
+        {
+            "aggregate_id": aggregate_id,
+            "aggregate_type": kind,
+            "sequence_num": seq,
+            "version": version,
+            "state": db.Jsonb(state),
+        }
+        for seq, state in snapshots
+    ]
     if rows:
         with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO snapshot (aggregate_id, aggregate_type, sequence_num,"
-                " reducer_version, state) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (aggregate_id, reducer_version, sequence_num)"
-                " DO UPDATE SET state = EXCLUDED.state, created_at = now()",
-                rows,
-            )
+            cur.executemany(QUERIES["upsert_snapshot"], rows)
 
 
 def _raise_gap(conn: Connection, aggregate_id: str, start: int, target: int) -> None:
     missing = [
         int(r["n"])
         for r in conn.execute(
-            "SELECT n FROM generate_series(%s::bigint, %s::bigint) AS n"
-            " WHERE NOT EXISTS (SELECT 1 FROM event WHERE aggregate_id = %s AND sequence_num = n)"
-            " ORDER BY n LIMIT 20",
-            (start + 1, target, aggregate_id),
+            QUERIES["missing_sequence_nums"],
+            {"aggregate_id": aggregate_id, "after": start, "upto": target},
         )
     ]
     raise AggregateGap(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
+
 from shared.settings import Settings
 
 SLICE_TASK = "replay.slice"
@@ -114,3 +116,26 @@ def _beat_schedule(settings: Settings) -> dict[str, Any]:
             "options": {"queue": settings.live_queue, "expires": settings.live_beat_seconds},
         }
     return schedule
+
+
+def control_app(settings: Settings) -> Celery:
+    app = Celery("event_replay_control", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def close_app(app: Celery) -> None:
+    """Close a client-side Celery app's connections, including the result backend's Redis
+    client and the pub/sub connection it opens to follow the results of what it sent
+    (``app.close()`` leaves both open)."""
+    backend = app.backend
+    consumer = getattr(backend, "result_consumer", None)
+    if consumer is not None:
+        # Forget the subscriptions first: AsyncResults collected later unsubscribe in __del__,
+        # which on a closed pub/sub would open a new connection, never to be closed.
+        getattr(consumer, "subscribed_to", set()).clear()
+        consumer.stop()
+    client = getattr(backend, "client", None)
+    if client is not None:
+        client.connection_pool.disconnect()
+    app.close()

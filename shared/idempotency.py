@@ -173,21 +173,5 @@ class ProcessedCache:
                 "idempotency cache unreachable, not caching %d markers: %s", len(event_ids), exc
             )
 
-    def count_reads(self, job_id: str, events: int) -> None:
-        """Add to the job's count of events read (re-reads after a crash included), a figure
-        for operators and the fault tests; best effort, like the rest of the cache."""
-        try:
-            key = f"replay:reads:{job_id}"
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.incrby(key, events)
-            pipe.expire(key, self._ttl)
-            pipe.execute()
-        except redis.RedisError:
-            pass
-
-    def reads(self, job_id: str) -> int:
-        value = self._redis.get(f"replay:reads:{job_id}")
-        return int(value) if value else 0  # type: ignore[arg-type]
-
     def close(self) -> None:
         self._redis.close()

@@ -1,7 +1,9 @@
-"""Replay jobs and their slices as rows: records, statuses, and the statements that move them.
+"""Replay jobs as rows: the job record, statuses and error policies, and the statements that
+move a job (plan, throttle, cancel, resume, finalize, list).
 
-The slice rows are the truth about a job's progress; the job's own status is derived from them by
-``finalize_job`` (called by the chord callback, and safe to call any number of times).
+The slice rows (``shared.slices``) are the truth about a job's progress; the job's own status is
+derived from them by ``finalize_job`` (called by the chord callback, and safe to call any number
+of times).
 """
 
 from __future__ import annotations
@@ -9,13 +11,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from shared.db import Connection, Jsonb, UniqueViolation
 from shared.errors import ActiveJobExists, InvalidJobState, JobNotFound
-from shared.scope import Scope, SliceBounds
+from shared.scope import Scope
 from shared.slicing import PlannedSlice, SliceBy, slice_row
 
 
@@ -32,6 +33,16 @@ class Status(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset(s.value for s in Status if s.final)
+
+
+class ReplayType(enum.StrEnum):
+    """What a replay covers: everything, one aggregate, a time range, or some event types (each
+    may be narrowed further by a time range and event types)."""
+
+    FULL = "full"
+    AGGREGATE = "aggregate"
+    TIME_RANGE = "time_range"
+    EVENT_TYPE = "event_type"
 
 
 class OnError(enum.StrEnum):
@@ -83,40 +94,8 @@ class Job:
             total_events=int(row["total_events"]),
             on_error=OnError(row["on_error"]),
             covered_snapshot=row["covered_snapshot"],
-            max_events_per_second=_rate(row["max_events_per_second"]),
+            max_events_per_second=rate(row["max_events_per_second"]),
             source=row["source"],
-        )
-
-
-@dataclass(frozen=True)
-class Slice:
-    job_id: UUID
-    slice_no: int
-    bounds: SliceBounds
-    status: Status
-    total_events: int
-    processed_count: int
-    checkpoint: dict[str, Any] | None
-    version: int
-    owner: UUID | None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Slice:
-        return cls(
-            job_id=row["job_id"],
-            slice_no=row["slice_no"],
-            bounds=SliceBounds(
-                first_aggregate=row["first_aggregate"],
-                last_aggregate=row["last_aggregate"],
-                from_time=row["from_time"],
-                to_time=row["to_time"],
-            ),
-            status=Status(row["status"]),
-            total_events=int(row["total_events"]),
-            processed_count=int(row["processed_count"]),
-            checkpoint=row["checkpoint"],
-            version=int(row["version"]),
-            owner=row["owner"],
         )
 
 
@@ -163,14 +142,14 @@ def insert_job(
     )
 
 
-def _rate(value: Any) -> float | None:
+def rate(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
 def set_rate(conn: Connection, job_id: UUID | str, rate: float | None) -> None:
     """Change a running job's speed limit (None: none); its slices pick it up within seconds."""
     with conn.transaction():
-        if _lock_job(conn, job_id).final:
+        if lock_job(conn, job_id).final:
             raise InvalidJobState(f"job {job_id} has ended; there is nothing to throttle")
         conn.execute(
             "UPDATE replay_job SET max_events_per_second = %s WHERE job_id = %s", (rate, job_id)
@@ -234,201 +213,10 @@ def load_job(conn: Connection, job_id: UUID | str) -> Job:
     return Job.from_row(row)
 
 
-def start_slice(
-    conn: Connection, job_id: UUID | str, slice_no: int, task_id: str | None
-) -> tuple[Slice, bool]:
-    """Take ownership of a slice for this attempt and mark it (and its job) running. Returns
-    the slice and whether it was taken.
-
-    Only a pending or running slice of an unfinished job is taken; otherwise the slice is
-    returned as it is (possibly with another attempt's owner) and the caller must stop. Taking
-    ownership from a copy that is still running is deliberate: it is a redelivery or a
-    re-dispatch of a slice whose worker looked dead, and the older copy stops at its next batch
-    (see ``lock_slice_version``).
-    """
-    with conn.transaction():
-        # Lock order, everywhere: the job row, then slice rows (cancel and resume do the same;
-        # the other order deadlocks against them).
-        _lock_job(conn, job_id)
-        row = conn.execute(
-            "UPDATE replay_slice s SET status = 'running', owner = gen_random_uuid(),"
-            " attempts = attempts + 1, heartbeat_at = now(),"
-            " started_at = coalesce(s.started_at, now()), task_id = coalesce(%s, s.task_id)"
-            " FROM replay_job j"
-            " WHERE s.job_id = %s AND s.slice_no = %s AND j.job_id = s.job_id"
-            " AND s.status IN ('pending', 'running') AND j.status IN ('pending', 'running')"
-            " RETURNING s.*",
-            (task_id, job_id, slice_no),
-        ).fetchone()
-        if row is None:
-            row = conn.execute(
-                "SELECT * FROM replay_slice WHERE job_id = %s AND slice_no = %s",
-                (job_id, slice_no),
-            ).fetchone()
-            if row is None:
-                raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
-            return Slice.from_row(row), False
-        conn.execute(
-            "UPDATE replay_job SET status = 'running', started_at = coalesce(started_at, now())"
-            " WHERE job_id = %s AND status = 'pending'",
-            (job_id,),
-        )
-    return Slice.from_row(row), True
-
-
-def lock_slice_version(
-    conn: Connection, job_id: UUID, slice_no: int, owner: UUID, version: int
-) -> bool:
-    """Compare-and-set, first statement of a batch's transaction: bump the slice's version if
-    this attempt still owns the slice, it is still running and still at ``version``. False means
-    stop and apply nothing: the slice was cancelled, or another copy took it over or moved it on.
-    The row lock taken here also serializes two copies that race for the same batch."""
-    row = conn.execute(
-        "UPDATE replay_slice SET version = version + 1, heartbeat_at = now()"
-        " WHERE job_id = %s AND slice_no = %s AND owner = %s AND version = %s"
-        " AND status = 'running' RETURNING version",
-        (job_id, slice_no, owner, version),
-    ).fetchone()
-    return row is not None
-
-
-def slice_status(conn: Connection, job_id: UUID | str, slice_no: int) -> Status:
-    row = conn.execute(
-        "SELECT status FROM replay_slice WHERE job_id = %s AND slice_no = %s", (job_id, slice_no)
-    ).fetchone()
-    if row is None:
-        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
-    return Status(row["status"])
-
-
-@dataclass(frozen=True)
-class Standing:
-    """A running attempt's view of its slice between two batches: one cheap read, no lock."""
-
-    status: Status
-    #: still this attempt's to run: running, owned by it, at its version (what
-    #: ``lock_slice_version`` will require of the next batch)
-    ours: bool
-    #: the job's speed limit now, as stored (None: none)
-    rate: float | None
-
-
-def slice_standing(
-    conn: Connection, job_id: UUID, slice_no: int, owner: UUID, version: int
-) -> Standing:
-    """Whether the attempt (``owner`` at ``version``) may go on, and the job's limit: read by
-    a throttled slice while it waits, so a cancel or a takeover stops it within seconds."""
-    row = conn.execute(
-        "SELECT s.status, coalesce(s.status = 'running' AND s.owner = %s AND s.version = %s,"
-        " false) AS ours, j.max_events_per_second"
-        " FROM replay_slice s JOIN replay_job j ON j.job_id = s.job_id"
-        " WHERE s.job_id = %s AND s.slice_no = %s",
-        (owner, version, job_id, slice_no),
-    ).fetchone()
-    if row is None:
-        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
-    return Standing(Status(row["status"]), row["ours"], _rate(row["max_events_per_second"]))
-
-
-def record_batch(
-    conn: Connection,
-    job_id: UUID,
-    slice_no: int,
-    *,
-    checkpoint: dict[str, Any],
-    last_event_id: UUID,
-    processed: int,
-    applied: int,
-    poisoned: int = 0,
-) -> None:
-    conn.execute(
-        "UPDATE replay_slice SET checkpoint = %s, last_event_id = %s,"
-        " processed_count = processed_count + %s, applied_count = applied_count + %s,"
-        " skipped_count = skipped_count + %s, poison_count = poison_count + %s"
-        " WHERE job_id = %s AND slice_no = %s",
-        (
-            Jsonb(checkpoint),
-            last_event_id,
-            processed,
-            applied,
-            processed - applied - poisoned,
-            poisoned,
-            job_id,
-            slice_no,
-        ),
-    )
-
-
-def complete_slice(conn: Connection, job_id: UUID, slice_no: int) -> None:
-    conn.execute(
-        "UPDATE replay_slice SET status = 'completed', completed_at = now(), heartbeat_at = now()"
-        " WHERE job_id = %s AND slice_no = %s",
-        (job_id, slice_no),
-    )
-
-
-def fail_slice(
-    conn: Connection,
-    job_id: UUID | str,
-    slice_no: int,
-    error: str,
-    *,
-    owner: UUID | None = None,
-    event_id: UUID | None = None,
-) -> None:
-    """Mark an unfinished slice failed (only if ``owner`` still owns it, when given)."""
-    conn.execute(
-        "UPDATE replay_slice SET status = 'failed', last_error = %s, error_event_id = %s,"
-        " heartbeat_at = now() WHERE job_id = %s AND slice_no = %s"
-        " AND status IN ('pending', 'running')"
-        " AND (%s::uuid IS NULL OR owner = %s::uuid)",
-        (error, event_id, job_id, slice_no, owner, owner),
-    )
-
-
-def park_event(
-    conn: Connection,
-    *,
-    job_id: UUID,
-    slice_no: int,
-    event_id: UUID,
-    handler_name: str,
-    error: str,
-    traceback: str,
-) -> None:
-    conn.execute(
-        "INSERT INTO parked_event (job_id, event_id, handler_name, slice_no, error, traceback)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, event_id) DO UPDATE"
-        " SET error = EXCLUDED.error, traceback = EXCLUDED.traceback,"
-        " attempts = parked_event.attempts + 1, resolved_at = NULL",
-        (job_id, event_id, handler_name, slice_no, error, traceback),
-    )
-
-
-def parked_events(
-    conn: Connection, job_id: UUID | str, *, unresolved_only: bool = False
-) -> list[dict[str, Any]]:
-    return conn.execute(
-        "SELECT p.event_id, p.handler_name, p.slice_no, p.error, p.traceback, p.attempts,"
-        " p.parked_at, p.resolved_at, e.aggregate_id, e.sequence_num, e.event_type"
-        " FROM parked_event p LEFT JOIN event e ON e.event_id = p.event_id"
-        " WHERE p.job_id = %s AND (NOT %s OR p.resolved_at IS NULL)"
-        " ORDER BY e.aggregate_id, e.sequence_num",
-        (job_id, unresolved_only),
-    ).fetchall()
-
-
-def resolve_parked(conn: Connection, job_id: UUID | str, event_id: UUID) -> None:
-    conn.execute(
-        "UPDATE parked_event SET resolved_at = now() WHERE job_id = %s AND event_id = %s",
-        (job_id, event_id),
-    )
-
-
 _SLICE_TOTALS = """
 SELECT count(*) AS slices,
-       count(*) FILTER (WHERE status = 'completed') AS completed,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'completed') AS completed_slices,
+       count(*) FILTER (WHERE status = 'failed') AS failed_slices,
        count(*) FILTER (WHERE status IN ('pending', 'running')) AS unfinished,
        coalesce(sum(total_events), 0)::bigint AS total,
        coalesce(sum(processed_count), 0)::bigint AS processed,
@@ -442,7 +230,7 @@ SELECT count(*) AS slices,
 """
 
 
-def _lock_job(conn: Connection, job_id: UUID | str) -> Status:
+def lock_job(conn: Connection, job_id: UUID | str) -> Status:
     # NO KEY UPDATE, not UPDATE: it does not conflict with the KEY SHARE lock that inserting a
     # parked_event (a foreign key to the job) takes while a batch holds its slice's row.
     row = conn.execute(
@@ -466,12 +254,12 @@ def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
     run: ``failed``, with the first slice error. Otherwise the job keeps its status.
     """
     with conn.transaction():
-        status = _lock_job(conn, job_id)
+        status = lock_job(conn, job_id)
         if status.final:
             return status
         totals = _slice_totals(conn, job_id)
         error = totals["error"]
-        if totals["completed"] == totals["slices"]:
+        if totals["completed_slices"] == totals["slices"]:
             new = Status.COMPLETED
             if totals["processed"] != totals["total"]:  # never expected; never hidden either
                 new = Status.FAILED
@@ -479,7 +267,7 @@ def finalize_job(conn: Connection, job_id: UUID | str) -> Status:
                     f"every slice completed, but {totals['processed']} events were processed"
                     f" of {totals['total']} planned"
                 )
-        elif totals["failed"] and not totals["unfinished"]:
+        elif totals["failed_slices"] and not totals["unfinished"]:
             new = Status.FAILED
         else:
             return status
@@ -497,7 +285,7 @@ def fail_job(conn: Connection, job_id: UUID | str, error: str) -> None:
     """Fail an unfinished job and its unfinished slices (e.g. it could not be dispatched);
     ``resume_job`` can take it up again later."""
     with conn.transaction():
-        if _lock_job(conn, job_id).final:
+        if lock_job(conn, job_id).final:
             return
         conn.execute(
             "UPDATE replay_slice SET status = 'failed', owner = NULL, last_error = %s"
@@ -511,7 +299,7 @@ def cancel_job(conn: Connection, job_id: UUID | str) -> Status:
     """Cancel an unfinished job: its slices stop at their next batch boundary (their
     compare-and-set requires a running slice). Returns the job's status afterwards."""
     with conn.transaction():
-        status = _lock_job(conn, job_id)
+        status = lock_job(conn, job_id)
         if status.final:
             raise InvalidJobState(f"job {job_id} is already {status}; nothing to cancel")
         # Waits for a batch in flight to commit (it holds its slice's row lock), so the counts
@@ -521,7 +309,7 @@ def cancel_job(conn: Connection, job_id: UUID | str) -> Status:
             " WHERE job_id = %s AND status IN ('pending', 'running')",
             (job_id,),
         )
-        _close_job(conn, job_id, Status.CANCELLED, _slice_totals(conn, job_id), "cancelled")
+        _close_job(conn, job_id, Status.CANCELLED, _slice_totals(conn, job_id), Status.CANCELLED)
         return Status.CANCELLED
 
 
@@ -531,7 +319,7 @@ def prepare_resume(conn: Connection, job_id: UUID | str) -> list[tuple[int, str]
     (slice_no, task_id) pairs to dispatch. Raises ``ActiveJobExists`` if the consumer has
     another active job, ``InvalidJobState`` for a completed job."""
     with conn.transaction():
-        status = _lock_job(conn, job_id)
+        status = lock_job(conn, job_id)
         if status is Status.COMPLETED:
             raise InvalidJobState(f"job {job_id} is completed; nothing to resume")
         try:
@@ -580,55 +368,6 @@ def unfinished_jobs(conn: Connection) -> list[UUID]:
     return [r["job_id"] for r in rows]
 
 
-def stale_slices(conn: Connection, stale_seconds: float) -> list[dict[str, Any]]:
-    """Slices of unfinished jobs that nobody seems to work on: running with a heartbeat older
-    than ``stale_seconds``, or pending since a dispatch older than that."""
-    return conn.execute(
-        f"SELECT s.job_id, s.slice_no, s.status, s.task_id, s.attempts FROM replay_slice s"
-        f" JOIN replay_job j ON j.job_id = s.job_id AND j.status IN ('pending', 'running')"
-        f" LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
-        f" WHERE {_STALE} ORDER BY s.job_id, s.slice_no",
-        {"stale": stale_seconds},
-    ).fetchall()
-
-
-# A running slice is stale when neither its batches nor its pulse were seen for `stale` seconds;
-# a pending one when it was dispatched that long ago.
-_STALE = (
-    "((s.status = 'running' AND greatest(s.heartbeat_at, h.beat_at)"
-    "   < now() - make_interval(secs => %(stale)s))"
-    " OR (s.status = 'pending' AND coalesce(s.dispatched_at, s.started_at, now())"
-    "   < now() - make_interval(secs => %(stale)s)))"
-)
-
-
-def redispatch(
-    conn: Connection, job_id: UUID, slice_no: int, task_id: str, stale_seconds: float
-) -> bool:
-    """Record a re-dispatch if the slice is still stale: a new task id; a running slice goes
-    back to pending and loses its owner (if its old copy is alive after all, it stops at its
-    next batch). False, and nothing changed, if the slice came back to life meanwhile or a batch
-    holds its row right now (SKIP LOCKED: a locked row is a live one; never wait for it)."""
-    with conn.transaction():
-        locked = conn.execute(
-            "SELECT 1 FROM replay_slice WHERE job_id = %s AND slice_no = %s"
-            " FOR NO KEY UPDATE SKIP LOCKED",
-            (job_id, slice_no),
-        ).fetchone()
-        if locked is None:
-            return False
-        row = conn.execute(
-            f"UPDATE replay_slice s SET task_id = %(task_id)s, dispatched_at = now(),"
-            f" owner = NULL, status = 'pending'"
-            f" FROM (SELECT s.job_id, s.slice_no FROM replay_slice s"
-            f"       LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
-            f"       WHERE s.job_id = %(job_id)s AND s.slice_no = %(slice_no)s AND {_STALE}) stale"
-            f" WHERE (s.job_id, s.slice_no) = (stale.job_id, stale.slice_no) RETURNING 1",
-            {"task_id": task_id, "job_id": job_id, "slice_no": slice_no, "stale": stale_seconds},
-        ).fetchone()
-        return row is not None
-
-
 def _close_job(
     conn: Connection, job_id: UUID | str, status: Status, totals: dict[str, Any], error: str | None
 ) -> None:
@@ -647,58 +386,3 @@ def _close_job(
             job_id,
         ),
     )
-
-
-_VIEW = """
-SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.filter_params,
-       j.status, j.source, j.slice_by, j.reset, j.total_events,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.processed_count
-            ELSE coalesce(s.processed, 0) END AS processed_count,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.applied_count
-            ELSE coalesce(s.applied, 0) END AS applied_count,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.skipped_count
-            ELSE coalesce(s.skipped, 0) END AS skipped_count,
-       j.on_error, j.poison_count, j.max_events_per_second::float8 AS max_events_per_second,
-       j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
-       j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count
-  FROM replay_job j
-  LEFT JOIN LATERAL (
-        SELECT count(*) AS n, sum(processed_count)::bigint AS processed,
-               sum(applied_count)::bigint AS applied, sum(skipped_count)::bigint AS skipped
-          FROM replay_slice WHERE job_id = j.job_id
-  ) s ON TRUE
-"""
-
-
-def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
-    """The job as ``get_job`` returns it: a JSON-able dict, with its slices."""
-    row = conn.execute(_VIEW + " WHERE j.job_id = %s", (job_id,)).fetchone()
-    if row is None:
-        raise JobNotFound(f"no replay job {job_id}")
-    slices = conn.execute(
-        "SELECT s.slice_no, s.status, s.first_aggregate, s.last_aggregate, s.from_time,"
-        " s.to_time, s.total_events, s.processed_count, s.applied_count, s.skipped_count,"
-        " s.poison_count, s.checkpoint, s.attempts, s.task_id, s.owner::text AS owner,"
-        " s.last_error, s.error_event_id::text AS error_event_id,"
-        " greatest(s.heartbeat_at, h.beat_at) AS heartbeat_at, s.dispatched_at, s.started_at,"
-        " s.completed_at FROM replay_slice s"
-        " LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
-        " WHERE s.job_id = %s ORDER BY s.slice_no",
-        (job_id,),
-    ).fetchall()
-    view = dict(row)
-    view["slices"] = [dict(s) for s in slices]
-    view["elapsed_seconds"] = _elapsed(view["started_at"], view["completed_at"])
-    return view
-
-
-def list_jobs(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
-    rows = conn.execute(_VIEW + " ORDER BY j.created_at DESC LIMIT %s", (limit,)).fetchall()
-    return [dict(r) for r in rows]
-
-
-def _elapsed(started: datetime | None, completed: datetime | None) -> float | None:
-    if started is None:
-        return None
-    end = completed or datetime.now(started.tzinfo)
-    return max(0.0, (end - started).total_seconds())

@@ -15,14 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
-from shared import db, idempotency, runner
+from shared import applying, db, idempotency, sources
+from shared.applying import BatchResult
+from shared.context import Context
 from shared.db import Connection
 from shared.errors import DatabaseUnavailable
 from shared.handlers import Event, IdempotentEventHandler
-from shared.scope import EVENT_COLUMNS
+from shared.sources import postgres
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +33,6 @@ BATCH = 1000
 IDLE_WAKE_SECONDS = 0.5  # poll this often even without a notification (a lost NOTIFY)
 CHANNEL = "event_appended"
 RETRY_SECONDS = 2.0  # a follower that lost PostgreSQL tries again this often
-
-_NEW_EVENTS = db.sql.SQL(
-    "SELECT {cols} FROM event"
-    " WHERE txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
-    " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
-    " AND pg_visible_in_snapshot(txid, %(now)s::pg_snapshot)"
-    " ORDER BY aggregate_id, sequence_num"
-).format(cols=EVENT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -68,13 +63,10 @@ def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
         params = {"prev": row["s"], "now": now["s"]}
         # A server-side cursor: a long backlog streams in batches, never all in memory.
         with conn.cursor(name=f"live_{handler.name}", binary=True) as cur:
-            cur.execute(_NEW_EVENTS, params)
+            cur.execute(postgres.NEW_EVENTS, params)
             while batch := cur.fetchmany(BATCH):
                 events: list[Event] = batch  # type: ignore[assignment]
-                owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
-                result = runner.apply_batch(
-                    conn, handler, events, is_replay=False, known_processed=owned
-                )
+                result = applying.apply_live(conn, handler, events)
                 seen += len(events)
                 applied += len(result.applied)
         conn.execute(
@@ -85,16 +77,14 @@ def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
     return StepResult(handler.name, seen, applied)
 
 
-def live_handlers(
-    ctx: runner.Context, names: list[str] | None = None
-) -> list[IdempotentEventHandler]:
+def live_handlers(ctx: Context, names: list[str] | None = None) -> list[IdempotentEventHandler]:
     if names:
         return [ctx.registry.get(n) for n in names]
     return [h for h in ctx.registry if h.live]
 
 
 def run(
-    ctx: runner.Context,
+    ctx: Context,
     handlers: list[IdempotentEventHandler],
     stop: threading.Event,
     *,
@@ -131,7 +121,7 @@ def run(
 
 
 def _follow(
-    ctx: runner.Context,
+    ctx: Context,
     handlers: list[IdempotentEventHandler],
     stop: threading.Event,
     backoff: dict[str, float],
@@ -162,3 +152,16 @@ def _follow(
                     pass
     finally:
         listener.close()
+
+
+def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -> BatchResult:
+    """The live entry point: hand events (by id) to a handler with ``is_replay=False``, in
+    per-aggregate order, exactly once each (already processed ones are skipped)."""
+    handler = ctx.registry.get(consumer)
+    store = sources.get(sources.DEFAULT)  # live processing follows the event table
+    with ctx.pool.connection() as conn, conn.transaction():
+        events = store.events(conn, event_ids)
+        result = applying.apply_live(conn, handler, events)
+        epoch = idempotency.current_epoch(conn, handler.name)
+    ctx.cache.mark(handler.name, epoch, [e["event_id"] for e in result.applied])
+    return result

@@ -23,7 +23,7 @@ from typing import Any
 
 from celery import Celery
 
-from shared import broker, db, jobs
+from shared import broker, db, jobs, slices
 from shared.dispatch import send_slice
 from shared.settings import Settings
 
@@ -66,20 +66,22 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
             for job_id in jobs.unfinished_jobs(conn):
                 if jobs.finalize_job(conn, job_id).final:
                     report.finalized.append(str(job_id))
-            stale = jobs.stale_slices(conn, settings.stale_seconds)
+            stale = slices.stale_slices(conn, settings.stale_seconds)
             queued = (
                 broker.queued_task_ids(settings.broker_url, [settings.queue])
-                if any(s["status"] == "pending" for s in stale)
+                if any(s["status"] == jobs.Status.PENDING for s in stale)
                 else set()
             )
             for s in stale:
-                if s["status"] == "pending" and (queued is None or s["task_id"] in queued):
+                if s["status"] == jobs.Status.PENDING and (
+                    queued is None or s["task_id"] in queued
+                ):
                     # Still waiting its turn (or the broker cannot tell us, and a message
                     # delivered to a dead worker comes back with the visibility timeout).
                     report.waiting += 1
                     continue
                 if s["attempts"] >= MAX_ATTEMPTS:
-                    jobs.fail_slice(
+                    slices.fail_slice(
                         conn, s["job_id"], s["slice_no"],
                         f"given up after {s['attempts']} attempts without ending",
                     )  # fmt: skip
@@ -87,7 +89,7 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
                     jobs.finalize_job(conn, s["job_id"])
                     continue
                 task_id = str(uuid.uuid4())
-                if not jobs.redispatch(
+                if not slices.redispatch(
                     conn, s["job_id"], s["slice_no"], task_id, settings.stale_seconds
                 ):
                     continue  # alive after all

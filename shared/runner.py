@@ -1,4 +1,4 @@
-"""The replay loop of one slice, and the live entry point: the two ways an event reaches a handler.
+"""The replay loop of one slice.
 
 Every batch is one transaction holding, in this order: the compare-and-set of the slice's version
 (so a second copy of the task cannot apply the batch again), the read of the batch after the
@@ -10,21 +10,20 @@ at most that one batch.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
 
-from shared import db, idempotency, jobs, sources
+from shared import db, jobs, slices, sources
+from shared.applying import BatchResult, apply_batch
+from shared.context import Context
 from shared.db import Connection
-from shared.handlers import Event, IdempotentEventHandler, Registry, load_registry
+from shared.handlers import Event, IdempotentEventHandler
 from shared.heartbeat import Heartbeat
-from shared.idempotency import ProcessedCache
-from shared.settings import Settings
-from shared.throttle import Throttle, batch_limit, effective_rate, sleep_until
+from shared.throttle import batch_limit, effective_rate, sleep_until
 
 log = logging.getLogger(__name__)
 
@@ -32,74 +31,6 @@ Progress = Callable[[int, int], None]
 #: a slice re-reads its job's limit at most this long apart between batches, in seconds
 #: (`replay throttle` takes effect); while it waits for the limit, after every step of the wait
 RATE_REFRESH_SECONDS = 2.0
-
-
-@dataclass
-class Context:
-    """What a worker process needs to run slices: built once per process (after the fork)."""
-
-    settings: Settings
-    pool: db.Pool
-    registry: Registry
-    cache: ProcessedCache
-    throttle: Throttle
-
-    @classmethod
-    def create(cls, settings: Settings) -> Context:
-        return cls(
-            settings=settings,
-            pool=db.make_pool(settings, max_size=2),
-            registry=load_registry(settings.handler_modules),
-            cache=ProcessedCache.from_url(settings.redis_url, settings.cache_ttl_seconds),
-            throttle=Throttle.from_url(settings.redis_url),
-        )
-
-    def close(self) -> None:
-        self.pool.close()
-        self.cache.close()
-        self.throttle.close()
-
-
-_context: tuple[int, Context] | None = None
-
-
-def process_context(settings: Settings) -> Context:
-    """This process's Context, created on first use; a forked child never reuses its parent's
-    connections (they are not safe to share across processes)."""
-    global _context
-    if _context is None or _context[0] != os.getpid():
-        _context = (os.getpid(), Context.create(settings))
-    return _context[1]
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    applied: list[Event]
-    skipped: int
-    #: events the database (not the cache) said were processed before: worth caching
-    already_processed: list[UUID]
-
-
-def apply_batch(
-    conn: Connection,
-    handler: IdempotentEventHandler,
-    events: Sequence[Event],
-    *,
-    is_replay: bool,
-    known_processed: set[UUID] = frozenset(),  # type: ignore[assignment]
-) -> BatchResult:
-    """Claim ``events`` for ``handler`` and hand it those not processed before, in order.
-    Must run inside the caller's transaction."""
-    candidates = [e for e in events if e["event_id"] not in known_processed]
-    claimed = idempotency.claim(conn, handler.name, [e["event_id"] for e in candidates])
-    fresh = [e for e in candidates if e["event_id"] in claimed]
-    if fresh:
-        handler.handle_batch(conn, fresh, is_replay=is_replay)
-    return BatchResult(
-        applied=fresh,
-        skipped=len(events) - len(fresh),
-        already_processed=[e["event_id"] for e in candidates if e["event_id"] not in claimed],
-    )
 
 
 @dataclass(frozen=True)
@@ -118,13 +49,7 @@ class SliceResult:
         return self.status in (jobs.Status.COMPLETED, jobs.Status.FAILED)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "slice_no": self.slice_no,
-            "status": self.status,
-            "processed": self.processed,
-            "applied": self.applied,
-        }
+        return asdict(self)
 
 
 class _Stop(Exception):
@@ -150,9 +75,9 @@ def run_slice(
     of the batch in flight was rolled back. Any other error fails the slice, recorded in its row:
     a worker without the handler's module, say, must not be re-dispatched forever.
     """
-    with db.translate_errors(), ctx.pool.connection() as conn:
+    with ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
-        current, taken = jobs.start_slice(conn, job_id, slice_no, task_id)
+        current, taken = slices.start_slice(conn, job_id, slice_no, task_id)
         if not taken:
             # Not ours to run (done, failed, cancelled, or its job ended): nothing was done.
             return SliceResult(job_id, slice_no, f"not taken ({current.status})", 0, 0)
@@ -168,7 +93,7 @@ def run_slice(
             if db.is_transient(exc):
                 raise
             log.exception("slice %s of job %s failed outside any handler", slice_no, job_id)
-            jobs.fail_slice(
+            slices.fail_slice(
                 conn, job_id, slice_no, f"{type(exc).__name__}: {db.first_line(exc)}\n"
                 f"{_traceback(exc)}", owner=current.owner,
             )  # fmt: skip
@@ -183,7 +108,7 @@ class _SliceRun:
         ctx: Context,
         conn: Connection,
         job: jobs.Job,
-        current: jobs.Slice,
+        current: slices.Slice,
         handler: IdempotentEventHandler,
         progress: Progress | None,
     ) -> None:
@@ -261,7 +186,7 @@ class _SliceRun:
     def _refresh(self) -> None:
         """Read the slice's standing: stop (as ``_lock`` would) if it was cancelled or taken
         over; otherwise take up the job's limit, at least the minimum (``effective_rate``)."""
-        standing = jobs.slice_standing(
+        standing = slices.slice_standing(
             self.conn, self.job.job_id, self.slice_no, self.owner, self.version
         )
         self.rate_read_at = time.monotonic()
@@ -279,17 +204,16 @@ class _SliceRun:
     def _lock(self) -> None:
         """First statement of a batch's transaction: the compare-and-set."""
         conn = self.conn
-        if not jobs.lock_slice_version(
+        if not slices.lock_slice_version(
             conn, self.job.job_id, self.slice_no, self.owner, self.version
         ):
-            status = jobs.slice_status(conn, self.job.job_id, self.slice_no)
+            status = slices.slice_status(conn, self.job.job_id, self.slice_no)
             raise _Stop(_stopped(status))
 
     def _lock_and_read(self) -> sources.Batch:
         """First statements of a batch's transaction: the compare-and-set, then the batch."""
         self._lock()
         batch = self.reader.read(self.conn, self.checkpoint, self.limit)
-        self.ctx.cache.count_reads(str(self.job.job_id), len(batch.events))
         return batch
 
     def _batch(self) -> str | None:
@@ -311,7 +235,7 @@ class _SliceRun:
                 batch = self._lock_and_read()
                 events = batch.events
                 if not events:
-                    jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
+                    slices.complete_slice(self.conn, self.job.job_id, self.slice_no)
                     return jobs.Status.COMPLETED
                 result = self._apply(events, self._known(batch))
                 checkpoint = self._record(events, len(result.applied), 0)
@@ -335,12 +259,11 @@ class _SliceRun:
             self._lock()
             folded = self.reader.fold(self.conn, self.checkpoint, fold_sql, self.limit)
             if folded is None:
-                jobs.complete_slice(self.conn, self.job.job_id, self.slice_no)
+                slices.complete_slice(self.conn, self.job.job_id, self.slice_no)
                 return jobs.Status.COMPLETED
             n = folded.count
-            self.ctx.cache.count_reads(str(self.job.job_id), n)
             checkpoint = self.reader.checkpoint_after(folded.last)
-            jobs.record_batch(
+            slices.record_batch(
                 self.conn, self.job.job_id, self.slice_no, checkpoint=checkpoint,
                 last_event_id=folded.last["event_id"], processed=n, applied=n,
             )  # fmt: skip
@@ -407,7 +330,7 @@ class _SliceRun:
                     # In a full rebuild a skipped event is parked as well: no marker would ever
                     # bring it back (a catch-up takes the rebuild's events as processed).
                     if parked or self.positional:
-                        jobs.park_event(
+                        slices.park_event(
                             self.conn, job_id=self.job.job_id, slice_no=self.slice_no,
                             event_id=event["event_id"], handler_name=self.handler.name,
                             error=f"{type(exc).__name__}: {db.first_line(exc)}",
@@ -420,7 +343,7 @@ class _SliceRun:
             )
             if failure is not None:
                 poison, error = failure
-                jobs.fail_slice(
+                slices.fail_slice(
                     self.conn, self.job.job_id, self.slice_no,
                     f"{type(error).__name__} on event {poison['event_id']}"
                     f" ({poison['aggregate_id']} #{poison['sequence_num']}):"
@@ -434,7 +357,7 @@ class _SliceRun:
         """Write the batch's counts and new checkpoint (in its transaction); return the
         checkpoint, which becomes this attempt's only once the transaction has committed."""
         checkpoint = self.reader.checkpoint_after(events[-1])
-        jobs.record_batch(
+        slices.record_batch(
             self.conn, self.job.job_id, self.slice_no, checkpoint=checkpoint,
             last_event_id=events[-1]["event_id"], processed=len(events), applied=applied,
             poisoned=poisoned,
@@ -471,57 +394,3 @@ def _stopped(status: jobs.Status) -> str:
 
 def _traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
-
-
-def process_live(ctx: Context, consumer: str, event_ids: Sequence[UUID | str]) -> BatchResult:
-    """The live entry point: hand events (by id) to a handler with ``is_replay=False``, in
-    per-aggregate order, exactly once each (already processed ones are skipped)."""
-    handler = ctx.registry.get(consumer)
-    store = sources.get(sources.DEFAULT)  # live processing follows the event table
-    with db.translate_errors(), ctx.pool.connection() as conn, conn.transaction():
-        events = store.events(conn, event_ids)
-        # Events of the handler's last full rebuild are its business: processed by it, or to
-        # be, if it has not completed yet.
-        owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
-        result = apply_batch(conn, handler, events, is_replay=False, known_processed=owned)
-        epoch = idempotency.current_epoch(conn, handler.name)
-    ctx.cache.mark(handler.name, epoch, [e["event_id"] for e in result.applied])
-    return result
-
-
-@dataclass(frozen=True)
-class RetryResult:
-    resolved: int
-    still_failing: int
-
-
-def retry_parked(ctx: Context, job_id: str) -> RetryResult:
-    """Run a job's parked events through its handler again (after a fix), in per-aggregate
-    order, each in its own transaction. Those that pass are marked processed and resolved; those
-    that fail again stay parked with the new error."""
-    resolved = failing = 0
-    with db.translate_errors(), ctx.pool.connection() as conn:
-        job = jobs.load_job(conn, job_id)
-        handler = ctx.registry.get(job.consumer_name)
-        source = sources.get(job.source)
-        parked = jobs.parked_events(conn, job_id, unresolved_only=True)
-        for p in parked:
-            with conn.transaction():
-                events = source.events(conn, [p["event_id"]])
-                try:
-                    with conn.transaction():
-                        apply_batch(conn, handler, events, is_replay=True)
-                except Exception as exc:
-                    if db.is_transient(exc):
-                        raise
-                    failing += 1
-                    jobs.park_event(
-                        conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],
-                        handler_name=handler.name,
-                        error=f"{type(exc).__name__}: {db.first_line(exc)}",
-                        traceback=_traceback(exc),
-                    )  # fmt: skip
-                    continue
-                jobs.resolve_parked(conn, job_id, p["event_id"])
-                resolved += 1
-    return RetryResult(resolved, failing)

@@ -6,13 +6,15 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from shared import db
+from shared import db, queries
+from shared.handlers import load_registry
 from shared.settings import Settings
 
 MIGRATIONS_PACKAGE = "shared.migrations"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every migrate process.
 _MIGRATION_LOCK_KEY = 0x7265706C6179  # "replay"
+QUERIES = queries.load("schema")
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,15 @@ def migrate(settings: Settings) -> list[str]:
     db.create_database_if_missing(settings)
     applied: list[str] = []
     with db.connect(settings) as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        conn.execute(
-            """
-                CREATE TABLE IF NOT EXISTS schema_migration (
-                    version    integer PRIMARY KEY,
-                    name       text        NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now()
-                )
-                """
-        )
-        done = {r["version"] for r in conn.execute("SELECT version FROM schema_migration")}
+        conn.execute(QUERIES["lock_migrations"], {"key": _MIGRATION_LOCK_KEY})
+        conn.execute(QUERIES["create_migration_table"])
+        done = {r["version"] for r in conn.execute(QUERIES["applied_migrations"])}
         for migration in migrations():
             if migration.version in done:
                 continue
             conn.execute(migration.sql.encode())
             conn.execute(
-                "INSERT INTO schema_migration (version, name) VALUES (%s, %s)",
-                (migration.version, migration.name),
+                QUERIES["record_migration"], {"version": migration.version, "name": migration.name}
             )
             applied.append(f"{migration.version:04d}_{migration.name}")
     return applied
@@ -72,14 +65,12 @@ def migrate(settings: Settings) -> list[str]:
 def migrate_all(settings: Settings) -> tuple[list[str], list[str]]:
     """``migrate``, then every registered handler's ``setup`` (its own tables). Returns the
     migrations applied and the handler names."""
-    from shared.handlers import load_registry
-
     applied = migrate(settings)
     registry = load_registry(settings.handler_modules)
     with db.connect(settings) as conn, conn.transaction():
         # The same lock as the migrations: two `CREATE TABLE IF NOT EXISTS` at once can both
         # miss the table and one then fails on pg_type's unique index.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        conn.execute(QUERIES["lock_migrations"], {"key": _MIGRATION_LOCK_KEY})
         for handler in registry:
             handler.setup(conn)
     return applied, registry.names()

@@ -13,12 +13,12 @@ from typing import Any
 
 from shared.db import sql
 
-# The keys of the ``Event`` mapping (shared.handlers), which are the event table's columns.
-EVENT_COLUMN_NAMES = (
+#: The keys of the ``Event`` mapping (shared.handlers), which are the event table's columns: a
+#: source's SELECT names them (the event table's: ``select_events`` in events.sql).
+EVENT_COLUMNS = sql.SQL(
     "event_id, aggregate_id, aggregate_type, event_type, payload, metadata, sequence_num,"
     " occurred_at"
 )
-EVENT_COLUMNS = sql.SQL(EVENT_COLUMN_NAMES)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from shared import db
+from shared import db, queries
 from shared.db import Connection
 from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
+
+QUERIES = queries.load("store")
 
 # The widths of the event table's text columns (0001_event_store.sql).
 MAX_AGGREGATE_ID = 100
@@ -101,10 +103,7 @@ class NewEvent:
 
 def stream_version(conn: Connection, aggregate_id: str) -> int:
     """The last sequence_num of an aggregate (0 when it has no events)."""
-    row = conn.execute(
-        "SELECT coalesce(max(sequence_num), 0) AS v FROM event WHERE aggregate_id = %s",
-        (aggregate_id,),
-    ).fetchone()
+    row = conn.execute(QUERIES["stream_version"], {"aggregate_id": aggregate_id}).fetchone()
     return int(row["v"]) if row else 0
 
 
@@ -151,11 +150,7 @@ def append(
                 f"aggregate {aggregate_id!r} is at version {actual}, expected {expected_version}"
             )
         try:
-            cur.executemany(
-                "INSERT INTO event (event_id, aggregate_id, aggregate_type, event_type, payload,"
-                " metadata, sequence_num, occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
+            cur.executemany(QUERIES["insert_event"], rows)
         except ConcurrencyConflict as exc:
             # A key of the event table (db.UNIQUE_CONSTRAINTS): most likely a concurrent writer
             # committed the same sequence_num between our read and our insert.
@@ -190,12 +185,6 @@ def _row(
     )
 
 
-COPY_EVENTS = (
-    "COPY event (event_id, aggregate_id, aggregate_type, event_type, payload, metadata,"
-    " sequence_num, occurred_at) FROM STDIN"
-)
-
-
 def _escape(text: str) -> str:
     """Escape a value for COPY's text format."""
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
@@ -206,7 +195,7 @@ def copy_rows(conn: Connection, lines: Iterable[str], chunk_lines: int = 5000) -
     A duplicate (aggregate_id, sequence_num) aborts the whole load with ``DuplicateAggregates``."""
     count = 0
     try:
-        with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
+        with conn.transaction(), conn.cursor() as cur, cur.copy(QUERIES["copy_events"]) as copy:
             buf: list[str] = []
             for line in lines:
                 buf.append(line)

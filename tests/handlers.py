@@ -99,7 +99,16 @@ class SlowSummary(PoisonableSummary):
     name = "slow_summary"
     SECONDS_PER_BATCH = 0.05
 
+    def setup(self, conn: Connection) -> None:
+        super().setup(conn)
+        # Counts every event this handler is handed, rolled-back batches included: a sequence
+        # does not roll back (how many events a crash made it re-read).
+        conn.execute("CREATE SEQUENCE IF NOT EXISTS slow_summary_handed")
+
     def handle_batch(self, conn: Connection, events: Sequence[Event], *, is_replay: bool) -> None:
+        conn.execute(
+            "SELECT nextval('slow_summary_handed') FROM generate_series(1, %s)", (len(events),)
+        )
         time.sleep(self.SECONDS_PER_BATCH)
         super().handle_batch(conn, events, is_replay=is_replay)
 

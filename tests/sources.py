@@ -21,15 +21,21 @@ from uuid import UUID
 
 from shared.db import Connection, Jsonb, sql
 from shared.handlers import Event
-from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
+from shared.scope import EVENT_COLUMNS, Scope
 from shared.slicing import PlannedSlice, SliceBy, aggregate_slices
 from shared.sources import Batch, Checkpoint, SliceReader, Source, source
 
 NAME = "event_list"
 TABLE = "test_event_list"
 
-DDL = f"""
-CREATE TABLE IF NOT EXISTS {TABLE} (
+
+def on_table(text: str, **parts: sql.Composable) -> sql.Composed:
+    """``text`` with ``{table}`` this source's table (an identifier, never formatted in)."""
+    return sql.SQL(text).format(table=sql.Identifier(TABLE), **parts)
+
+
+DDL = on_table("""
+CREATE TABLE IF NOT EXISTS {table} (
     position       bigserial PRIMARY KEY,
     event_id       uuid        NOT NULL UNIQUE,
     aggregate_id   text        NOT NULL,
@@ -40,7 +46,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     sequence_num   bigint      NOT NULL,
     occurred_at    timestamptz NOT NULL
 )
-"""
+""")
 
 
 def write(conn: Connection, events: Iterable[Mapping[str, Any]]) -> None:
@@ -48,10 +54,12 @@ def write(conn: Connection, events: Iterable[Mapping[str, Any]]) -> None:
     conn.execute(DDL)
     with conn.cursor() as cur:
         cur.executemany(
-            f"INSERT INTO {TABLE} (event_id, aggregate_id, aggregate_type, event_type, payload,"
-            " metadata, sequence_num, occurred_at) VALUES (%(event_id)s, %(aggregate_id)s,"
-            " %(aggregate_type)s, %(event_type)s, %(payload)s, %(metadata)s, %(sequence_num)s,"
-            " %(occurred_at)s)",
+            on_table(
+                "INSERT INTO {table} (event_id, aggregate_id, aggregate_type, event_type, payload,"
+                " metadata, sequence_num, occurred_at) VALUES (%(event_id)s, %(aggregate_id)s,"
+                " %(aggregate_type)s, %(event_type)s, %(payload)s, %(metadata)s, %(sequence_num)s,"
+                " %(occurred_at)s)"
+            ),
             [
                 {**e, "payload": Jsonb(e["payload"]), "metadata": Jsonb(e.get("metadata", {}))}
                 for e in events
@@ -76,20 +84,19 @@ def _where(scope: Scope, frozen: str) -> tuple[sql.Composable, dict[str, Any]]:
 
 @dataclass
 class ListReader(SliceReader):
-    scope: Scope
-    bounds: SliceBounds
-    frozen: str
     #: the position of each event of the last batch read: the checkpoint is a position, which
     #: the Event mapping (the same from every source) does not carry
     _positions: dict[UUID, int] = field(default_factory=dict)
 
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         cond, params = _where(self.scope, self.frozen)
-        query = sql.SQL(
+        query = on_table(
             "SELECT position, {cols} FROM {table} WHERE {cond}"
             " AND aggregate_id BETWEEN %(first)s AND %(last)s AND position > %(after)s"
-            " ORDER BY position LIMIT %(limit)s"
-        ).format(cols=EVENT_COLUMNS, table=sql.Identifier(TABLE), cond=cond)
+            " ORDER BY position LIMIT %(limit)s",
+            cols=EVENT_COLUMNS,
+            cond=cond,
+        )
         rows: list[Any] = conn.execute(
             query,
             {
@@ -111,35 +118,38 @@ class ListReader(SliceReader):
 class EventListSource(Source):
     name: ClassVar[str] = NAME
     slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE,)
+    reader_class: ClassVar[type[SliceReader]] = ListReader
 
     def freeze(self, conn: Connection) -> str:
         # First, before any snapshot is taken, and held until the plan commits: no writer
         # between the freeze and the commit. Positions are taken in order but may commit out of
         # order, and a cut-off must not miss one committing late. (No writer in flight either.)
-        conn.execute(f"LOCK TABLE {TABLE} IN SHARE MODE")
-        row = conn.execute(f"SELECT coalesce(max(position), 0) AS p FROM {TABLE}").fetchone()
+        conn.execute(on_table("LOCK TABLE {table} IN SHARE MODE"))
+        row = conn.execute(
+            on_table("SELECT coalesce(max(position), 0) AS p FROM {table}")
+        ).fetchone()
         assert row is not None
         return str(row["p"])
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
         rows = conn.execute(
-            f"SELECT t FROM unnest(%s::text[]) AS t WHERE NOT EXISTS"
-            f" (SELECT 1 FROM {TABLE} WHERE event_type = t) ORDER BY t",
+            on_table(
+                "SELECT t FROM unnest(%s::text[]) AS t WHERE NOT EXISTS"
+                " (SELECT 1 FROM {table} WHERE event_type = t) ORDER BY t"
+            ),
             (list(event_types),),
         ).fetchall()
         return [r["t"] for r in rows]
 
     def known_event_types(self, conn: Connection, limit: int = 30) -> list[str]:
         rows = conn.execute(
-            f"SELECT DISTINCT event_type FROM {TABLE} ORDER BY 1 LIMIT %s", (limit,)
+            on_table("SELECT DISTINCT event_type FROM {table} ORDER BY 1 LIMIT %s"), (limit,)
         ).fetchall()
         return [r["event_type"] for r in rows]
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
         cond, params = _where(scope, frozen)
-        query = sql.SQL("SELECT count(*) AS n FROM {table} WHERE {cond}").format(
-            table=sql.Identifier(TABLE), cond=cond
-        )
+        query = on_table("SELECT count(*) AS n FROM {table} WHERE {cond}", cond=cond)
         row = conn.execute(query, params).fetchone()
         return int(row["n"]) if row else 0
 
@@ -147,27 +157,19 @@ class EventListSource(Source):
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
         cond, params = _where(scope, frozen)
-        query = sql.SQL(
+        query = on_table(
             "SELECT aggregate_id, count(*) AS n FROM {table} WHERE {cond}"
-            " GROUP BY aggregate_id ORDER BY aggregate_id"
-        ).format(table=sql.Identifier(TABLE), cond=cond)
+            " GROUP BY aggregate_id ORDER BY aggregate_id",
+            cond=cond,
+        )
         rows = conn.execute(query, params).fetchall()
         return aggregate_slices([(r["aggregate_id"], int(r["n"])) for r in rows], slices)
 
-    def reader(
-        self,
-        scope: Scope,
-        bounds: SliceBounds,
-        frozen: str,
-        batch_size: int,
-        covered: str | None = None,
-    ) -> ListReader:
-        return ListReader(scope, bounds, frozen)
-
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
-        query = sql.SQL(
-            "SELECT {cols} FROM {table} WHERE event_id = ANY(%s::uuid[]) ORDER BY position"
-        ).format(cols=EVENT_COLUMNS, table=sql.Identifier(TABLE))
+        query = on_table(
+            "SELECT {cols} FROM {table} WHERE event_id = ANY(%s::uuid[]) ORDER BY position",
+            cols=EVENT_COLUMNS,
+        )
         rows: list[Any] = conn.execute(query, ([str(e) for e in event_ids],)).fetchall()
         return rows
 

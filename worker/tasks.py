@@ -8,7 +8,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from shared import db, jobs, live, reconcile, runner
+from shared import context, jobs, live, reconcile, runner
 from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
@@ -30,8 +30,8 @@ def _retry_while_db_down(first: int, cap: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _context() -> runner.Context:
-    return runner.process_context(Settings.from_env())
+def _context() -> context.Context:
+    return context.process_context(Settings.from_env())
 
 
 @app.task(
@@ -75,7 +75,7 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
 def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     """Chord callback: derive the job's final status from its slice rows."""
     ctx = _context()
-    with db.translate_errors(), ctx.pool.connection() as conn:
+    with ctx.pool.connection() as conn:
         status = jobs.finalize_job(conn, job_id)
     return {"job_id": job_id, "status": str(status)}
 
@@ -83,7 +83,7 @@ def finalize(_results: Any, job_id: str) -> dict[str, Any]:
 @app.task(name=LIVE_TASK, **_retry_while_db_down(1, 30))
 def live_events(consumer: str, event_ids: list[str]) -> dict[str, Any]:
     """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
-    result = runner.process_live(_context(), consumer, event_ids)
+    result = live.process_live(_context(), consumer, event_ids)
     return {"consumer": consumer, "applied": len(result.applied), "skipped": result.skipped}
 
 
@@ -100,7 +100,7 @@ def live_step(handlers: list[str] | None = None) -> dict[str, Any]:
     this can run beside `replay live` and beside itself."""
     ctx = _context()
     counts: dict[str, Any] = {}
-    with db.translate_errors(), ctx.pool.connection() as conn:
+    with ctx.pool.connection() as conn:
         for handler in live.live_handlers(ctx, handlers):
             result = live.step(conn, handler)
             counts[handler.name] = {"events": result.events, "applied": result.applied}

@@ -22,7 +22,7 @@ from scheduler.cli.display import console, follow, print_summary
 from scheduler.coordinator import Coordinator
 from shared import db
 from shared.errors import DemoVerificationFailed, InvalidRequest, InvalidSliceCount
-from shared.jobs import Status
+from shared.jobs import ReplayType, Status
 from shared.settings import Settings, redact
 from shared.slicing import MAX_SLICES
 
@@ -115,7 +115,9 @@ def _rebuild(demo: Settings, workers: int, slices: int) -> tuple[str, dict[str, 
         )
         coordinator = Coordinator(demo)
         began = time.perf_counter()
-        job_id = coordinator.submit("order_summary", replay_type="full", slices=slices, reset=True)
+        job_id = coordinator.submit(
+            "order_summary", replay_type=ReplayType.FULL, slices=slices, reset=True
+        )
         console.print(f"4. full rebuild of order_summary in {slices} slices")
         job = follow(coordinator, job_id)
         wall = time.perf_counter() - began

@@ -12,9 +12,9 @@ from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add
 from scheduler.cli.display import console, fmt_time, follow, json_default, print_summary
 from scheduler.coordinator import Coordinator
 from scheduler.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
-from shared import db, jobs, runner
+from shared import context, db, parked, slices
 from shared.errors import InvalidRequest
-from shared.jobs import OnError, Status
+from shared.jobs import OnError, ReplayType, Status
 from shared.settings import Settings
 from shared.slicing import SliceBy
 from shared.store import shorten
@@ -23,7 +23,9 @@ from shared.store import shorten
 def add_commands(sub: Subcommands) -> None:
     s = add(sub, cmd_submit, "submit a replay job")
     s.add_argument("consumer", help="handler name, e.g. order_summary")
-    s.add_argument("--type", dest="replay_type", default="full", help=" | ".join(REPLAY_TYPES))
+    s.add_argument(
+        "--type", dest="replay_type", default=ReplayType.FULL, help=" | ".join(REPLAY_TYPES)
+    )
     s.add_argument("--aggregate-id")
     s.add_argument("--from", dest="from_time", help="ISO-8601 with a time zone (inclusive)")
     s.add_argument("--to", dest="to_time", help="ISO-8601 with a time zone (exclusive)")
@@ -176,7 +178,7 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
     with db.connect(settings) as conn:
-        rows = jobs.parked_events(conn, args.job_id)
+        rows = slices.parked_events(conn, args.job_id)
     # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
         state = "resolved" if r["resolved_at"] else "parked"
@@ -192,9 +194,9 @@ def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
     Coordinator(settings).get(args.job_id)
-    ctx = runner.Context.create(settings)
+    ctx = context.Context.create(settings)
     try:
-        result = runner.retry_parked(ctx, args.job_id)
+        result = parked.retry_parked(ctx, args.job_id)
     finally:
         ctx.close()
     console.print(

@@ -16,7 +16,7 @@ from local import embedded, servers
 from scheduler.cli.commands import Subcommands, add
 from scheduler.cli.display import console, follow, message, print_summary
 from scheduler.coordinator import Coordinator
-from shared import aggregates, db, live, runner, schema
+from shared import aggregates, context, db, live, schema
 from shared.errors import NoServers, ReplayError
 from shared.handlers import load_registry
 from shared.jobs import Status
@@ -120,7 +120,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_live(settings: Settings, args: argparse.Namespace) -> int:
-    ctx = runner.Context.create(settings)
+    ctx = context.Context.create(settings)
     handlers = live.live_handlers(ctx, args.handlers)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -40,14 +40,25 @@ class Folded:
     last: Mapping[str, Any]
 
 
+@dataclass
 class SliceReader:
     """Reads one slice of a job, batch by batch, each strictly after the checkpoint it is given.
 
     ``read`` runs inside the batch's transaction on the connection it is given, so that the
     handler's writes and the new checkpoint commit with it. Reading the same checkpoint twice
     returns the same batch (the scope is frozen): that is what makes a crash re-read at most one
-    batch and a retry apply nothing twice.
+    batch and a retry apply nothing twice. ``Source.reader`` builds one from the slice's
+    description below (a subclass adds fields of its own with defaults).
     """
+
+    scope: Scope
+    bounds: SliceBounds
+    #: what ``Source.freeze`` returned when the job was planned
+    frozen: str
+    batch_size: int
+    #: only for a source with ``coverage``: the frozen scope of the handler's last completed
+    #: full rebuild (its events are flagged in ``Batch.covered``)
+    covered: str | None = None
 
     #: whether ``fold`` exists: a handler's ``rebuild_sql`` run over the batch where it lies
     can_fold: ClassVar[bool] = False
@@ -92,6 +103,8 @@ class Source:
     #: as processed, and a reset of one aggregate can find that aggregate's markers. Only the
     #: source whose events live processing and the marker housekeeping see can say so.
     coverage: ClassVar[bool] = False
+    #: what reads one slice: ``reader`` builds one from the slice's description
+    reader_class: ClassVar[type[SliceReader]] = SliceReader
 
     def freeze(self, conn: Connection) -> str:
         """Pin the events that exist now, as text stored on the job. Called first in the
@@ -125,9 +138,9 @@ class Source:
         batch_size: int,
         covered: str | None = None,
     ) -> SliceReader:
-        """The reader of one slice. ``covered`` (only for a source with ``coverage``): the
-        frozen scope of the handler's last completed full rebuild."""
-        raise NotImplementedError
+        """The reader of one slice: a ``reader_class`` of these arguments (the ``SliceReader``
+        fields). Override it only for a reader that needs more than the slice's description."""
+        return self.reader_class(scope, bounds, frozen, batch_size, covered)
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         """The events of ``event_ids`` that the source has, in per-aggregate order (retrying

@@ -6,8 +6,10 @@ appended it (``event.txid``) and a job reads only events visible in its snapshot
 transaction that started before planning and committed after. Slices are ranges of aggregate ids
 (read in ``(aggregate_id, sequence_num)`` order) or of ``occurred_at`` (read in ``(occurred_at,
 event_id)`` order), with keyset pagination after the checkpoint: never OFFSET, never all in
-memory. The WHERE clauses are assembled from constant SQL fragments only; every value travels as
-a query parameter.
+memory. The statements are the named queries of ``shared/queries/events.sql``; their WHERE
+clauses are assembled from the constant SQL fragments below only, and every value travels as a
+query parameter. ``select_events`` is the one SELECT of events: slice batches, events by id, an
+aggregate's stream (``shared.aggregates``) and live processing (``NEW_EVENTS``) compose it.
 """
 
 from __future__ import annotations
@@ -18,17 +20,64 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from shared import queries
 from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
 from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader, Source
 
+QUERIES = queries.load("events")
+
+# The conditions and orders below are composed into the queries of events.sql ({where},
+# {order}): which of them apply depends on the scope, the slice and the checkpoint, so they are
+# SQL constants here rather than named queries. Every value travels as a query parameter.
 _VISIBLE = sql.SQL("pg_visible_in_snapshot(txid, %(snapshot)s::pg_snapshot)")
 _AGGREGATE = sql.SQL("aggregate_id = %(aggregate_id)s")
 _FROM_TIME = sql.SQL("occurred_at >= %(from_time)s")
 _TO_TIME = sql.SQL("occurred_at < %(to_time)s")
 _EVENT_TYPES = sql.SQL("event_type = ANY(%(event_types)s::text[])")
+# Keyset pagination of a slice: each batch starts strictly after the checkpoint, in index order.
+_AGG_START = sql.SQL("aggregate_id >= %(first_aggregate)s")
+_AGG_AFTER = sql.SQL("(aggregate_id, sequence_num) > (%(after_aggregate)s, %(after_sequence)s)")
+_AGG_END = sql.SQL("aggregate_id <= %(last_aggregate)s")
+_TIME_START = sql.SQL("occurred_at >= %(slice_from)s")
+_TIME_AFTER = sql.SQL("(occurred_at, event_id) > (%(after_time)s, %(after_event)s)")
+_TIME_END = sql.SQL("occurred_at < %(slice_to)s")
+_AGG_ORDER = sql.SQL("ORDER BY aggregate_id, sequence_num")
+_TIME_ORDER = sql.SQL("ORDER BY occurred_at, event_id")
+_AGG_LAST = sql.SQL("ORDER BY aggregate_id DESC, sequence_num DESC")
+_TIME_LAST = sql.SQL("ORDER BY occurred_at DESC, event_id DESC")
+_LIMIT = sql.SQL("LIMIT %(limit)s")
+_COVERED = sql.SQL("pg_visible_in_snapshot(txid, %(covered)s::pg_snapshot) AS _covered")
+_BY_ID = sql.SQL("event_id = ANY(%(event_ids)s::uuid[])")
+_STREAM = sql.SQL(
+    "aggregate_id = %(aggregate_id)s AND sequence_num > %(after)s AND sequence_num <= %(upto)s"
+)
+# Committed after snapshot prev and visible in snapshot now (0005_live.sql says why a snapshot,
+# not a sequence, is a live position).
+_COMMITTED_BETWEEN = sql.SQL(
+    "txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
+    " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
+    " AND pg_visible_in_snapshot(txid, %(now)s::pg_snapshot)"
+)
+
+
+def select_events(
+    where: sql.Composable, order: sql.Composable, columns: sql.Composable = EVENT_COLUMNS
+) -> sql.Composed:
+    """The one SELECT of the event table's events (``select_events`` of events.sql): the
+    ``Event`` columns (or ``columns``) of the events ``where`` picks, in ``order``."""
+    return sql.SQL(QUERIES["select_events"]).format(columns=columns, where=where, order=order)
+
+
+#: events by id (%(event_ids)s), in per-aggregate order
+EVENTS_BY_ID = select_events(_BY_ID, _AGG_ORDER)
+#: one aggregate's events (%(aggregate_id)s) with %(after)s < sequence_num <= %(upto)s, in order
+STREAM = select_events(_STREAM, _AGG_ORDER)
+#: live processing (shared/live.py): the events committed after snapshot %(prev)s and visible
+#: in snapshot %(now)s, in per-aggregate order
+NEW_EVENTS = select_events(_COMMITTED_BETWEEN, _AGG_ORDER)
 
 
 def where(scope: Scope, snapshot: str | None) -> tuple[list[sql.Composable], dict[str, Any]]:
@@ -59,44 +108,31 @@ def where_clause(conds: list[sql.Composable]) -> sql.Composable:
     return sql.SQL(" AND ").join(conds)
 
 
-# --- reading one slice ----------------------------------------------------------------------------
-# Keyset pagination: each batch starts strictly after the checkpoint, in index order.
-_AGG_START = sql.SQL("aggregate_id >= %(first_aggregate)s")
-_AGG_AFTER = sql.SQL("(aggregate_id, sequence_num) > (%(after_aggregate)s, %(after_sequence)s)")
-_AGG_END = sql.SQL("aggregate_id <= %(last_aggregate)s")
-_AGG_ORDER = sql.SQL("ORDER BY aggregate_id, sequence_num")
-_TIME_START = sql.SQL("occurred_at >= %(slice_from)s")
-_TIME_AFTER = sql.SQL("(occurred_at, event_id) > (%(after_time)s, %(after_event)s)")
-_TIME_END = sql.SQL("occurred_at < %(slice_to)s")
-_TIME_ORDER = sql.SQL("ORDER BY occurred_at, event_id")
-_AGG_LAST = sql.SQL("ORDER BY aggregate_id DESC, sequence_num DESC")
-_TIME_LAST = sql.SQL("ORDER BY occurred_at DESC, event_id DESC")
-_COVERED = sql.SQL("pg_visible_in_snapshot(txid, %(covered)s::pg_snapshot) AS _covered")
+def stream(conn: Connection, aggregate_id: str, after: int, upto: int) -> list[Event]:
+    """The events of one aggregate with ``after < sequence_num <= upto``, in order."""
+    params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
+    rows: list[Any] = conn.execute(STREAM, params).fetchall()
+    return rows
 
 
-@dataclass(frozen=True)
+@dataclass
 class EventTableReader(SliceReader):
-    """Reads one slice of a job's scope in batches, after a checkpoint."""
+    """Reads one slice of a job's scope in batches, after a checkpoint; with ``covered``, each
+    event comes with ``_covered``: visible in that snapshot or not."""
 
     can_fold: ClassVar[bool] = True
 
-    scope: Scope
-    bounds: SliceBounds
-    snapshot: str
-    batch_size: int
-    #: with a snapshot here, each event comes with ``_covered``: visible in it or not
-    covered_snapshot: str | None = None
     _base: tuple[list[sql.Composable], dict[str, Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_base", where(self.scope, self.snapshot))
+        self._base = where(self.scope, self.frozen)
 
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         query, params = self.query(checkpoint, limit)
         # binary: uuids, timestamps and integers arrive without text parsing
         rows: list[Any] = conn.execute(query, params, binary=True).fetchall()
         covered: set[UUID] = set()
-        if self.covered_snapshot is not None:
+        if self.covered is not None:
             for row in rows:
                 if row.pop("_covered"):
                     covered.add(row["event_id"])
@@ -136,13 +172,11 @@ class EventTableReader(SliceReader):
                 params["slice_to"] = b.to_time
             order = _TIME_ORDER
         cols: sql.Composable = EVENT_COLUMNS
-        if self.covered_snapshot is not None:
+        if self.covered is not None:
             cols = sql.SQL(", ").join([EVENT_COLUMNS, _COVERED])
-            params["covered"] = self.covered_snapshot
-        query = sql.SQL("SELECT {cols} FROM event WHERE {where} {order} LIMIT %(limit)s").format(
-            cols=cols, where=where_clause(conds), order=order
-        )
-        return query, params
+            params["covered"] = self.covered
+        limited = sql.SQL(" ").join([order, _LIMIT])
+        return select_events(where_clause(conds), limited, cols), params
 
     def fold(
         self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int
@@ -152,11 +186,9 @@ class EventTableReader(SliceReader):
         last event (its position) and the batch's size; None when the slice is done."""
         batch, params = self.query(checkpoint, limit)
         last = _TIME_LAST if self.bounds.by_time else _AGG_LAST
-        query = sql.SQL(
-            "WITH batch AS ({batch}), folded AS ({fold})"
-            " SELECT aggregate_id, sequence_num, occurred_at, event_id, count(*) OVER () AS n"
-            " FROM batch {last} LIMIT 1"
-        ).format(batch=batch, fold=sql.SQL(fold_sql), last=last)
+        query = sql.SQL(QUERIES["fold_batch"]).format(
+            batch=batch, fold=sql.SQL(fold_sql), last=last
+        )
         row = conn.execute(query, params).fetchone()
         return None if row is None else Folded(int(row["n"]), row)
 
@@ -166,81 +198,31 @@ class EventTableReader(SliceReader):
         return {"occurred_at": event["occurred_at"].isoformat(), "event_id": str(event["event_id"])}
 
 
-_EVENTS_BY_ID = sql.SQL(
-    "SELECT {cols} FROM event WHERE event_id = ANY(%s::uuid[]) ORDER BY aggregate_id, sequence_num"
-).format(cols=EVENT_COLUMNS)
-
-
-# --- planning -------------------------------------------------------------------------------------
-# Counts per aggregate, then cuts the running total into `slices` equal parts. Aggregates are never
-# split (their events must be processed in order by one task), so a very large aggregate makes its
-# slice larger and the number of slices can come out lower than asked.
-_PLAN_BY_AGGREGATE = """
-WITH per_aggregate AS (
-    SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
-), running AS (
-    SELECT aggregate_id, n,
-           sum(n) OVER (ORDER BY aggregate_id) - n AS before,
-           sum(n) OVER () AS total
-      FROM per_aggregate
-)
-SELECT floor(before * %(slices)s / total)::int AS bucket,
-       min(aggregate_id) AS first_aggregate,
-       max(aggregate_id) AS last_aggregate,
-       sum(n)::bigint AS events
-  FROM running
- GROUP BY 1
- ORDER BY 1
-"""
-_COUNT = "SELECT count(*) AS n FROM event WHERE {where}"
-_TIME_QUANTILES = (
-    "SELECT percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY occurred_at) AS q"
-    " FROM event WHERE {where}"
-)
-_COUNT_BY_TIME_BUCKET = (
-    "SELECT width_bucket(occurred_at, %(bounds)s::timestamptz[]) AS bucket, count(*) AS n"
-    " FROM event WHERE {where} GROUP BY 1 ORDER BY 1"
-)
-_MISSING_TYPES = (
-    "SELECT t FROM unnest(%s::text[]) AS t"
-    " WHERE NOT EXISTS (SELECT 1 FROM event WHERE event_type = t) ORDER BY t"
-)
-# Distinct event types by a loose index scan (fast on a large table).
-_KNOWN_TYPES = """
-WITH RECURSIVE t AS (
-    (SELECT event_type FROM event ORDER BY event_type LIMIT 1)
-    UNION ALL
-    SELECT (SELECT e.event_type FROM event e WHERE e.event_type > t.event_type
-             ORDER BY e.event_type LIMIT 1)
-      FROM t WHERE t.event_type IS NOT NULL
-)
-SELECT event_type FROM t WHERE event_type IS NOT NULL LIMIT %s
-"""
-
-
 class PostgresSource(Source):
     """The ``event`` table of the jobs' own database (see the module's docstring)."""
 
     name: ClassVar[str] = "postgres"
     slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE, SliceBy.TIME)
     coverage: ClassVar[bool] = True
+    reader_class: ClassVar[type[SliceReader]] = EventTableReader
 
     def freeze(self, conn: Connection) -> str:
-        # The first statement that takes a snapshot fixes the transaction's: the job's scope.
-        row = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
+        row = conn.execute(QUERIES["current_snapshot"]).fetchone()
         assert row is not None
         return str(row["s"])
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
-        rows = conn.execute(_MISSING_TYPES, (list(event_types),)).fetchall()
+        rows = conn.execute(QUERIES["missing_event_types"], (list(event_types),)).fetchall()
         return [r["t"] for r in rows]
 
     def known_event_types(self, conn: Connection, limit: int = 30) -> list[str]:
-        return [r["event_type"] for r in conn.execute(_KNOWN_TYPES, (limit,)).fetchall()]
+        rows = conn.execute(QUERIES["known_event_types"], (limit,)).fetchall()
+        return [r["event_type"] for r in rows]
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
         conds, params = where(scope, frozen)
-        row = conn.execute(sql.SQL(_COUNT).format(where=where_clause(conds)), params).fetchone()
+        query = sql.SQL(QUERIES["count"]).format(where=where_clause(conds))
+        row = conn.execute(query, params).fetchone()
         return int(row["n"]) if row else 0
 
     def plan(
@@ -250,19 +232,9 @@ class PostgresSource(Source):
             return plan_by_time(conn, scope, frozen, slices)
         return plan_by_aggregate(conn, scope, frozen, slices)
 
-    def reader(
-        self,
-        scope: Scope,
-        bounds: SliceBounds,
-        frozen: str,
-        batch_size: int,
-        covered: str | None = None,
-    ) -> EventTableReader:
-        return EventTableReader(scope, bounds, frozen, batch_size, covered_snapshot=covered)
-
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         ids = [str(e) for e in event_ids]
-        rows: list[Any] = conn.execute(_EVENTS_BY_ID, (ids,)).fetchall()
+        rows: list[Any] = conn.execute(EVENTS_BY_ID, {"event_ids": ids}).fetchall()
         return rows
 
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
@@ -277,7 +249,7 @@ def plan_by_aggregate(
     conn: Connection, scope: Scope, snapshot: str, slices: int
 ) -> list[PlannedSlice]:
     conds, params = where(scope, snapshot)
-    query = sql.SQL(_PLAN_BY_AGGREGATE).format(where=where_clause(conds))
+    query = sql.SQL(QUERIES["plan_by_aggregate"]).format(where=where_clause(conds))
     rows = conn.execute(query, {**params, "slices": slices}).fetchall()
     return [
         PlannedSlice(
@@ -297,12 +269,12 @@ def plan_by_time(conn: Connection, scope: Scope, snapshot: str, slices: int) -> 
     bounds: list[datetime] = []
     if slices > 1:
         row = conn.execute(
-            sql.SQL(_TIME_QUANTILES).format(where=cond),
+            sql.SQL(QUERIES["time_quantiles"]).format(where=cond),
             {**params, "fractions": time_fractions(slices)},
         ).fetchone()
         # Many events at one instant can make quantiles repeat; a boundary only counts once.
         bounds = sorted({q for q in (row["q"] if row and row["q"] else []) if q is not None})
     rows = conn.execute(
-        sql.SQL(_COUNT_BY_TIME_BUCKET).format(where=cond), {**params, "bounds": bounds}
+        sql.SQL(QUERIES["count_by_time_bucket"]).format(where=cond), {**params, "bounds": bounds}
     ).fetchall()
     return time_slices(bounds, {int(r["bucket"]): int(r["n"]) for r in rows})

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from local.workers import WorkerProcess, close_app, control_app, wait_until_ready
+from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
-from shared import db, runner
+from shared import context, db
+from shared.celeryconf import close_app, control_app
 from shared.settings import Settings
 from tests.support import (
     ROOT,
@@ -81,9 +82,9 @@ def coordinator(
 
 
 @pytest.fixture
-def ctx(settings: Settings) -> Iterator[runner.Context]:
+def ctx(settings: Settings) -> Iterator[context.Context]:
     """An in-process worker context (for the live entry point called directly)."""
-    c = runner.Context.create(settings)
+    c = context.Context.create(settings)
     yield c
     c.close()
 

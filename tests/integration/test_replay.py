@@ -10,7 +10,7 @@ import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import runner, store
+from shared import context, live, store
 from shared.celeryconf import LIVE_TASK
 from shared.db import Connection
 from shared.errors import RebuildUnfinished
@@ -139,14 +139,14 @@ def test_reset_rebuilds_a_corrupted_read_model(coordinator: Coordinator, conn: C
 
 
 def test_after_a_rebuild_a_catch_up_applies_exactly_the_new_events(
-    coordinator: Coordinator, conn: Connection, ctx: runner.Context
+    coordinator: Coordinator, conn: Connection, ctx: context.Context
 ) -> None:
     run(coordinator, slices=8, reset=True)
     try:
         store.append(conn, "late-3", "Order", [store.NewEvent("OrderPlaced")], expected_version=0)
         old = [str(e["event_id"]) for e in events_where(conn, "aggregate_id = %s", (BIG_ORDER,))]
         # live processing leaves the rebuild's events alone: they are processed already
-        assert runner.process_live(ctx, "order_summary", old).applied == []
+        assert live.process_live(ctx, "order_summary", old).applied == []
 
         job = run(coordinator, slices=4)
 
@@ -225,7 +225,7 @@ def test_aggregate_without_events_completes_with_zero(coordinator: Coordinator) 
 
 
 def test_notifications_never_sent_by_replay_and_once_live(
-    coordinator: Coordinator, conn: Connection, ctx: runner.Context, celery_client: Any,
+    coordinator: Coordinator, conn: Connection, ctx: context.Context, celery_client: Any,
     settings: Settings,
 ) -> None:  # fmt: skip
     shipped = events_where(conn, "event_type = 'OrderShipped'")
@@ -242,8 +242,8 @@ def test_notifications_never_sent_by_replay_and_once_live(
     sent = celery_client.send_task(LIVE_TASK, args=("order_notifications", all_ids[:half]),
                                    queue=settings.live_queue)  # fmt: skip
     assert sent.get(timeout=60)["applied"] == half
-    runner.process_live(ctx, "order_notifications", all_ids[half:])
-    runner.process_live(ctx, "order_notifications", all_ids)  # again: all skipped
+    live.process_live(ctx, "order_notifications", all_ids[half:])
+    live.process_live(ctx, "order_notifications", all_ids)  # again: all skipped
 
     outbox = conn.execute("SELECT event_id FROM email_outbox").fetchall()
     assert sorted(r["event_id"] for r in outbox) == sorted(e["event_id"] for e in shipped)

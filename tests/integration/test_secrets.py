@@ -18,7 +18,7 @@ import pytest
 
 from scheduler.coordinator import Coordinator
 from scheduler.requests import build_request
-from shared import db
+from shared import db, sources
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
 from tests.support import ROOT, count, create_database, make_settings, reset_state
@@ -139,7 +139,9 @@ def test_a_send_that_fails_after_planning_fails_the_job_with_the_resume_hint(
     coordinator = Coordinator(replace(settings, **{field: url}))
     job_id = uuid.uuid4()
     try:
-        task_ids = coordinator._plan(job_id, build_request("order_summary"))
+        request = build_request("order_summary")
+        handler = coordinator.registry.get(request.consumer)
+        task_ids = coordinator._plan(job_id, request, handler, sources.get(request.source))
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable) as caught:
             coordinator._send(str(job_id), list(enumerate(task_ids)))

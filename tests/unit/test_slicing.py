@@ -9,8 +9,9 @@ import pytest
 
 from shared import sources
 from shared.errors import InvalidRequest
-from shared.scope import Scope, SliceBounds
+from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
 from shared.slicing import aggregate_slices, default_slice_count, time_fractions, time_slices
+from shared.sources import postgres
 from shared.sources.postgres import EventTableReader, where
 
 T = [datetime(2026, m, 1, tzinfo=UTC) for m in (2, 3, 4)]
@@ -69,6 +70,18 @@ def test_checkpoints_resume_right_after_the_last_event() -> None:
         UUID(int=5),
         T[1],
     )
+
+
+def test_every_read_of_the_event_table_is_the_one_event_select() -> None:
+    select = f"SELECT {EVENT_COLUMNS.as_string(None)} FROM event WHERE "
+    pg = sources.get(sources.DEFAULT)
+    reader = pg.reader(Scope(), SliceBounds("a", "m"), "1:1:", 100)
+    covering = pg.reader(Scope(), SliceBounds("a", "m"), "1:1:", 100, "1:2:")
+    assert isinstance(reader, EventTableReader) and covering.covered == "1:2:"
+    reads = [postgres.EVENTS_BY_ID, postgres.STREAM, postgres.NEW_EVENTS, reader.query(None)[0]]
+    assert all(q.as_string(None).startswith(select) for q in reads)
+    assert isinstance(covering, EventTableReader)
+    assert "AS _covered FROM event WHERE " in covering.query(None)[0].as_string(None)
 
 
 def test_aggregate_slices_keep_aggregates_whole_and_counts_exact() -> None:

@@ -1,0 +1,53 @@
+"""Applying a batch of events to a handler, exactly once each: the one step that replay slices,
+live processing and retries of parked events share. It runs inside the caller's transaction, so
+the processed markers commit with the handler's writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from shared import idempotency
+from shared.db import Connection
+from shared.handlers import Event, IdempotentEventHandler
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    applied: list[Event]
+    skipped: int
+    #: events the database (not the cache) said were processed before: worth caching
+    already_processed: list[UUID]
+
+
+def apply_batch(
+    conn: Connection,
+    handler: IdempotentEventHandler,
+    events: Sequence[Event],
+    *,
+    is_replay: bool,
+    known_processed: set[UUID] = frozenset(),  # type: ignore[assignment]
+) -> BatchResult:
+    """Claim ``events`` for ``handler`` and hand it those not processed before, in order.
+    Must run inside the caller's transaction."""
+    candidates = [e for e in events if e["event_id"] not in known_processed]
+    claimed = idempotency.claim(conn, handler.name, [e["event_id"] for e in candidates])
+    fresh = [e for e in candidates if e["event_id"] in claimed]
+    if fresh:
+        handler.handle_batch(conn, fresh, is_replay=is_replay)
+    return BatchResult(
+        applied=fresh,
+        skipped=len(events) - len(fresh),
+        already_processed=[e["event_id"] for e in candidates if e["event_id"] not in claimed],
+    )
+
+
+def apply_live(
+    conn: Connection, handler: IdempotentEventHandler, events: Sequence[Event]
+) -> BatchResult:
+    """``apply_batch`` with ``is_replay=False``, for live processing: events of the handler's
+    last full rebuild are that rebuild's business (processed by it, or to be, if it has not
+    completed yet), so they count as processed."""
+    owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
+    return apply_batch(conn, handler, events, is_replay=False, known_processed=owned)

@@ -1,0 +1,49 @@
+"""Parked events: a job's events its handler failed on under ``on_error=park``, run again after
+a fix (``replay retry-parked JOB_ID``)."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+from shared import db, jobs, slices, sources
+from shared.applying import apply_batch
+from shared.context import Context
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    resolved: int
+    still_failing: int
+
+
+def retry_parked(ctx: Context, job_id: str) -> RetryResult:
+    """Run a job's parked events through its handler again (after a fix), in per-aggregate
+    order, each in its own transaction. Those that pass are marked processed and resolved; those
+    that fail again stay parked with the new error."""
+    resolved = failing = 0
+    with ctx.pool.connection() as conn:
+        job = jobs.load_job(conn, job_id)
+        handler = ctx.registry.get(job.consumer_name)
+        source = sources.get(job.source)
+        parked = slices.parked_events(conn, job_id, unresolved_only=True)
+        for p in parked:
+            with conn.transaction():
+                events = source.events(conn, [p["event_id"]])
+                try:
+                    with conn.transaction():
+                        apply_batch(conn, handler, events, is_replay=True)
+                except Exception as exc:
+                    if db.is_transient(exc):
+                        raise
+                    failing += 1
+                    slices.park_event(
+                        conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],
+                        handler_name=handler.name,
+                        error=f"{type(exc).__name__}: {db.first_line(exc)}",
+                        traceback="".join(traceback.format_exception(exc)),
+                    )  # fmt: skip
+                    continue
+                slices.resolve_parked(conn, job_id, p["event_id"])
+                resolved += 1
+    return RetryResult(resolved, failing)
