@@ -11,8 +11,8 @@ from bench import aggregate_load, live_latency, replay_bench
 from examples.orders import seed
 from scheduler.cli.commands import Subcommands, add, check_count, scratch_arguments
 from scheduler.cli.display import console
-from scheduler.requests import parse_rate
 from shared.errors import InvalidRequest
+from shared.requests import parse_rate
 from shared.settings import Settings
 
 # Bounds of the benchmarks' arguments: beyond them a run would not end in a working day.

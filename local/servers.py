@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from local import embedded
-from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
+from shared.errors import ConfigurationError, EmbeddedServerError, ServiceUnavailable
 
 LOCAL_POSTGRES_ENV = "REPLAY_LOCAL_POSTGRES"
 LOCAL_REDIS_ENV = "REPLAY_LOCAL_REDIS"
@@ -123,7 +123,7 @@ def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
         return
     found = embedded.binaries()
     if found is None:
-        raise NoServers(
+        raise ServiceUnavailable(
             f"{_nothing_answers(probe.missing)}, and the embedded servers are not installed:"
             f" {WAYS_OUT}"
         )

@@ -1,9 +1,7 @@
-"""The coordinator: turns a replay request into a planned job and dispatches it.
-
-Submitting is one REPEATABLE READ transaction (validate against the store, reset if asked, freeze
-the scope, plan and count the slices, write the job and slice rows), and only after its commit the
-dispatch of a Celery chord: a slice task per slice and a callback that finalizes the job from the
-slice rows. Dispatching before the commit could let a worker look for rows that do not exist yet.
+"""The Python API of the scheduler side: submit, inspect, wait for, cancel, resume and throttle
+replay jobs. Every step is a function of ``shared``, called in one direction: the request is
+validated (``shared.requests``), planned and committed (``shared.planning``), then dispatched
+(``shared.dispatch``); the job is read back through ``shared.views``.
 """
 
 from __future__ import annotations
@@ -17,30 +15,21 @@ from typing import Any
 
 from celery import Celery
 
-from scheduler.requests import (
-    ReplayRequest,
+from shared import celeryconf, db, dispatch, jobs, planning, reconcile, sources, views
+from shared.celeryconf import sender_config
+from shared.errors import (
+    BrokerUnavailable,
+    JobTimeout,
+    NotFound,
+)
+from shared.handlers import Registry, load_registry
+from shared.jobs import OnError, ReplayType
+from shared.requests import (
     build_request,
     parse_limit,
     parse_rate,
     parse_timeout,
 )
-from shared import celeryconf, db, dispatch, idempotency, jobs, reconcile, slicing, sources, views
-from shared.celeryconf import sender_config
-from shared.db import IsolationLevel
-from shared.errors import (
-    ActiveJobExists,
-    BrokerUnavailable,
-    JobNotFound,
-    JobTimeout,
-    OrderingRequired,
-    RebuildUnfinished,
-    ResetNotSupported,
-    UnknownEventType,
-    UnknownSliceBy,
-)
-from shared.handlers import IdempotentEventHandler, Registry, load_registry
-from shared.jobs import OnError, ReplayType
-from shared.scope import Scope
 from shared.settings import Settings
 from shared.slicing import SliceBy
 from shared.store import shorten
@@ -84,82 +73,17 @@ class Coordinator:
         request = build_request(consumer, **kwargs)
         handler = handlers.get(request.consumer)
         source = sources.get(request.source)
-        _check_fit(request, handler, source)
+        planning.check_fit(request, handler, source)
         # Before anything is written: a broker or result backend that cannot be named or
         # reached refuses the submit, instead of leaving a job that was never sent (issue 11).
         dispatch.check_reachable(self.celery)
         job_id = uuid.uuid4()
-        task_ids = self._plan(job_id, request, handler, source)
+        task_ids = planning.plan(self.settings, job_id, request, handler, source)
         if task_ids:
-            self._dispatch(str(job_id), task_ids)
+            self._send(job_id, list(enumerate(task_ids)))
         return str(job_id)
 
-    def _plan(
-        self,
-        job_id: uuid.UUID,
-        request: ReplayRequest,
-        handler: IdempotentEventHandler,
-        source: sources.Source,
-    ) -> list[str]:
-        """The planning transaction: freeze the scope, write the job, reset if asked, cut and
-        count the slices, write them; returns their task ids (to dispatch after the commit)."""
-        started = time.perf_counter()
-        scope = request.scope
-        with db.connect(self.settings) as conn:
-            conn.isolation_level = IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                if request.reset:
-                    # Before the scope is frozen (LOCK takes no snapshot), held until commit: no
-                    # marker can be committed between the freeze and the reset, where live
-                    # processing would apply an event whose effect the reset then wipes while
-                    # its marker (invisible to the job) survives, so that the rebuild skips it.
-                    conn.execute("LOCK TABLE processed_event IN SHARE ROW EXCLUSIVE MODE")
-                frozen = source.freeze(conn)
-                _check_event_types(conn, source, scope)
-                self._insert_job(conn, job_id, request, handler.name, frozen)
-                covered = _prepare_handler(conn, job_id, request, handler, source, frozen)
-                jobs.set_cache_epoch(
-                    conn, job_id, idempotency.current_epoch(conn, handler.name), covered
-                )
-                count = request.slices
-                if count is None:
-                    count = slicing.default_slice_count(source.count(conn, scope, frozen))
-                planned = source.plan(conn, scope, frozen, request.slice_by, count)
-                task_ids = [str(uuid.uuid4()) for _ in planned]
-                planning_ms = round((time.perf_counter() - started) * 1000)
-                jobs.insert_slices(conn, job_id, planned, task_ids, planning_ms)
-        log.info("planned job %s: %d slices in %d ms", job_id, len(planned), planning_ms)
-        return task_ids
-
-    def _insert_job(
-        self,
-        conn: db.Connection,
-        job_id: uuid.UUID,
-        request: ReplayRequest,
-        consumer: str,
-        frozen: str,
-    ) -> None:
-        """The job row first: it claims the consumer (one active job per consumer, by a unique
-        index), so a concurrent submit fails here, before it resets anything."""
-        try:
-            with conn.transaction():
-                jobs.insert_job(
-                    conn, job_id=job_id, consumer_name=consumer, replay_type=request.replay_type,
-                    scope=request.scope, slice_by=request.slice_by, reset=request.reset,
-                    frozen=frozen, cache_epoch="", on_error=request.on_error,
-                    max_events_per_second=request.max_events_per_second, source=request.source,
-                )  # fmt: skip
-        except db.UniqueViolation:
-            active = _active_job(self.settings, consumer)
-            raise ActiveJobExists(
-                f"consumer {consumer!r} already has an active job ({active});"
-                " wait for it, or cancel it with `replay cancel`"
-            ) from None
-
-    def _dispatch(self, job_id: str, task_ids: list[str]) -> None:
-        self._send(job_id, list(enumerate(task_ids)))
-
-    def _send(self, job_id: str, slices: list[tuple[int, str]]) -> None:
+    def _send(self, job_id: uuid.UUID, slices: list[tuple[int, str]]) -> None:
         """Send the job's slices; if that fails in any way, fail the job and raise
         ``BrokerUnavailable``: a job that was planned is never left pending unsent."""
         try:
@@ -195,7 +119,7 @@ class Coordinator:
         with db.connect(self.settings) as conn:
             slices = jobs.prepare_resume(conn, key)
         if slices:
-            self._send(str(key), slices)
+            self._send(key, slices)
         return self.get(key)
 
     def throttle(self, job_id: Any, rate: float | None) -> dict[str, Any]:
@@ -248,74 +172,11 @@ class Coordinator:
             time.sleep(POLL_SECONDS)
 
 
-def _check_fit(
-    request: ReplayRequest, handler: IdempotentEventHandler, source: sources.Source
-) -> None:
-    """What the request asks of the handler and the source, before anything is written."""
-    if request.slice_by not in source.slice_by:
-        raise UnknownSliceBy(
-            f"source {source.name!r} cannot slice by {request.slice_by}"
-            f" (it can by {', '.join(source.slice_by)})"
-        )
-    if request.slice_by is SliceBy.TIME and handler.requires_order:
-        raise OrderingRequired(
-            f"handler {handler.name!r} needs per-aggregate order, so it cannot be replayed in"
-            " time slices; use slice_by='aggregate'"
-        )
-    if request.reset and request.scope.aggregate_id is not None and not source.coverage:
-        raise ResetNotSupported(
-            f"source {source.name!r} cannot reset one aggregate (its processed markers cannot be"
-            " found by aggregate); rebuild the whole handler instead"
-        )
-
-
-def _check_event_types(conn: db.Connection, source: sources.Source, scope: Scope) -> None:
-    if not scope.event_types:
-        return
-    missing = source.missing_event_types(conn, scope.event_types)
-    if missing:
-        known = ", ".join(source.known_event_types(conn)) or "none"
-        raise UnknownEventType(
-            f"no event in the store has type {', '.join(map(repr, missing))} (known: {known})"
-        )
-
-
-def _prepare_handler(
-    conn: db.Connection,
-    job_id: uuid.UUID,
-    request: ReplayRequest,
-    handler: IdempotentEventHandler,
-    source: sources.Source,
-    frozen: str,
-) -> str | None:
-    """Reset the handler if asked, record a positional rebuild, and return the coverage the
-    job is planned with: the frozen scope of the handler's last completed full rebuild, which a
-    catch-up skips (only for a source with coverage; a rebuild applies everything again)."""
-    full_rebuild = request.reset and request.scope == Scope()
-    rebuild = idempotency.latest_rebuild(conn, handler.name) if source.coverage else None
-    if rebuild is not None and not rebuild.completed and not full_rebuild:
-        raise RebuildUnfinished(
-            f"the last full rebuild of {handler.name!r} (job {rebuild.job_id}) did not"
-            f" complete: `replay resume {rebuild.job_id}`, or rebuild again with --reset"
-        )
-    if request.reset:
-        handler.reset(conn, request.scope.aggregate_id)
-        idempotency.clear_markers(conn, handler.name, request.scope.aggregate_id)
-    if full_rebuild and source.coverage:
-        idempotency.start_rebuild(conn, handler.name, job_id, frozen)
-    return rebuild.snapshot if rebuild is not None and not request.reset else None
-
-
-def _active_job(settings: Settings, consumer: str) -> str:
-    with db.connect(settings) as conn:
-        return jobs.active_job_id(conn, consumer) or "finished meanwhile"
-
-
 def _job_uuid(job_id: Any) -> uuid.UUID:
     try:
         return uuid.UUID(str(job_id))
     except ValueError:
-        raise JobNotFound(f"{shorten(job_id)} is not a job id (a UUID)") from None
+        raise NotFound(f"{shorten(job_id)} is not a job id (a UUID)") from None
 
 
 # --- the module-level API (DESIGN.md: "Python API — contract") -----------------------------------

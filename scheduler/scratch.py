@@ -14,7 +14,7 @@ WITH (FORCE)`` on whatever X named):
 from __future__ import annotations
 
 from shared import db, schema
-from shared.errors import UnsafeDatabase
+from shared.errors import InvalidRequest
 from shared.settings import Settings
 from shared.store import shorten
 
@@ -37,18 +37,18 @@ def recreate(settings: Settings, name: str, suffix: str, *, force: bool = False)
 
 
 def check_droppable(settings: Settings, name: str, suffix: str, *, force: bool = False) -> None:
-    """Raise ``UnsafeDatabase`` unless ``name`` is a scratch database this project created (or
+    """Raise ``InvalidRequest`` unless ``name`` is a scratch database this project created (or
     does not exist yet), or ``force`` is set."""
     if force:
         return
     if not name.endswith(suffix) or name == settings.database_name:
-        raise UnsafeDatabase(
+        raise InvalidRequest(
             f"refusing to drop database {shorten(name)}: a scratch database's name ends in"
             f" {suffix!r} and is not REPLAY_DATABASE_URL's; pass --force to drop it anyway"
         )
     comment = db.database_comment(settings, name)
     if comment is not None and comment != MARK:
-        raise UnsafeDatabase(
+        raise InvalidRequest(
             f"refusing to drop database {shorten(name)}: it exists and replay did not create it as"
             " a scratch database (or created it before scratch databases were marked); drop it"
             " yourself, or pass --force"

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from shared import db, queries, store
 from shared.db import Connection
-from shared.errors import AggregateGap, AggregateNotFound, InvalidRequest, UnknownAggregateType
+from shared.errors import InvalidRequest, NotFound, ReplayError
 from shared.handlers import Event, IdempotentEventHandler, handler
 from shared.sources import postgres
 
@@ -66,7 +66,7 @@ def reducer_for(aggregate_type: str) -> Reducer:
         return _REDUCERS[aggregate_type]
     except KeyError:
         known = ", ".join(sorted(_REDUCERS)) or "none"
-        raise UnknownAggregateType(
+        raise InvalidRequest(
             f"no reducer for aggregate type {aggregate_type!r} (registered: {known})"
         ) from None
 
@@ -93,17 +93,17 @@ def load_aggregate(
     ``InvalidRequest`` for an ``aggregate_id`` the event table cannot hold (not a non-empty
     ``str``, NUL, a lone surrogate, more than 100 characters) or an ``at_sequence`` that is not
     ``None`` or an ``int`` >= 1; ``MalformedEvent`` for an event the reducer cannot apply;
-    ``AggregateNotFound``, ``UnknownAggregateType``, ``AggregateGap`` as they say.
+    ``NotFound``, ``InvalidRequest``, ``ReplayError`` as they say.
     """
     check_request(aggregate_id, at_sequence)
     row = conn.execute(QUERIES["last_event"], {"aggregate_id": aggregate_id}).fetchone()
     if row is None:
-        raise AggregateNotFound(f"no events for aggregate {store.shorten(aggregate_id)}")
+        raise NotFound(f"no events for aggregate {store.shorten(aggregate_id)}")
     kind, last = row["aggregate_type"], int(row["sequence_num"])
     fold = reducer_for(kind)
     target = last if at_sequence is None else at_sequence
     if not 1 <= target <= last:
-        raise AggregateNotFound(
+        raise NotFound(
             f"aggregate {store.shorten(aggregate_id)} has sequence numbers 1..{last},"
             f" not {store.shorten(target)}"
         )
@@ -135,7 +135,7 @@ def load_aggregate(
 def check_request(aggregate_id: Any, at_sequence: Any) -> None:
     """``InvalidRequest`` (one line, the id cut short) unless ``load_aggregate`` can look the
     arguments up: checked here rather than met as driver errors (issue 11: NUL or an int id, or
-    ``at_sequence='5'``, ended in raw psycopg errors, and ``2.5`` in an AggregateGap of nothing)."""
+    ``at_sequence='5'``, ended in raw psycopg errors, and ``2.5`` in an ReplayError of nothing)."""
     store.check_text(aggregate_id, "aggregate_id", store.MAX_AGGREGATE_ID)
     if at_sequence is None:
         return
@@ -172,7 +172,7 @@ def _raise_gap(conn: Connection, aggregate_id: str, start: int, target: int) -> 
             {"aggregate_id": aggregate_id, "after": start, "upto": target},
         )
     ]
-    raise AggregateGap(
+    raise ReplayError(
         f"aggregate {store.shorten(aggregate_id)} is missing sequence numbers"
         f" {', '.join(map(str, missing))}{' ...' if len(missing) == 20 else ''}"
     )

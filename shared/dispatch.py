@@ -75,21 +75,19 @@ def _ping_redis(params: dict[str, Any], timeout: float, url: str) -> None:
 
 
 def send_job(
-    app: Celery, settings: Settings, job_id: str, slices: Sequence[tuple[int, str]]
+    app: Celery, settings: Settings, job_id: UUID, slices: Sequence[tuple[int, str]]
 ) -> None:
     """A chord: one task per (slice_no, task_id), then the callback that finalizes the job.
     Call only after the transaction that wrote the slice rows has committed."""
     header = [
-        app.signature(SLICE_TASK, args=(job_id, n), task_id=tid, queue=settings.queue)
+        app.signature(SLICE_TASK, args=(str(job_id), n), task_id=tid, queue=settings.queue)
         for n, tid in slices
     ]
-    body = app.signature(FINALIZE_TASK, kwargs={"job_id": job_id}, queue=settings.queue)
+    body = app.signature(FINALIZE_TASK, kwargs={"job_id": str(job_id)}, queue=settings.queue)
     chord(header, app=app)(body)
 
 
-def send_slice(
-    app: Celery, settings: Settings, job_id: UUID | str, slice_no: int, task_id: str
-) -> None:
+def send_slice(app: Celery, settings: Settings, job_id: UUID, slice_no: int, task_id: str) -> None:
     """One slice outside any chord (a re-dispatch), linked to a finalization of its job: the
     job completes when its last slice does, whether or not the original chord still can."""
     # A link callback receives the slice's result as its first argument, like a chord body.

@@ -1,7 +1,22 @@
-"""The project's error tree.
+"""The project's error tree: a handful of classes, each one something a caller catches.
 
 Every error a user can cause or meet is a ``ReplayError``; the CLI prints its message on one line
-and exits with code 2. ``InvalidRequest`` and its subclasses are raised before anything is written.
+and exits with code 2 (3 for ``JobTimeout``). The message says what was wrong and what to do; the
+class says what a caller can do about it::
+
+    ReplayError
+    ├── InvalidRequest          a request or argument that cannot be carried out as given;
+    │   └── NotFound            raised before anything is written / no such job or aggregate
+    ├── ActiveJobExists         the consumer has a pending or running job already
+    ├── InvalidJobState         the operation does not apply to the job in its state
+    ├── ConcurrencyConflict     an append that does not match the aggregate's stream
+    ├── MalformedEvent          an event a handler cannot apply (handed to on_error)
+    ├── JobTimeout              wait_for_job gave up before the job ended
+    ├── ConfigurationError      a setting or environment variable that cannot be used
+    └── ServiceUnavailable      a server does not answer
+        ├── DatabaseUnavailable     PostgreSQL (workers retry their task on it)
+        ├── BrokerUnavailable       the broker: the job was planned, `replay resume` sends it
+        └── EmbeddedServerError     the embedded PostgreSQL or Redis failed to start or stop
 """
 
 from __future__ import annotations
@@ -11,99 +26,15 @@ class ReplayError(Exception):
     """Base of every error this project raises on purpose."""
 
 
-# --- bad requests: raised by validation, before any row is written -------------------------------
 class InvalidRequest(ReplayError):
-    """A replay request (or CLI argument) that cannot be carried out as given."""
+    """A replay request or CLI argument that cannot be carried out as given (an unknown handler,
+    replay type or event type, a bad time range, slice count or seed, a reset of a scope that
+    cannot be separated out, a database that demo or bench may not drop...). Raised before
+    anything is written."""
 
 
-class UnknownHandler(InvalidRequest):
-    """The consumer named is not a registered handler."""
-
-
-class UnknownReplayType(InvalidRequest):
-    """replay_type is not one of full, aggregate, time_range, event_type."""
-
-
-class UnknownSliceBy(InvalidRequest):
-    """slice_by is not one of aggregate, time."""
-
-
-class MissingAggregateId(InvalidRequest):
-    """An aggregate replay without an aggregate_id."""
-
-
-class InvalidTimestamp(InvalidRequest):
-    """A timestamp that is malformed or has no time zone."""
-
-
-class InvalidTimeRange(InvalidRequest):
-    """from_time is not before to_time, or a time_range replay has no bounds."""
-
-
-class InvalidSliceCount(InvalidRequest):
-    """slices is below 1 or above the supported maximum."""
-
-
-class UnknownEventType(InvalidRequest):
-    """An event type that no event in the store has (most likely a typo)."""
-
-
-class MissingEventTypes(InvalidRequest):
-    """An event_type replay without any event types."""
-
-
-class OrderingRequired(InvalidRequest):
-    """Time slicing was asked for a handler that needs per-aggregate order."""
-
-
-class ResetNotSupported(InvalidRequest):
-    """reset=True for a scope whose state cannot be separated out (time range, event types)."""
-
-
-class UnknownErrorPolicy(InvalidRequest):
-    """on_error is not one of fail, skip, park."""
-
-
-class InvalidSeed(InvalidRequest):
-    """Arguments of the synthetic data generator that make no sense."""
-
-
-class UnsafeDatabase(InvalidRequest):
-    """A command would drop a database it did not create (demo, bench: name it *_demo / *_bench,
-    or pass --force)."""
-
-
-# --- the event store ------------------------------------------------------------------------------
-class ConcurrencyConflict(ReplayError):
-    """An append whose expected version does not match the aggregate's stream."""
-
-
-class DuplicateAggregates(ConcurrencyConflict):
-    """A bulk load that would write sequence numbers that already exist."""
-
-
-# --- events -------------------------------------------------------------------------------------
-class MalformedEvent(ReplayError):
-    """An event whose payload a handler or reducer cannot apply (a missing or non-numeric field,
-    a NaN or infinite amount). During a replay it is handed to the job's on_error policy."""
-
-
-# --- aggregates -----------------------------------------------------------------------------------
-class AggregateNotFound(ReplayError):
-    """No event has this aggregate id (or not the sequence number asked for)."""
-
-
-class UnknownAggregateType(ReplayError):
-    """No reducer is registered for the aggregate's type."""
-
-
-class AggregateGap(ReplayError):
-    """The aggregate's sequence numbers are not contiguous."""
-
-
-# --- jobs -----------------------------------------------------------------------------------------
-class JobNotFound(ReplayError):
-    """No replay_job row has this id."""
+class NotFound(InvalidRequest):
+    """No job has this id, or no event has this aggregate id (or the sequence number asked)."""
 
 
 class ActiveJobExists(ReplayError):
@@ -111,25 +42,30 @@ class ActiveJobExists(ReplayError):
 
 
 class InvalidJobState(ReplayError):
-    """The operation does not apply to the job in its state (e.g. resume a completed job)."""
+    """The operation does not apply to the job in its state: resume a completed job, or start a
+    job while the handler's latest full rebuild is unfinished (resume it first)."""
 
 
-class RebuildUnfinished(InvalidJobState):
-    """The handler's latest full rebuild did not complete: its events are neither processed nor
-    free to be claimed by another job until it is resumed (or a new rebuild replaces it)."""
+class ConcurrencyConflict(ReplayError):
+    """An append whose expected version does not match the aggregate's stream, or a bulk load
+    that would write sequence numbers or event ids that exist already."""
+
+
+class MalformedEvent(ReplayError):
+    """An event whose payload a handler or reducer cannot apply (a missing or non-numeric field,
+    a NaN or infinite amount). During a replay it is handed to the job's on_error policy."""
 
 
 class JobTimeout(ReplayError):
     """wait_for_job gave up before the job reached a final state."""
 
 
-class DemoVerificationFailed(ReplayError):
-    """The demo's read model differs from the independent fold of the events."""
+class ConfigurationError(ReplayError):
+    """An environment variable or setting that cannot be used."""
 
 
-# --- infrastructure -------------------------------------------------------------------------------
 class ServiceUnavailable(ReplayError):
-    """A server this project needs does not answer."""
+    """A server this project needs does not answer (or none answers where one was looked for)."""
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -140,13 +76,5 @@ class BrokerUnavailable(ServiceUnavailable):
     """The Celery broker does not answer; the job was planned but could not be dispatched."""
 
 
-class NoServers(ServiceUnavailable):
-    """No server answers where one was looked for, and the embedded ones are not installed."""
-
-
 class EmbeddedServerError(ServiceUnavailable):
     """An embedded PostgreSQL or Redis (``event-replay[embedded]``) failed to start or stop."""
-
-
-class ConfigurationError(ReplayError):
-    """An environment variable or setting that cannot be used."""

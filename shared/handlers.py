@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypedDict
 from uuid import UUID
 
 from shared.db import Connection, first_line
-from shared.errors import ConfigurationError, UnknownHandler
+from shared.errors import ConfigurationError, InvalidRequest
 from shared.store import shorten
 
 
@@ -101,7 +101,7 @@ class Registry:
             return self._handlers[name]
         except KeyError:
             known = ", ".join(sorted(self._handlers)) or "none"
-            raise UnknownHandler(
+            raise InvalidRequest(
                 f"unknown consumer {shorten(name)} (registered: {known})"
             ) from None
 

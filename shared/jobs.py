@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from shared.db import Connection, Jsonb, UniqueViolation
-from shared.errors import ActiveJobExists, InvalidJobState, JobNotFound
+from shared.db import Connection, Jsonb
+from shared.errors import ActiveJobExists, InvalidJobState, NotFound
 from shared.scope import Scope
 from shared.slicing import PlannedSlice, SliceBy, slice_row
 
@@ -115,31 +115,32 @@ def insert_job(
     scope: Scope,
     slice_by: SliceBy,
     reset: bool,
-    frozen: str,
-    cache_epoch: str,
     on_error: OnError,
-    max_events_per_second: float | None = None,
-    source: str = "postgres",
+    max_events_per_second: float | None,
+    source: str,
+    planned: Sequence[PlannedSlice],
+    frozen: str,
+    covered: str | None,
+    cache_epoch: str,
+    planning_ms: int,
 ) -> None:
-    """Insert a pending job. Raises ``db.UniqueViolation`` if the consumer has an active job."""
+    """Write the planned job, once, with its final values: pending, or completed at once when
+    there is nothing to replay. Raises ``ActiveJobExists`` if the consumer has an active job
+    (the unique index ``replay_job_one_active_per_consumer``)."""
+    empty = not planned
     conn.execute(
         "INSERT INTO replay_job (job_id, consumer_name, replay_type, filter_params, slice_by,"
-        " reset, frozen_scope, cache_epoch, on_error, max_events_per_second, source)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " reset, frozen_scope, cache_epoch, covered_snapshot, on_error, max_events_per_second,"
+        " source, total_events, planning_ms, status, started_at, completed_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::pg_snapshot, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN now() END, CASE WHEN %s THEN now() END)",
         (
-            job_id,
-            consumer_name,
-            replay_type,
-            Jsonb(scope.to_json()),
-            slice_by,
-            reset,
-            frozen,
-            cache_epoch,
-            on_error,
-            max_events_per_second,
-            source,
+            job_id, consumer_name, replay_type, Jsonb(scope.to_json()), slice_by, reset,
+            frozen, cache_epoch, covered, on_error, max_events_per_second, source,
+            sum(p.total_events for p in planned), planning_ms,
+            Status.COMPLETED if empty else Status.PENDING, empty, empty,
         ),
-    )
+    )  # fmt: skip
 
 
 def rate(value: Any) -> float | None:
@@ -156,16 +157,6 @@ def set_rate(conn: Connection, job_id: UUID | str, rate: float | None) -> None:
         )
 
 
-def set_cache_epoch(
-    conn: Connection, job_id: UUID, cache_epoch: str, covered_snapshot: str | None = None
-) -> None:
-    conn.execute(
-        "UPDATE replay_job SET cache_epoch = %s, covered_snapshot = %s::pg_snapshot"
-        " WHERE job_id = %s",
-        (cache_epoch, covered_snapshot, job_id),
-    )
-
-
 def active_job_id(conn: Connection, consumer_name: str) -> str | None:
     row = conn.execute(
         "SELECT job_id::text AS job_id FROM replay_job"
@@ -176,11 +167,7 @@ def active_job_id(conn: Connection, consumer_name: str) -> str | None:
 
 
 def insert_slices(
-    conn: Connection,
-    job_id: UUID,
-    planned: Sequence[PlannedSlice],
-    task_ids: Sequence[str],
-    planning_ms: int,
+    conn: Connection, job_id: UUID, planned: Sequence[PlannedSlice], task_ids: Sequence[str]
 ) -> None:
     rows = [
         {**slice_row(p), "job_id": job_id, "task_id": t}
@@ -194,14 +181,6 @@ def insert_slices(
             " %(total_events)s, %(task_id)s, now())",
             rows,
         )
-    total = sum(p.total_events for p in planned)
-    status = Status.PENDING if planned else Status.COMPLETED
-    conn.execute(
-        "UPDATE replay_job SET total_events = %s, planning_ms = %s, status = %s,"
-        " completed_at = CASE WHEN %s THEN now() END, started_at = CASE WHEN %s THEN now() END"
-        " WHERE job_id = %s",
-        (total, planning_ms, status, not planned, not planned, job_id),
-    )
 
 
 def load_job(conn: Connection, job_id: UUID | str) -> Job:
@@ -209,7 +188,7 @@ def load_job(conn: Connection, job_id: UUID | str) -> Job:
         f"SELECT {_JOB_COLUMNS} FROM replay_job WHERE job_id = %s", (job_id,)
     ).fetchone()
     if row is None:
-        raise JobNotFound(f"no replay job {job_id}")
+        raise NotFound(f"no replay job {job_id}")
     return Job.from_row(row)
 
 
@@ -237,7 +216,7 @@ def lock_job(conn: Connection, job_id: UUID | str) -> Status:
         "SELECT status FROM replay_job WHERE job_id = %s FOR NO KEY UPDATE", (job_id,)
     ).fetchone()
     if row is None:
-        raise JobNotFound(f"no replay job {job_id}")
+        raise NotFound(f"no replay job {job_id}")
     return Status(row["status"])
 
 
@@ -334,7 +313,7 @@ def prepare_resume(conn: Connection, job_id: UUID | str) -> list[tuple[int, str]
                     " WHERE job_id = %s",
                     (job_id,),
                 )
-        except UniqueViolation:
+        except ActiveJobExists:
             raise ActiveJobExists(
                 f"cannot resume job {job_id}: its consumer has another active job"
                 f" ({active_job_id_for(conn, job_id)})"
@@ -346,7 +325,7 @@ def prepare_resume(conn: Connection, job_id: UUID | str) -> list[tuple[int, str]
             (job_id,),
         ).fetchall()
         if not rows:  # every slice was done: only the finalization was missing
-            _close_job(conn, job_id, Status.COMPLETED, _slice_totals(conn, job_id), None)
+            finalize_job(conn, job_id)
         return sorted((r["slice_no"], r["task_id"]) for r in rows)
 
 

@@ -35,7 +35,7 @@ RATE_REFRESH_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class SliceResult:
-    job_id: str
+    job_id: UUID
     slice_no: int
     #: a Status when this attempt ended it (completed, failed) or was cancelled; "superseded"
     #: when another attempt took it over; "not taken (<status>)" when it was not this one's to run
@@ -49,7 +49,7 @@ class SliceResult:
         return self.status in (jobs.Status.COMPLETED, jobs.Status.FAILED)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "job_id": str(self.job_id)}
 
 
 class _Stop(Exception):
@@ -62,7 +62,7 @@ class _Stop(Exception):
 
 def run_slice(
     ctx: Context,
-    job_id: str,
+    job_id: UUID,
     slice_no: int,
     *,
     task_id: str | None = None,
@@ -146,9 +146,7 @@ class _SliceRun:
         self.limit = ctx.settings.batch_size
 
     def result(self, status: str) -> SliceResult:
-        return SliceResult(
-            str(self.job.job_id), self.slice_no, status, self.processed, self.applied
-        )
+        return SliceResult(self.job.job_id, self.slice_no, status, self.processed, self.applied)
 
     def run(self) -> SliceResult:
         try:

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from shared import jobs
 from shared.db import Connection, Jsonb
-from shared.errors import JobNotFound
+from shared.errors import NotFound
 from shared.jobs import Status
 from shared.scope import SliceBounds
 
@@ -83,7 +83,7 @@ def start_slice(
                 (job_id, slice_no),
             ).fetchone()
             if row is None:
-                raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+                raise NotFound(f"no slice {slice_no} in replay job {job_id}")
             return Slice.from_row(row), False
         conn.execute(
             "UPDATE replay_job SET status = 'running', started_at = coalesce(started_at, now())"
@@ -114,7 +114,7 @@ def slice_status(conn: Connection, job_id: UUID | str, slice_no: int) -> Status:
         "SELECT status FROM replay_slice WHERE job_id = %s AND slice_no = %s", (job_id, slice_no)
     ).fetchone()
     if row is None:
-        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+        raise NotFound(f"no slice {slice_no} in replay job {job_id}")
     return Status(row["status"])
 
 
@@ -143,7 +143,7 @@ def slice_standing(
         (owner, version, job_id, slice_no),
     ).fetchone()
     if row is None:
-        raise JobNotFound(f"no slice {slice_no} in replay job {job_id}")
+        raise NotFound(f"no slice {slice_no} in replay job {job_id}")
     return Standing(Status(row["status"]), row["ours"], jobs.rate(row["max_events_per_second"]))
 
 

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 from shared import db, queries
 from shared.db import Connection
-from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
+from shared.errors import ConcurrencyConflict, InvalidRequest
 
 QUERIES = queries.load("store")
 
@@ -192,7 +192,7 @@ def _escape(text: str) -> str:
 
 def copy_rows(conn: Connection, lines: Iterable[str], chunk_lines: int = 5000) -> int:
     """Bulk-load pre-formatted COPY text lines (see ``format_copy_line``) in one transaction.
-    A duplicate (aggregate_id, sequence_num) aborts the whole load with ``DuplicateAggregates``."""
+    A duplicate (aggregate_id, sequence_num) aborts the whole load with ``ConcurrencyConflict``."""
     count = 0
     try:
         with conn.transaction(), conn.cursor() as cur, cur.copy(QUERIES["copy_events"]) as copy:
@@ -207,7 +207,7 @@ def copy_rows(conn: Connection, lines: Iterable[str], chunk_lines: int = 5000) -
                 copy.write("".join(buf))
                 count += len(buf)
     except ConcurrencyConflict as exc:  # a key of the event table (db.UNIQUE_CONSTRAINTS)
-        raise DuplicateAggregates(
+        raise ConcurrencyConflict(
             f"the store already holds some of these events ({db.first_line(exc)});"
             " nothing was written"
         ) from exc

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.db import Connection
-from shared.errors import JobNotFound
+from shared.errors import NotFound
 
 _VIEW = """
 SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.filter_params,
@@ -35,7 +35,7 @@ def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
     """The job as ``get_job`` returns it: a JSON-able dict, with its slices."""
     row = conn.execute(_VIEW + " WHERE j.job_id = %s", (job_id,)).fetchone()
     if row is None:
-        raise JobNotFound(f"no replay job {job_id}")
+        raise NotFound(f"no replay job {job_id}")
     slices = conn.execute(
         "SELECT s.slice_no, s.status, s.first_aggregate, s.last_aggregate, s.from_time,"
         " s.to_time, s.total_events, s.processed_count, s.applied_count, s.skipped_count,"

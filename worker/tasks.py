@@ -1,8 +1,10 @@
-"""Thin tasks: decode ids, call one function of ``shared``, return a small JSON-able result."""
+"""Thin tasks: decode ids (a job id arrives as the text of a UUID and is a ``uuid.UUID`` from
+here on), call one function of ``shared``, return a small JSON-able result."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from celery import Task
 from celery.exceptions import Ignore
@@ -59,7 +61,7 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
             log.warning("cannot report progress of slice %s/%s: %s", job_id, slice_no, exc)
 
     result = runner.run_slice(
-        _context(), job_id, slice_no, task_id=self.request.id, progress=progress
+        _context(), UUID(job_id), slice_no, task_id=self.request.id, progress=progress
     )
     if not result.ended_the_slice:
         # A copy that did not end the slice (superseded by a redelivered copy, cancelled, or
@@ -76,7 +78,7 @@ def finalize(_results: Any, job_id: str) -> dict[str, Any]:
     """Chord callback: derive the job's final status from its slice rows."""
     ctx = _context()
     with ctx.pool.connection() as conn:
-        status = jobs.finalize_job(conn, job_id)
+        status = jobs.finalize_job(conn, UUID(job_id))
     return {"job_id": job_id, "status": str(status)}
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared import store
 from shared.db import Connection
-from shared.errors import InvalidSeed
+from shared.errors import InvalidRequest
 from shared.store import shorten
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,20 +103,20 @@ def generate(
 def validate(
     aggregates: int, events_per_aggregate: int, months: int = DEFAULT_MONTHS, seed: int = 1
 ) -> None:
-    """Raise ``InvalidSeed`` unless every argument is an integer in its range: the generator
+    """Raise ``InvalidRequest`` unless every argument is an integer in its range: the generator
     would otherwise fail halfway (a date past year 9999, an aggregate id too long for its
     column) with a Python or driver error instead of one line."""
     _check("--aggregates", aggregates, 1, MAX_EVENTS)
     _check("--events-per-aggregate", events_per_aggregate, 1, MAX_EVENTS_PER_AGGREGATE)
     if aggregates * events_per_aggregate > MAX_EVENTS:
-        raise InvalidSeed(f"at most {MAX_EVENTS:,} events per seed run")
+        raise InvalidRequest(f"at most {MAX_EVENTS:,} events per seed run")
     _check("--months", months, 1, MAX_MONTHS)
     _check("--seed", seed, -MAX_SEED, MAX_SEED)
 
 
 def _check(name: str, value: int, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSeed(
+        raise InvalidRequest(
             f"{name} must be an integer from {low:,} to {high:,}, got {shorten(value)}"
         )
 

@@ -21,7 +21,7 @@ from scheduler.cli.commands import Subcommands, add, scratch_arguments
 from scheduler.cli.display import console, follow, print_summary
 from scheduler.coordinator import Coordinator
 from shared import db
-from shared.errors import DemoVerificationFailed, InvalidRequest, InvalidSliceCount
+from shared.errors import InvalidRequest, ReplayError
 from shared.jobs import ReplayType, Status
 from shared.settings import Settings, redact
 from shared.slicing import MAX_SLICES
@@ -44,7 +44,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     # Before the demo recreates its database and starts workers: a bad --slices would only
     # be refused by the submit, after all that.
     if not 1 <= args.slices <= MAX_SLICES:
-        raise InvalidSliceCount(f"--slices must be from 1 to {MAX_SLICES}, got {args.slices}")
+        raise InvalidRequest(f"--slices must be from 1 to {MAX_SLICES}, got {args.slices}")
     return run(
         settings,
         aggregates=args.aggregates,
@@ -66,7 +66,7 @@ def run(
     database: str | None,
     force: bool = False,
 ) -> int:
-    """The demo, step by step; raises ``DemoVerificationFailed`` unless the job completed and
+    """The demo, step by step; raises ``ReplayError`` unless the job completed and
     its read model equals the fold of the events."""
     seed.validate(aggregates, events_per_aggregate)
     if not 1 <= workers <= MAX_WORKERS:
@@ -84,9 +84,9 @@ def run(
         check = verify_order_summary(conn)
     _report(demo, job_id, job, check, workers, wall)
     if job["status"] != Status.COMPLETED:
-        raise DemoVerificationFailed(f"the job ended {job['status']}: {job.get('error')}")
+        raise ReplayError(f"the job ended {job['status']}: {job.get('error')}")
     if not check.ok:
-        raise DemoVerificationFailed("the read model differs from the fold of the events")
+        raise ReplayError("the read model differs from the fold of the events")
     return 0
 
 

@@ -11,10 +11,10 @@ from rich.table import Table
 from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add
 from scheduler.cli.display import console, fmt_time, follow, json_default, print_summary
 from scheduler.coordinator import Coordinator
-from scheduler.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
 from shared import context, db, parked, slices
 from shared.errors import InvalidRequest
 from shared.jobs import OnError, ReplayType, Status
+from shared.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
 from shared.settings import Settings
 from shared.slicing import SliceBy
 from shared.store import shorten

@@ -17,7 +17,7 @@ from scheduler.cli.commands import Subcommands, add
 from scheduler.cli.display import console, follow, message, print_summary
 from scheduler.coordinator import Coordinator
 from shared import aggregates, context, db, live, schema
-from shared.errors import NoServers, ReplayError
+from shared.errors import ReplayError, ServiceUnavailable
 from shared.handlers import load_registry
 from shared.jobs import Status
 from shared.settings import Settings
@@ -69,7 +69,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     found = embedded.binaries()
     if found is None:
-        raise NoServers(f"the embedded servers are not installed: {servers.WAYS_OUT}")
+        raise ServiceUnavailable(f"the embedded servers are not installed: {servers.WAYS_OUT}")
     stack = embedded.EmbeddedStack(embedded.home(), found).acquire(pin=True)
     env = stack.env()
     for server in embedded.SERVERS:

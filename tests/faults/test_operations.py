@@ -206,5 +206,5 @@ def test_a_worker_without_the_handler_fails_the_slice_instead_of_looping(
     cluster.start_worker(env={"REPLAY_HANDLER_MODULES": ""})
     job = coordinator.wait(coordinator.submit("poisonable_summary", slices=2), timeout=60)
     assert job["status"] == "failed"
-    assert "UnknownHandler" in job["error"] and "poisonable_summary" in job["error"]
+    assert "InvalidRequest" in job["error"] and "poisonable_summary" in job["error"]
     assert all(s["attempts"] == 1 for s in job["slices"])

@@ -228,12 +228,12 @@ CASES: list[Any] = [
         id="submit-event-type-surrogate",
     ),
     pytest.param(
-        Api(submit(consumer="order\x00summary"), errors.UnknownHandler), id="submit-consumer-nul"
+        Api(submit(consumer="order\x00summary"), errors.InvalidRequest), id="submit-consumer-nul"
     ),
     pytest.param(
-        Api(submit(consumer="order\ud800"), errors.UnknownHandler), id="submit-consumer-surrogate"
+        Api(submit(consumer="order\ud800"), errors.InvalidRequest), id="submit-consumer-surrogate"
     ),
-    pytest.param(Api(submit(consumer=BIG), errors.UnknownHandler), id="submit-consumer-100kB"),
+    pytest.param(Api(submit(consumer=BIG), errors.InvalidRequest), id="submit-consumer-100kB"),
     *[
         pytest.param(Api(submit_with_modules(m), errors.ConfigurationError), id=f"api-{m}")
         for m in BAD_MODULES
@@ -251,9 +251,9 @@ CASES: list[Any] = [
         ),
         id="wait-timeout-negative",
     ),
-    pytest.param(Api(coordinator_call("get", BIG), errors.JobNotFound), id="get-100kB"),
-    pytest.param(Api(coordinator_call("get", 42), errors.JobNotFound), id="get-int"),
-    pytest.param(Api(seed_with(months=10**7), errors.InvalidSeed), id="seed-months-overflow"),
+    pytest.param(Api(coordinator_call("get", BIG), errors.NotFound), id="get-100kB"),
+    pytest.param(Api(coordinator_call("get", 42), errors.NotFound), id="get-int"),
+    pytest.param(Api(seed_with(months=10**7), errors.InvalidRequest), id="seed-months-overflow"),
     pytest.param(Api(append(note="a\x00b"), errors.InvalidRequest), id="append-payload-nul"),
     pytest.param(Api(append(**{"k\x00": 1}), errors.InvalidRequest), id="append-key-nul"),
     pytest.param(Api(append(note="\ud800"), errors.InvalidRequest), id="append-payload-surrogate"),

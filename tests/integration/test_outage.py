@@ -28,12 +28,7 @@ import psycopg
 import pytest
 
 from shared import db, schema, store
-from shared.errors import (
-    ActiveJobExists,
-    ConcurrencyConflict,
-    DatabaseUnavailable,
-    DuplicateAggregates,
-)
+from shared.errors import ActiveJobExists, ConcurrencyConflict, DatabaseUnavailable
 from shared.settings import Settings
 from tests.support import REDIS_URL, ROOT, count
 
@@ -277,7 +272,7 @@ def test_a_connection_raises_the_error_its_constraint_means(migrated: Settings) 
         line = store.format_copy_line(
             uuid.uuid4(), "a-1", "T", "E", "{}", "{}", 1, datetime.now(UTC)
         )
-        with pytest.raises(DuplicateAggregates):  # the end of a COPY
+        with pytest.raises(ConcurrencyConflict):  # the end of a COPY
             store.copy_rows(conn, [line])
 
         # A deferred key fires at COMMIT, in the transaction's exit; an unknown one stays a

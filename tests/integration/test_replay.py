@@ -13,7 +13,7 @@ from scheduler.coordinator import Coordinator
 from shared import context, live, store
 from shared.celeryconf import LIVE_TASK
 from shared.db import Connection
-from shared.errors import RebuildUnfinished
+from shared.errors import InvalidJobState
 from shared.settings import Settings
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where, flush
@@ -161,7 +161,7 @@ def test_a_catch_up_is_refused_while_a_full_rebuild_is_unfinished(
 ) -> None:
     job_id = coordinator.submit("slow_noop", reset=True, slices=2)
     coordinator.cancel(job_id)
-    with pytest.raises(RebuildUnfinished, match=job_id):
+    with pytest.raises(InvalidJobState, match=job_id):
         coordinator.submit("slow_noop", slices=2)
     assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 1
 

@@ -11,7 +11,7 @@ import pytest
 
 from scheduler import scratch
 from shared import db
-from shared.errors import UnsafeDatabase
+from shared.errors import InvalidRequest
 from shared.settings import Settings
 from tests.support import ROOT, count
 
@@ -49,14 +49,14 @@ def test_a_name_without_the_suffix_is_refused(
     settings: Settings, admin: db.Connection, name: str
 ) -> None:
     target = name.format(db=settings.database_name)
-    with pytest.raises(UnsafeDatabase, match="--force"):
+    with pytest.raises(InvalidRequest, match="--force"):
         scratch.check_droppable(settings, target, "_demo")
 
 
 def test_an_existing_database_we_did_not_create_is_refused_and_kept(
     settings: Settings, admin: db.Connection, foreign: str
 ) -> None:
-    with pytest.raises(UnsafeDatabase, match="did not create"):
+    with pytest.raises(InvalidRequest, match="did not create"):
         scratch.recreate(settings, foreign, "_demo")
     assert exists(admin, foreign)
 

@@ -17,9 +17,9 @@ from dataclasses import replace
 import pytest
 
 from scheduler.coordinator import Coordinator
-from scheduler.requests import build_request
-from shared import db, sources
+from shared import db, planning, sources
 from shared.errors import BrokerUnavailable
+from shared.requests import build_request
 from shared.settings import Settings
 from tests.support import ROOT, count, create_database, make_settings, reset_state
 
@@ -141,10 +141,12 @@ def test_a_send_that_fails_after_planning_fails_the_job_with_the_resume_hint(
     try:
         request = build_request("order_summary")
         handler = coordinator.registry.get(request.consumer)
-        task_ids = coordinator._plan(job_id, request, handler, sources.get(request.source))
+        task_ids = planning.plan(
+            coordinator.settings, job_id, request, handler, sources.get(request.source)
+        )
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable) as caught:
-            coordinator._send(str(job_id), list(enumerate(task_ids)))
+            coordinator._send(job_id, list(enumerate(task_ids)))
         assert time.monotonic() - started < 5
     finally:
         coordinator.close()

@@ -10,7 +10,7 @@ import pytest
 from examples.orders import seed
 from shared import db, schema, store
 from shared.db import Connection
-from shared.errors import ConcurrencyConflict, DuplicateAggregates, InvalidRequest
+from shared.errors import ConcurrencyConflict, InvalidRequest
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ def test_concurrent_appends_at_one_version_exactly_one_wins(
 
 def test_seeding_existing_aggregates_again_is_refused_whole(conn: Connection) -> None:
     before = conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"]
-    with pytest.raises(DuplicateAggregates):
+    with pytest.raises(ConcurrencyConflict):
         seed.seed(conn, 5, 3, seed=7)  # seed 7 was loaded by the session fixture
     assert conn.execute("SELECT count(*) AS n FROM event").fetchone()["n"] == before
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from examples.orders.handlers import _Delta
-from shared.errors import ConfigurationError, UnknownHandler
+from shared.errors import ConfigurationError, InvalidRequest
 from shared.handlers import IdempotentEventHandler, Registry, load_registry
 from tests.folds import fold_order_summary
 
@@ -38,7 +38,7 @@ def test_registry_has_the_builtins_and_names_unknown_consumers() -> None:
     assert {"order_summary", "order_notifications"} <= set(registry.names())
     assert registry.get("order_summary").requires_order
     assert not registry.get("order_notifications").requires_order
-    with pytest.raises(UnknownHandler, match="order_summary"):
+    with pytest.raises(InvalidRequest, match="order_summary"):
         registry.get("nope")
 
 

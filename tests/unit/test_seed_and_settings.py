@@ -6,7 +6,7 @@ import pytest
 
 from examples.orders import seed
 from shared import store
-from shared.errors import ConfigurationError, InvalidSeed
+from shared.errors import ConfigurationError, InvalidRequest
 from shared.settings import Settings, redact
 
 
@@ -39,7 +39,7 @@ def test_copy_lines_escape_what_copy_would_misread() -> None:
 
 @pytest.mark.parametrize(("a", "m"), [(0, 5), (5, 0), (-1, 5), (10**6, 10**6)])
 def test_seed_refuses_senseless_sizes(a: int, m: int) -> None:
-    with pytest.raises(InvalidSeed):
+    with pytest.raises(InvalidRequest):
         seed.validate(a, m)
 
 

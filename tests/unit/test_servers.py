@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from local import credentials, embedded, pids, servers, stackfile
-from shared.errors import ConfigurationError, EmbeddedServerError, NoServers
+from shared.errors import ConfigurationError, EmbeddedServerError, ServiceUnavailable
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_without_the_extra_the_error_names_what_is_missing_and_both_ways_out(
         "REPLAY_LOCAL_POSTGRES": f"127.0.0.1:{pg}",
         "REPLAY_LOCAL_REDIS": f"127.0.0.1:{listener}",
     }
-    with pytest.raises(NoServers) as raised, servers.resolved(env):
+    with pytest.raises(ServiceUnavailable) as raised, servers.resolved(env):
         pass
     message = str(raised.value)
     assert "\n" not in message

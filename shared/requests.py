@@ -51,15 +51,15 @@ def parse_timestamp(value: Any, name: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
-            raise errors.InvalidTimestamp(
+            raise errors.InvalidRequest(
                 f"{name} {shorten(value)} is not an ISO-8601 timestamp (e.g. 2026-03-01T00:00:00Z)"
             ) from None
     if not isinstance(value, datetime):
-        raise errors.InvalidTimestamp(
+        raise errors.InvalidRequest(
             f"{name} must be a datetime or an ISO-8601 string, got {type(value).__name__}"
         )
     if value.tzinfo is None or value.utcoffset() is None:
-        raise errors.InvalidTimestamp(
+        raise errors.InvalidRequest(
             f"{name} {value.isoformat()} has no time zone; give one (e.g. +00:00 or Z)"
         )
     return value
@@ -87,11 +87,11 @@ def _event_types(value: Any) -> tuple[str, ...]:
 
 def _consumer(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise errors.UnknownHandler(f"consumer must be a handler name, got {shorten(value)}")
+        raise errors.InvalidRequest(f"consumer must be a handler name, got {shorten(value)}")
     try:
         return store.check_text(value, "the consumer", MAX_CONSUMER_LENGTH)
     except errors.InvalidRequest as exc:
-        raise errors.UnknownHandler(str(exc)) from None
+        raise errors.InvalidRequest(str(exc)) from None
 
 
 def _scope(
@@ -100,7 +100,7 @@ def _scope(
     """The filters of a request, each checked, and as its replay type requires."""
     if replay_type == ReplayType.AGGREGATE:
         if not isinstance(aggregate_id, str) or not aggregate_id.strip():
-            raise errors.MissingAggregateId("replay type 'aggregate' needs an aggregate_id")
+            raise errors.InvalidRequest("replay type 'aggregate' needs an aggregate_id")
         store.check_text(aggregate_id.strip(), "aggregate_id", MAX_AGGREGATE_ID_LENGTH)
     elif aggregate_id is not None:
         raise errors.InvalidRequest(
@@ -109,14 +109,14 @@ def _scope(
     start = parse_timestamp(from_time, "from_time")
     end = parse_timestamp(to_time, "to_time")
     if start is not None and end is not None and start >= end:
-        raise errors.InvalidTimeRange(
+        raise errors.InvalidRequest(
             f"from_time {start.isoformat()} must be before to_time {end.isoformat()}"
         )
     if replay_type == ReplayType.TIME_RANGE and start is None and end is None:
-        raise errors.InvalidTimeRange("replay type 'time_range' needs from_time and/or to_time")
+        raise errors.InvalidRequest("replay type 'time_range' needs from_time and/or to_time")
     types = _event_types(event_types)
     if replay_type == ReplayType.EVENT_TYPE and not types:
-        raise errors.MissingEventTypes("replay type 'event_type' needs at least one event type")
+        raise errors.InvalidRequest("replay type 'event_type' needs at least one event type")
     return Scope(
         aggregate_id=aggregate_id.strip() if replay_type == ReplayType.AGGREGATE else None,
         from_time=start,
@@ -149,22 +149,22 @@ def build_request(
     consumer = _consumer(consumer)
     source_name = sources.get(source).name
     if replay_type not in REPLAY_TYPES:
-        raise errors.UnknownReplayType(
+        raise errors.InvalidRequest(
             f"unknown replay type {shorten(replay_type)} (choose from {', '.join(REPLAY_TYPES)})"
         )
     if slice_by not in SLICE_BY:
-        raise errors.UnknownSliceBy(
+        raise errors.InvalidRequest(
             f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
         )
     scope = _scope(replay_type, aggregate_id, from_time, to_time, event_types)
     if slices is not None and (
         isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
     ):
-        raise errors.InvalidSliceCount(
+        raise errors.InvalidRequest(
             f"slices must be an integer from 1 to {MAX_SLICES}, got {shorten(slices)}"
         )
     if on_error not in ON_ERROR:
-        raise errors.UnknownErrorPolicy(
+        raise errors.InvalidRequest(
             f"unknown on_error policy {shorten(on_error)} (choose from {', '.join(ON_ERROR)})"
         )
     if not isinstance(reset, bool):
@@ -173,7 +173,7 @@ def build_request(
         replay_type not in (ReplayType.FULL, ReplayType.AGGREGATE)
         or scope.from_time or scope.to_time or scope.event_types
     ):  # fmt: skip
-        raise errors.ResetNotSupported(
+        raise errors.InvalidRequest(
             "reset (rebuild) is only defined for a full or one-aggregate replay without time or"
             " event-type filters: a handler's state for part of the events cannot be separated out"
         )
