@@ -17,22 +17,12 @@ from celery import Celery
 
 from shared import celeryconf, db, dispatch, jobs, planning, reconcile, sources, views
 from shared.celeryconf import sender_config
-from shared.errors import (
-    BrokerUnavailable,
-    JobTimeout,
-    NotFound,
-)
+from shared.errors import BrokerUnavailable, JobTimeout
 from shared.handlers import Registry, load_registry
 from shared.jobs import OnError, ReplayType
-from shared.requests import (
-    build_request,
-    parse_limit,
-    parse_rate,
-    parse_timeout,
-)
+from shared.requests import build_request, parse_job_id, parse_limit, parse_rate, parse_timeout
 from shared.settings import Settings
 from shared.slicing import SliceBy
-from shared.store import shorten
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +96,7 @@ class Coordinator:
     # --- operate ---------------------------------------------------------------------------------
     def cancel(self, job_id: Any) -> dict[str, Any]:
         """Cancel an unfinished job; its slices stop at their next batch boundary."""
-        key = _job_uuid(job_id)
+        key = parse_job_id(job_id)
         with db.connect(self.settings) as conn:
             jobs.cancel_job(conn, key)
         return self.get(key)
@@ -114,7 +104,7 @@ class Coordinator:
     def resume(self, job_id: Any) -> dict[str, Any]:
         """Re-dispatch a failed, cancelled or stuck job's unfinished slices from their
         checkpoints (a failed slice retries the event it failed on)."""
-        key = _job_uuid(job_id)
+        key = parse_job_id(job_id)
         dispatch.check_reachable(self.celery)
         with db.connect(self.settings) as conn:
             slices = jobs.prepare_resume(conn, key)
@@ -124,7 +114,7 @@ class Coordinator:
 
     def throttle(self, job_id: Any, rate: float | None) -> dict[str, Any]:
         """Change a running job's speed limit (None lifts it); in effect within seconds."""
-        key = _job_uuid(job_id)
+        key = parse_job_id(job_id)
         rate = parse_rate(rate)
         with db.connect(self.settings) as conn:
             jobs.set_rate(conn, key, rate)
@@ -138,7 +128,7 @@ class Coordinator:
     def get(self, job_id: Any) -> dict[str, Any]:
         """The job as ``get_job`` returns it; each slice's checkpoint also described in words
         by the job's source (``position``)."""
-        key = _job_uuid(job_id)
+        key = parse_job_id(job_id)
         with db.connect(self.settings) as conn:
             view = views.job_view(conn, key)
         source = self._source(view["source"])
@@ -158,10 +148,11 @@ class Coordinator:
             return views.list_jobs(conn, limit)
 
     def wait(self, job_id: Any, timeout: float | None = None) -> dict[str, Any]:
+        key = parse_job_id(job_id)
         timeout = parse_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            job = self.get(job_id)
+            job = self.get(key)
             if job["status"] in jobs.FINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
@@ -170,13 +161,6 @@ class Coordinator:
                     f"({job['processed_count']}/{job['total_events']} events)"
                 )
             time.sleep(POLL_SECONDS)
-
-
-def _job_uuid(job_id: Any) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(job_id))
-    except ValueError:
-        raise NotFound(f"{shorten(job_id)} is not a job id (a UUID)") from None
 
 
 # --- the module-level API (DESIGN.md: "Python API — contract") -----------------------------------
@@ -226,23 +210,23 @@ def submit_replay(
     )
 
 
-def get_job(job_id: str) -> dict[str, Any]:
+def get_job(job_id: str | uuid.UUID) -> dict[str, Any]:
     """The job's status, counts, error and slices."""
     return default_coordinator().get(job_id)
 
 
-def wait_for_job(job_id: str, timeout: float | None = None) -> dict[str, Any]:
+def wait_for_job(job_id: str | uuid.UUID, timeout: float | None = None) -> dict[str, Any]:
     """Block until the job is completed, failed or cancelled; returns ``get_job``."""
     return default_coordinator().wait(job_id, timeout)
 
 
-def resume_job(job_id: str) -> dict[str, Any]:
+def resume_job(job_id: str | uuid.UUID) -> dict[str, Any]:
     """Re-dispatch the unfinished slices of a failed, cancelled or stuck job from their
     checkpoints; returns ``get_job``."""
     return default_coordinator().resume(job_id)
 
 
-def cancel_job(job_id: str) -> dict[str, Any]:
+def cancel_job(job_id: str | uuid.UUID) -> dict[str, Any]:
     """Cancel a job: every slice stops at its next batch boundary; returns ``get_job``."""
     return default_coordinator().cancel(job_id)
 

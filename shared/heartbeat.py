@@ -9,17 +9,12 @@ import threading
 from types import TracebackType
 from uuid import UUID
 
-from shared import db
+from shared import db, queries
 
 log = logging.getLogger(__name__)
 
-# A row of its own (slice_heartbeat), not the slice's: a batch holds the slice row's lock while it
-# runs, and the pulse must neither wait for it nor be skipped, or a slow batch looks dead.
-_BEAT = """
-INSERT INTO slice_heartbeat (job_id, slice_no, owner, beat_at)
-VALUES (%s, %s, %s, clock_timestamp())
-ON CONFLICT (job_id, slice_no) DO UPDATE SET owner = EXCLUDED.owner, beat_at = EXCLUDED.beat_at
-"""
+# A row of its own (slice_heartbeat), not the slice's: see the query.
+QUERIES = queries.load("heartbeat")
 
 
 class Heartbeat:
@@ -34,7 +29,7 @@ class Heartbeat:
         interval: float,
     ) -> None:
         self._pool = pool
-        self._args = (job_id, slice_no, owner)
+        self._params = {"job_id": job_id, "slice_no": slice_no, "owner": owner}
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -62,6 +57,7 @@ class Heartbeat:
     def _beat(self) -> None:
         try:
             with self._pool.connection(timeout=self._interval) as conn:
-                conn.execute(_BEAT, self._args)
+                conn.execute(QUERIES["beat"], self._params)
         except Exception as exc:  # an outage: the slice's own retry deals with it
-            log.warning("heartbeat of slice %s/%s failed: %s", *self._args[:2], exc)
+            log.warning("heartbeat of slice %s/%s failed: %s", self._params["job_id"],
+                        self._params["slice_no"], exc)  # fmt: skip

@@ -19,66 +19,46 @@ from uuid import UUID
 
 import redis
 
+from shared import queries
 from shared.db import Connection
 
 log = logging.getLogger(__name__)
 
-CLAIM = """
-INSERT INTO processed_event (handler_name, event_id)
-SELECT %s, unnest(%b::uuid[])
-ON CONFLICT (handler_name, event_id) DO NOTHING
-RETURNING event_id
-"""
+QUERIES = queries.load("idempotency")
 
 
 def claim(conn: Connection, handler_name: str, event_ids: Sequence[UUID]) -> set[UUID]:
     """Mark ``event_ids`` processed by ``handler_name``; return those that were not already."""
     if not event_ids:
         return set()
-    rows = conn.execute(CLAIM, (handler_name, list(event_ids)), binary=True).fetchall()
+    params = {"handler": handler_name, "event_ids": list(event_ids)}
+    rows = conn.execute(QUERIES["claim"], params, binary=True).fetchall()
     return {r["event_id"] for r in rows}
 
 
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:
     """Forget what ``handler_name`` processed (of one aggregate, or all); bump its cache epoch."""
-    if aggregate_id is None:
-        cur = conn.execute("DELETE FROM processed_event WHERE handler_name = %s", (handler_name,))
-    else:
-        cur = conn.execute(
-            "DELETE FROM processed_event p USING event e"
-            " WHERE p.handler_name = %s AND p.event_id = e.event_id AND e.aggregate_id = %s",
-            (handler_name, aggregate_id),
-        )
+    params = {"handler": handler_name, "aggregate_id": aggregate_id}
+    query = "clear_markers" if aggregate_id is None else "clear_aggregate_markers"
+    cur = conn.execute(QUERIES[query], params)
     bump_epoch(conn, handler_name)
     return cur.rowcount
 
 
 def bump_epoch(conn: Connection, handler_name: str) -> str:
     """Give the handler a new cache epoch: every cached marker of an older one becomes a miss."""
-    row = conn.execute(
-        "INSERT INTO handler_state (handler_name) VALUES (%s)"
-        " ON CONFLICT (handler_name) DO UPDATE"
-        " SET cache_epoch = gen_random_uuid()::text, updated_at = now()"
-        " RETURNING cache_epoch",
-        (handler_name,),
-    ).fetchone()
+    row = conn.execute(QUERIES["bump_epoch"], {"handler": handler_name}).fetchone()
     assert row is not None
     return str(row["cache_epoch"])
 
 
 def current_epoch(conn: Connection, handler_name: str) -> str:
     """The handler's cache epoch (created on first use)."""
-    row = conn.execute(
-        "SELECT cache_epoch FROM handler_state WHERE handler_name = %s", (handler_name,)
-    ).fetchone()
+    params = {"handler": handler_name}
+    row = conn.execute(QUERIES["current_epoch"], params).fetchone()
     if row is not None:
         return str(row["cache_epoch"])
-    row = conn.execute(
-        "INSERT INTO handler_state (handler_name) VALUES (%s)"
-        " ON CONFLICT (handler_name) DO UPDATE SET handler_name = EXCLUDED.handler_name"
-        " RETURNING cache_epoch",
-        (handler_name,),
-    ).fetchone()
+    row = conn.execute(QUERIES["create_state"], params).fetchone()
     assert row is not None
     return str(row["cache_epoch"])
 
@@ -95,20 +75,12 @@ class Rebuild:
 def start_rebuild(conn: Connection, handler_name: str, job_id: UUID, snapshot: str) -> None:
     """Record that a full rebuild took over every event visible in ``snapshot`` (in the
     planning transaction, after the markers were cleared)."""
-    conn.execute(
-        "UPDATE handler_state SET rebuild_job_id = %s, rebuild_snapshot = %s::pg_snapshot,"
-        " rebuild_completed = false, updated_at = now() WHERE handler_name = %s",
-        (job_id, snapshot, handler_name),
-    )
+    params = {"job_id": job_id, "snapshot": snapshot, "handler": handler_name}
+    conn.execute(QUERIES["start_rebuild"], params)
 
 
 def latest_rebuild(conn: Connection, handler_name: str) -> Rebuild | None:
-    row = conn.execute(
-        "SELECT rebuild_job_id::text AS job_id, rebuild_snapshot::text AS snapshot,"
-        " rebuild_completed FROM handler_state"
-        " WHERE handler_name = %s AND rebuild_snapshot IS NOT NULL",
-        (handler_name,),
-    ).fetchone()
+    row = conn.execute(QUERIES["latest_rebuild"], {"handler": handler_name}).fetchone()
     if row is None:
         return None
     return Rebuild(row["job_id"], row["snapshot"], row["rebuild_completed"])
@@ -119,12 +91,8 @@ def covered(conn: Connection, handler_name: str, event_ids: Sequence[UUID]) -> s
     processed if it completed, to be processed by it if not. Never to be claimed elsewhere."""
     if not event_ids:
         return set()
-    rows = conn.execute(
-        "SELECT e.event_id FROM event e JOIN handler_state h ON h.handler_name = %s"
-        " WHERE e.event_id = ANY(%s::uuid[]) AND h.rebuild_snapshot IS NOT NULL"
-        " AND pg_visible_in_snapshot(e.txid, h.rebuild_snapshot)",
-        (handler_name, list(event_ids)),
-    ).fetchall()
+    params = {"handler": handler_name, "event_ids": list(event_ids)}
+    rows = conn.execute(QUERIES["covered"], params).fetchall()
     return {r["event_id"] for r in rows}
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from shared import applying, db, idempotency, sources
+from shared import applying, db, idempotency, queries, sources
 from shared.applying import BatchResult
 from shared.context import Context
 from shared.db import Connection
@@ -33,6 +33,7 @@ BATCH = 1000
 IDLE_WAKE_SECONDS = 0.5  # poll this often even without a notification (a lost NOTIFY)
 CHANNEL = "event_appended"
 RETRY_SECONDS = 2.0  # a follower that lost PostgreSQL tries again this often
+QUERIES = queries.load("live")
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,13 @@ def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
     """Handle everything committed since the handler's live position; move the position."""
     applied = seen = 0
     with conn.transaction():
-        row = conn.execute(
-            "SELECT snapshot::text AS s FROM live_checkpoint WHERE handler_name = %s FOR UPDATE",
-            (handler.name,),
-        ).fetchone()
-        now = conn.execute("SELECT pg_current_snapshot()::text AS s").fetchone()
+        row = conn.execute(QUERIES["lock_checkpoint"], {"handler": handler.name}).fetchone()
+        now = conn.execute(QUERIES["current_snapshot"]).fetchone()
         assert now is not None
         if row is None:
             # A new live handler starts at the present: history is what replays are for.
             conn.execute(
-                "INSERT INTO live_checkpoint (handler_name, snapshot) VALUES (%s, %s::pg_snapshot)"
-                " ON CONFLICT (handler_name) DO NOTHING",
-                (handler.name, now["s"]),
+                QUERIES["insert_checkpoint"], {"handler": handler.name, "snapshot": now["s"]}
             )
             return StepResult(handler.name, 0, 0)
         params = {"prev": row["s"], "now": now["s"]}
@@ -70,9 +66,8 @@ def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
                 seen += len(events)
                 applied += len(result.applied)
         conn.execute(
-            "UPDATE live_checkpoint SET snapshot = %s::pg_snapshot, events = events + %s,"
-            " updated_at = now() WHERE handler_name = %s",
-            (now["s"], seen, handler.name),
+            QUERIES["move_checkpoint"],
+            {"snapshot": now["s"], "events": seen, "handler": handler.name},
         )
     return StepResult(handler.name, seen, applied)
 

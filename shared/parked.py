@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
+from uuid import UUID
 
 from shared import db, jobs, slices, sources
 from shared.applying import apply_batch
@@ -17,7 +18,7 @@ class RetryResult:
     still_failing: int
 
 
-def retry_parked(ctx: Context, job_id: str) -> RetryResult:
+def retry_parked(ctx: Context, job_id: UUID) -> RetryResult:
     """Run a job's parked events through its handler again (after a fix), in per-aggregate
     order, each in its own transaction. Those that pass are marked processed and resolved; those
     that fail again stay parked with the new error."""

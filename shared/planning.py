@@ -13,16 +13,18 @@ import time
 import uuid
 from uuid import UUID
 
-from shared import db, idempotency, jobs, slicing, sources
+from shared import db, idempotency, jobs, queries, slicing, sources
 from shared.db import IsolationLevel
 from shared.errors import ActiveJobExists, InvalidJobState, InvalidRequest
 from shared.handlers import IdempotentEventHandler
+from shared.jobs import Status
 from shared.requests import ReplayRequest
 from shared.scope import Scope
 from shared.settings import Settings
 from shared.slicing import SliceBy
 
 log = logging.getLogger(__name__)
+QUERIES = queries.load("jobs")
 
 
 def check_fit(
@@ -59,6 +61,10 @@ def plan(
     started = time.perf_counter()
     scope = request.scope
     with db.connect(settings) as conn:
+        # The handler's state row, created on first use, is created before the planning
+        # transaction: concurrent submits creating it inside theirs would fail to serialize
+        # (REPEATABLE READ) instead of one of them being refused as ActiveJobExists.
+        idempotency.current_epoch(conn, handler.name)
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             if request.reset:
@@ -68,35 +74,34 @@ def plan(
                 # marker (invisible to the job) survives, so that the rebuild skips it. Two
                 # rebuilds of one handler queue here (the mode conflicts with itself), so the
                 # second one sees the first one's job below and resets nothing.
-                conn.execute("LOCK TABLE processed_event IN SHARE ROW EXCLUSIVE MODE")
+                conn.execute(QUERIES["lock_markers"])
             frozen = source.freeze(conn)
             _claim(conn, handler.name)
             _check_event_types(conn, source, scope)
-            covered = _prepare_handler(conn, job_id, request, handler, source, frozen)
+            covered, epoch = _prepare_handler(conn, job_id, request, handler, source, frozen)
             count = request.slices
             if count is None:
                 count = slicing.default_slice_count(source.count(conn, scope, frozen))
             planned = source.plan(conn, scope, frozen, request.slice_by, count)
             task_ids = [str(uuid.uuid4()) for _ in planned]
             planning_ms = round((time.perf_counter() - started) * 1000)
+            job = jobs.Job(
+                job_id=job_id, consumer_name=handler.name, replay_type=request.replay_type,
+                scope=scope, status=Status.PENDING if planned else Status.COMPLETED,
+                slice_by=request.slice_by, reset=request.reset, frozen=frozen,
+                cache_epoch=epoch, total_events=sum(p.total_events for p in planned),
+                on_error=request.on_error, covered_snapshot=covered,
+                max_events_per_second=request.max_events_per_second, source=request.source,
+            )  # fmt: skip
             try:
                 with conn.transaction():
-                    jobs.insert_job(
-                        conn, job_id=job_id, consumer_name=handler.name,
-                        replay_type=request.replay_type, scope=scope, slice_by=request.slice_by,
-                        reset=request.reset, on_error=request.on_error,
-                        max_events_per_second=request.max_events_per_second,
-                        source=request.source, planned=planned, frozen=frozen, covered=covered,
-                        cache_epoch=idempotency.current_epoch(conn, handler.name),
-                        planning_ms=planning_ms,
-                    )  # fmt: skip
+                    jobs.insert_job(conn, job, planned, task_ids, planning_ms)
             except ActiveJobExists:
                 # A submit that committed after this one froze its scope: the unique index of
                 # active jobs sees it, the snapshot does not (another connection does).
                 with db.connect(settings) as other:
                     _claim(other, handler.name)
                 raise
-            jobs.insert_slices(conn, job_id, planned, task_ids)
     log.info("planned job %s: %d slices in %d ms", job_id, len(planned), planning_ms)
     return task_ids
 
@@ -130,10 +135,11 @@ def _prepare_handler(
     handler: IdempotentEventHandler,
     source: sources.Source,
     frozen: str,
-) -> str | None:
-    """Reset the handler if asked, record a positional rebuild, and return the coverage the
-    job is planned with: the frozen scope of the handler's last completed full rebuild, which a
-    catch-up skips (only for a source with coverage; a rebuild applies everything again)."""
+) -> tuple[str | None, str]:
+    """Reset the handler if asked, record a positional rebuild, and return what the job is
+    planned with: its coverage (the frozen scope of the handler's last completed full rebuild,
+    which a catch-up skips; only for a source with coverage, a rebuild applies everything
+    again) and the handler's cache epoch (a reset starts a new one)."""
     full_rebuild = request.reset and request.scope == Scope()
     rebuild = idempotency.latest_rebuild(conn, handler.name) if source.coverage else None
     if rebuild is not None and not rebuild.completed and not full_rebuild:
@@ -146,4 +152,5 @@ def _prepare_handler(
         idempotency.clear_markers(conn, handler.name, request.scope.aggregate_id)
     if full_rebuild and source.coverage:
         idempotency.start_rebuild(conn, handler.name, job_id, frozen)
-    return rebuild.snapshot if rebuild is not None and not request.reset else None
+    covered = rebuild.snapshot if rebuild is not None and not request.reset else None
+    return covered, idempotency.current_epoch(conn, handler.name)

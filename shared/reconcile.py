@@ -23,11 +23,13 @@ from typing import Any
 
 from celery import Celery
 
-from shared import broker, db, jobs, slices
+from shared import broker, db, jobs, queries, slices
 from shared.dispatch import send_slice
+from shared.jobs import Status
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+QUERIES = queries.load("jobs")
 
 _LOCK_KEY = 0x7265636F6E63  # "reconc"
 # A slice re-dispatched this many times without ending is failed instead: something about it
@@ -54,11 +56,12 @@ class ReconcileReport:
 
 
 def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
+    """One pass (skipped if another holds the lock): finalize what is done, then re-dispatch
+    (or give up on) the slices nobody works on."""
     report = ReconcileReport()
     with db.connect(settings) as conn:
-        # A backstop: no statement of a pass may wait long for a lock held by a batch.
-        conn.execute("SET lock_timeout = '5s'")
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,)).fetchone()
+        conn.execute(QUERIES["reconciler_lock_timeout"])
+        locked = conn.execute(QUERIES["try_reconciler_lock"], {"key": _LOCK_KEY}).fetchone()
         if not locked or not locked["ok"]:
             report.skipped = True
             return report
@@ -66,39 +69,40 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
             for job_id in jobs.unfinished_jobs(conn):
                 if jobs.finalize_job(conn, job_id).final:
                     report.finalized.append(str(job_id))
-            stale = slices.stale_slices(conn, settings.stale_seconds)
-            queued = (
-                broker.queued_task_ids(settings.broker_url, [settings.queue])
-                if any(s["status"] == jobs.Status.PENDING for s in stale)
-                else set()
-            )
-            for s in stale:
-                if s["status"] == jobs.Status.PENDING and (
-                    queued is None or s["task_id"] in queued
-                ):
-                    # Still waiting its turn (or the broker cannot tell us, and a message
-                    # delivered to a dead worker comes back with the visibility timeout).
-                    report.waiting += 1
-                    continue
-                if s["attempts"] >= MAX_ATTEMPTS:
-                    slices.fail_slice(
-                        conn, s["job_id"], s["slice_no"],
-                        f"given up after {s['attempts']} attempts without ending",
-                    )  # fmt: skip
-                    report.given_up.append((str(s["job_id"]), s["slice_no"]))
-                    jobs.finalize_job(conn, s["job_id"])
-                    continue
-                task_id = str(uuid.uuid4())
-                if not slices.redispatch(
-                    conn, s["job_id"], s["slice_no"], task_id, settings.stale_seconds
-                ):
-                    continue  # alive after all
-                send_slice(app, settings, s["job_id"], s["slice_no"], task_id)
-                report.redispatched.append((str(s["job_id"]), s["slice_no"]))
-                log.warning(
-                    "re-dispatched slice %s of job %s (%s, no sign of life for %ss)",
-                    s["slice_no"], s["job_id"], s["status"], settings.stale_seconds,
-                )  # fmt: skip
+            _repair_stale_slices(conn, settings, app, report)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            conn.execute(QUERIES["release_reconciler_lock"], {"key": _LOCK_KEY})
     return report
+
+
+def _repair_stale_slices(
+    conn: db.Connection, settings: Settings, app: Celery, report: ReconcileReport
+) -> None:
+    stale = slices.stale_slices(conn, settings.stale_seconds)
+    queued = (
+        broker.queued_task_ids(settings.broker_url, [settings.queue])
+        if any(s["status"] == Status.PENDING for s in stale)
+        else set()
+    )
+    for s in stale:
+        job_id, slice_no = s["job_id"], s["slice_no"]
+        if s["status"] == Status.PENDING and (queued is None or s["task_id"] in queued):
+            # Still waiting its turn (or the broker cannot tell us, and a message delivered to
+            # a dead worker comes back with the visibility timeout).
+            report.waiting += 1
+            continue
+        if s["attempts"] >= MAX_ATTEMPTS:
+            error = f"given up after {s['attempts']} attempts without ending"
+            slices.fail_slice(conn, job_id, slice_no, error)
+            report.given_up.append((str(job_id), slice_no))
+            jobs.finalize_job(conn, job_id)
+            continue
+        task_id = str(uuid.uuid4())
+        if not slices.redispatch(conn, job_id, slice_no, task_id, settings.stale_seconds):
+            continue  # alive after all
+        send_slice(app, settings, job_id, slice_no, task_id)
+        report.redispatched.append((str(job_id), slice_no))
+        log.warning(
+            "re-dispatched slice %s of job %s (%s, no sign of life for %ss)",
+            slice_no, job_id, s["status"], settings.stale_seconds,
+        )  # fmt: skip

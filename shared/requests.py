@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from shared import errors, sources, store
 from shared.jobs import OnError, ReplayType
@@ -29,7 +30,7 @@ MAX_LIST_LIMIT = 10_000
 @dataclass(frozen=True)
 class ReplayRequest:
     consumer: str
-    replay_type: str
+    replay_type: ReplayType
     scope: Scope
     slices: int | None
     slice_by: SliceBy
@@ -179,7 +180,8 @@ def build_request(
         )
     rate = parse_rate(max_events_per_second)
     return ReplayRequest(
-        consumer, replay_type, scope, slices, SliceBy(slice_by), reset, OnError(on_error), rate,
+        consumer, ReplayType(replay_type), scope, slices, SliceBy(slice_by), reset,
+        OnError(on_error), rate,
         source_name,
     )  # fmt: skip
 
@@ -203,6 +205,17 @@ def parse_rate(value: Any) -> float | None:
             f" to {MAX_RATE:,} events/s, got {shorten(value)}"
         )
     return float(value)
+
+
+def parse_job_id(value: Any) -> UUID:
+    """A job id: a UUID, or its text (the form the API returns and the CLI takes). Anything
+    else is ``NotFound``: no job can have that id."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise errors.NotFound(f"{shorten(value)} is not a job id (a UUID)") from None
 
 
 def parse_limit(value: Any) -> int:

@@ -7,46 +7,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from shared import queries
 from shared.db import Connection
 from shared.errors import NotFound
+from shared.jobs import params
 
-_VIEW = """
-SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.filter_params,
-       j.status, j.source, j.slice_by, j.reset, j.total_events,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.processed_count
-            ELSE coalesce(s.processed, 0) END AS processed_count,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.applied_count
-            ELSE coalesce(s.applied, 0) END AS applied_count,
-       CASE WHEN j.status IN ('completed', 'failed', 'cancelled') THEN j.skipped_count
-            ELSE coalesce(s.skipped, 0) END AS skipped_count,
-       j.on_error, j.poison_count, j.max_events_per_second::float8 AS max_events_per_second,
-       j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
-       j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count
-  FROM replay_job j
-  LEFT JOIN LATERAL (
-        SELECT count(*) AS n, sum(processed_count)::bigint AS processed,
-               sum(applied_count)::bigint AS applied, sum(skipped_count)::bigint AS skipped
-          FROM replay_slice WHERE job_id = j.job_id
-  ) s ON TRUE
-"""
+QUERIES = queries.load("jobs")
 
 
-def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
+def job_view(conn: Connection, job_id: UUID) -> dict[str, Any]:
     """The job as ``get_job`` returns it: a JSON-able dict, with its slices."""
-    row = conn.execute(_VIEW + " WHERE j.job_id = %s", (job_id,)).fetchone()
+    row = conn.execute(QUERIES["job_views"], params(job_id=job_id, limit=1)).fetchone()
     if row is None:
         raise NotFound(f"no replay job {job_id}")
-    slices = conn.execute(
-        "SELECT s.slice_no, s.status, s.first_aggregate, s.last_aggregate, s.from_time,"
-        " s.to_time, s.total_events, s.processed_count, s.applied_count, s.skipped_count,"
-        " s.poison_count, s.checkpoint, s.attempts, s.task_id, s.owner::text AS owner,"
-        " s.last_error, s.error_event_id::text AS error_event_id,"
-        " greatest(s.heartbeat_at, h.beat_at) AS heartbeat_at, s.dispatched_at, s.started_at,"
-        " s.completed_at FROM replay_slice s"
-        " LEFT JOIN slice_heartbeat h ON (h.job_id, h.slice_no) = (s.job_id, s.slice_no)"
-        " WHERE s.job_id = %s ORDER BY s.slice_no",
-        (job_id,),
-    ).fetchall()
+    slices = conn.execute(QUERIES["slice_views"], {"job_id": job_id}).fetchall()
     view = dict(row)
     view["slices"] = [dict(s) for s in slices]
     view["elapsed_seconds"] = _elapsed(view["started_at"], view["completed_at"])
@@ -54,7 +28,8 @@ def job_view(conn: Connection, job_id: UUID | str) -> dict[str, Any]:
 
 
 def list_jobs(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
-    rows = conn.execute(_VIEW + " ORDER BY j.created_at DESC LIMIT %s", (limit,)).fetchall()
+    """The latest ``limit`` jobs, newest first, as ``job_view`` shows them (without slices)."""
+    rows = conn.execute(QUERIES["job_views"], params(job_id=None, limit=limit)).fetchall()
     return [dict(r) for r in rows]
 
 

@@ -43,6 +43,7 @@ def _context() -> context.Context:
 )
 def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     """Replay one slice of a job from its checkpoint; progress shows in Flower as PROGRESS."""
+    key = UUID(job_id)
 
     def progress(processed: int, total: int) -> None:
         # Best effort: the slice row holds the truth; a result backend outage must not fail the
@@ -60,9 +61,7 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
         except Exception as exc:
             log.warning("cannot report progress of slice %s/%s: %s", job_id, slice_no, exc)
 
-    result = runner.run_slice(
-        _context(), UUID(job_id), slice_no, task_id=self.request.id, progress=progress
-    )
+    result = runner.run_slice(_context(), key, slice_no, task_id=self.request.id, progress=progress)
     if not result.ended_the_slice:
         # A copy that did not end the slice (superseded by a redelivered copy, cancelled, or
         # the slice was already done) must not count as the slice's part of the job's chord:
@@ -75,10 +74,11 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
 
 @app.task(name=FINALIZE_TASK, **_retry_while_db_down(2, 60))
 def finalize(_results: Any, job_id: str) -> dict[str, Any]:
-    """Chord callback: derive the job's final status from its slice rows."""
-    ctx = _context()
-    with ctx.pool.connection() as conn:
-        status = jobs.finalize_job(conn, UUID(job_id))
+    """The chord's callback, and the link of a re-dispatched slice: derive the job's status
+    from its slice rows (``jobs.finalize_job``; the reconciler calls it too)."""
+    key = UUID(job_id)
+    with _context().pool.connection() as conn:
+        status = jobs.finalize_job(conn, key)
     return {"job_id": job_id, "status": str(status)}
 
 

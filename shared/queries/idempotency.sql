@@ -1,0 +1,52 @@
+-- Processed markers, the handler's cache epoch and its latest full rebuild (shared/idempotency.py).
+
+-- name: claim
+-- Marks a batch of events processed by a handler, in the batch's transaction; returns those
+-- that were not marked before (only they reach the handler).
+INSERT INTO processed_event (handler_name, event_id)
+SELECT %(handler)s, unnest(%(event_ids)b::uuid[])
+ON CONFLICT (handler_name, event_id) DO NOTHING
+RETURNING event_id;
+
+-- name: clear_markers
+DELETE FROM processed_event WHERE handler_name = %(handler)s;
+
+-- name: clear_aggregate_markers
+DELETE FROM processed_event p USING event e
+ WHERE p.handler_name = %(handler)s AND p.event_id = e.event_id
+   AND e.aggregate_id = %(aggregate_id)s;
+
+-- name: bump_epoch
+-- A new cache epoch (the handler's state row is created on first use).
+INSERT INTO handler_state (handler_name) VALUES (%(handler)s)
+    ON CONFLICT (handler_name) DO UPDATE
+    SET cache_epoch = gen_random_uuid()::text, updated_at = now()
+RETURNING cache_epoch;
+
+-- name: current_epoch
+SELECT cache_epoch FROM handler_state WHERE handler_name = %(handler)s;
+
+-- name: create_state
+-- The handler's state row, created on first use (a no-op update so that RETURNING answers when
+-- a concurrent caller created it first).
+INSERT INTO handler_state (handler_name) VALUES (%(handler)s)
+    ON CONFLICT (handler_name) DO UPDATE SET handler_name = EXCLUDED.handler_name
+RETURNING cache_epoch;
+
+-- name: start_rebuild
+UPDATE handler_state
+   SET rebuild_job_id = %(job_id)s, rebuild_snapshot = %(snapshot)s::pg_snapshot,
+       rebuild_completed = false, updated_at = now()
+ WHERE handler_name = %(handler)s;
+
+-- name: latest_rebuild
+SELECT rebuild_job_id::text AS job_id, rebuild_snapshot::text AS snapshot, rebuild_completed
+  FROM handler_state
+ WHERE handler_name = %(handler)s AND rebuild_snapshot IS NOT NULL;
+
+-- name: covered
+-- The events of %(event_ids)s visible in the snapshot of the handler's latest full rebuild.
+SELECT e.event_id
+  FROM event e JOIN handler_state h ON h.handler_name = %(handler)s
+ WHERE e.event_id = ANY(%(event_ids)s::uuid[]) AND h.rebuild_snapshot IS NOT NULL
+   AND pg_visible_in_snapshot(e.txid, h.rebuild_snapshot);
