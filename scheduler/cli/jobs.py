@@ -14,7 +14,14 @@ from scheduler.coordinator import Coordinator
 from shared import context, db, parked, slices
 from shared.errors import InvalidRequest
 from shared.jobs import OnError, ReplayType, Status
-from shared.requests import REPLAY_TYPES, SLICE_BY, parse_limit, parse_rate, parse_timeout
+from shared.requests import (
+    REPLAY_TYPES,
+    SLICE_BY,
+    parse_job_id,
+    parse_limit,
+    parse_rate,
+    parse_timeout,
+)
 from shared.settings import Settings
 from shared.slicing import SliceBy
 from shared.store import shorten
@@ -176,9 +183,10 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
-    Coordinator(settings).get(args.job_id)  # a clear error for an unknown job
+    job_id = parse_job_id(args.job_id)
+    Coordinator(settings).get(job_id)  # a clear error for an unknown job
     with db.connect(settings) as conn:
-        rows = slices.parked_events(conn, args.job_id)
+        rows = slices.parked_events(conn, job_id)
     # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
         state = "resolved" if r["resolved_at"] else "parked"
@@ -193,10 +201,11 @@ def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
-    Coordinator(settings).get(args.job_id)
+    job_id = parse_job_id(args.job_id)
+    Coordinator(settings).get(job_id)
     ctx = context.Context.create(settings)
     try:
-        result = parked.retry_parked(ctx, args.job_id)
+        result = parked.retry_parked(ctx, job_id)
     finally:
         ctx.close()
     console.print(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 
 from shared import errors
+from shared.jobs import ReplayType
 from shared.requests import (
     MAX_LIST_LIMIT,
     build_request,
+    parse_job_id,
     parse_limit,
     parse_rate,
     parse_timeout,
@@ -157,3 +160,21 @@ def test_a_rate_of_zero_is_no_limit_and_one_is_the_minimum(value: Any, expected:
 def test_a_rate_below_the_minimum_or_not_a_number_is_refused(value: Any) -> None:
     with pytest.raises(errors.InvalidRequest, match="max_events_per_second"):
         parse_rate(value)
+
+
+def test_a_request_carries_its_replay_type_as_the_enum() -> None:
+    assert build_request("h", replay_type="event_type", event_types=["A"]).replay_type is (
+        ReplayType.EVENT_TYPE
+    )
+
+
+def test_a_job_id_is_decoded_once_from_its_text_or_taken_as_a_uuid() -> None:
+    key = uuid4()
+    assert parse_job_id(key) is key
+    assert parse_job_id(str(key)) == key and isinstance(parse_job_id(str(key)), UUID)
+
+
+@pytest.mark.parametrize("value", ["", "not-a-uuid", "1234", None, 42, "x" * 10_000])
+def test_what_is_not_a_uuid_is_no_job(value: Any) -> None:
+    with pytest.raises(errors.NotFound, match="is not a job id"):
+        parse_job_id(value)
