@@ -33,7 +33,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        # JSON only: a pickle payload on a shared broker is remote code execution.
+        # JSON only: a serializer that builds objects from a shared broker's bytes runs code.
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -3,13 +3,13 @@ a fix (``replay retry-parked JOB_ID``)."""
 
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
 from uuid import UUID
 
 from shared import db, jobs, slices, sources
 from shared.applying import apply_batch
 from shared.context import Context
+from shared.hooks import format_traceback
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def retry_parked(ctx: Context, job_id: UUID) -> RetryResult:
                         conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],
                         handler_name=handler.name,
                         error=f"{type(exc).__name__}: {db.first_line(exc)}",
-                        traceback="".join(traceback.format_exception(exc)),
+                        traceback=format_traceback(exc),
                     )  # fmt: skip
                     continue
                 slices.resolve_parked(conn, job_id, p["event_id"])
