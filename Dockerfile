@@ -21,6 +21,8 @@ COPY bench ./bench
 RUN pip install --no-cache-dir . && rm -rf /src
 
 WORKDIR /home/replay
+# Flower's task history (compose mounts a volume here; a new volume takes this owner).
+RUN mkdir /home/replay/flower && chown replay:replay /home/replay/flower
 USER replay
 
 # Celery does a warm shutdown on SIGTERM: it stops taking tasks and finishes the running ones.

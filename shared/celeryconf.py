@@ -12,7 +12,6 @@ from shared.settings import Settings
 SLICE_TASK = "replay.slice"
 FINALIZE_TASK = "replay.finalize"
 LIVE_TASK = "replay.live"
-RECONCILE_TASK = "replay.reconcile"
 LIVE_STEP_TASK = "replay.live_step"
 
 # A sender (the coordinator, `replay submit|resume`) gives up on a broker or result backend that
@@ -74,10 +73,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             FINALIZE_TASK: {"queue": settings.queue},
             LIVE_TASK: {"queue": settings.live_queue},
             LIVE_STEP_TASK: {"queue": settings.live_queue},
-            RECONCILE_TASK: {"queue": settings.control_queue},
         },
-        # The scheduler process (celery -A worker worker --beat -Q control) runs the reconciler.
-        # On its own queue, so that it never waits behind long slices.
+        # The scheduler process (celery -A worker worker --beat -Q control) runs the reconciler
+        # in a thread (worker.steps), and beat only for the live consumer, if configured.
         "beat_schedule": _beat_schedule(settings),
         "worker_hijack_root_logger": False,
         "enable_utc": True,
@@ -101,13 +99,7 @@ def sender_config(settings: Settings) -> dict[str, Any]:
 
 
 def _beat_schedule(settings: Settings) -> dict[str, Any]:
-    schedule: dict[str, Any] = {
-        "reconcile": {
-            "task": RECONCILE_TASK,
-            "schedule": settings.reconcile_seconds,
-            "options": {"queue": settings.control_queue, "expires": settings.reconcile_seconds},
-        }
-    }
+    schedule: dict[str, Any] = {}
     if settings.live_beat_seconds:
         # The Celery-driven live consumer: a step for every live handler on the live queue.
         schedule["live"] = {

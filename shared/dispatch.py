@@ -7,20 +7,25 @@ by name, so neither side imports the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 import redis
-from celery import Celery, chord
+from celery import Celery, Signature, chord
 from celery.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared import db
+from shared import slices as slices_table
 from shared.celeryconf import FINALIZE_TASK, SENDER_TIMEOUT_SECONDS, SLICE_TASK
 from shared.db import first_line
-from shared.errors import ConfigurationError, ServiceUnavailable
+from shared.errors import ConfigurationError, ReplayError, ServiceUnavailable
 from shared.settings import Settings, redact
+
+log = logging.getLogger(__name__)
 
 
 def check_reachable(app: Celery, timeout: float = SENDER_TIMEOUT_SECONDS) -> None:
@@ -75,22 +80,62 @@ def _ping_redis(params: dict[str, Any], timeout: float, url: str) -> None:
 
 
 def send_job(
-    app: Celery, settings: Settings, job_id: UUID, slices: Sequence[tuple[int, str]]
+    app: Celery,
+    settings: Settings,
+    job_id: UUID,
+    slices: Sequence[tuple[int, str]],
+    labels: Mapping[int, str] | None = None,
 ) -> None:
     """A chord: one task per (slice_no, task_id), then the callback that finalizes the job.
-    Call only after the transaction that wrote the slice rows has committed."""
-    header = [
-        app.signature(SLICE_TASK, args=(str(job_id), n), task_id=tid, queue=settings.queue)
-        for n, tid in slices
-    ]
-    body = app.signature(FINALIZE_TASK, kwargs={"job_id": str(job_id)}, queue=settings.queue)
-    chord(header, app=app)(body)
+    Call only after the transaction that wrote the slice rows has committed.
+
+    A slice that fails raises (FAILURE in Flower), and a chord with a failed part never calls
+    its body: the body's error callback, the same finalization, runs instead (and is FAILURE
+    too when the job failed). Each slice task carries its label (``slices.labels``) as the
+    text Flower shows for its arguments."""
+    labels = _labels(settings, job_id) if labels is None else labels
+    header = [_slice(app, settings, job_id, n, tid, labels.get(n)) for n, tid in slices]
+    chord(header, app=app)(_finalize(app, settings, job_id, on_error=True))
 
 
-def send_slice(app: Celery, settings: Settings, job_id: UUID, slice_no: int, task_id: str) -> None:
+def send_slice(
+    app: Celery, settings: Settings, job_id: UUID, slice_no: int, task_id: str, label: str = ""
+) -> None:
     """One slice outside any chord (a re-dispatch), linked to a finalization of its job: the
-    job completes when its last slice does, whether or not the original chord still can."""
-    # A link callback receives the slice's result as its first argument, like a chord body.
-    finalize = app.signature(FINALIZE_TASK, kwargs={"job_id": str(job_id)}, queue=settings.queue)
-    app.signature(SLICE_TASK, args=(str(job_id), slice_no), task_id=task_id,
-                  queue=settings.queue).apply_async(link=finalize)  # fmt: skip
+    job completes (or fails) when its last slice does, whether or not the original chord still
+    can."""
+    # A link callback receives the slice's result as its first argument, like a chord body; an
+    # error callback, the failed task's id.
+    _slice(app, settings, job_id, slice_no, task_id, label or None).apply_async(
+        link=_finalize(app, settings, job_id), link_error=_finalize(app, settings, job_id)
+    )
+
+
+def _slice(
+    app: Celery, settings: Settings, job_id: UUID, slice_no: int, task_id: str, label: str | None
+) -> Signature:
+    options: dict[str, Any] = {"task_id": task_id, "queue": settings.queue}
+    if label:
+        options["argsrepr"] = label
+    return app.signature(SLICE_TASK, args=(str(job_id), slice_no), **options)
+
+
+def _finalize(
+    app: Celery, settings: Settings, job_id: UUID, *, on_error: bool = False
+) -> Signature:
+    body = app.signature(FINALIZE_TASK, kwargs={"job_id": str(job_id)}, queue=settings.queue,
+                         argsrepr=f"job {job_id}")  # fmt: skip
+    if on_error:
+        body.link_error(_finalize(app, settings, job_id))
+    return body
+
+
+def _labels(settings: Settings, job_id: UUID) -> dict[int, str]:
+    """The slices' labels, read after the commit that wrote them; none if that fails (a label
+    is not worth failing a dispatch for)."""
+    try:
+        with db.connect(settings) as conn:
+            return slices_table.labels(conn, job_id)
+    except ReplayError as exc:
+        log.warning("job %s: its slices go unlabelled: %s", job_id, exc)
+        return {}

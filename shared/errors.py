@@ -12,6 +12,8 @@ class says what a caller can do about it::
     ├── ConcurrencyConflict     an append that does not match the aggregate's stream
     ├── MalformedEvent          an event a handler cannot apply (handed to on_error)
     ├── JobTimeout              wait_for_job gave up before the job ended
+    ├── ReplayFailed            a slice or job ended failed (the Celery task's error: FAILURE
+    │                           in Flower; the job is resumable from its checkpoints)
     ├── ConfigurationError      a setting or environment variable that cannot be used
     └── ServiceUnavailable      a server does not answer
         ├── DatabaseUnavailable     PostgreSQL (workers retry their task on it)
@@ -58,6 +60,12 @@ class MalformedEvent(ReplayError):
 
 class JobTimeout(ReplayError):
     """wait_for_job gave up before the job reached a final state."""
+
+
+class ReplayFailed(ReplayError):
+    """A slice (or the job's finalization) ended failed: raised by the Celery task, after the
+    failure was recorded in PostgreSQL, so that Flower shows the task as FAILURE with this
+    one-line message. The job keeps its semantics: failed, resumable from its checkpoints."""
 
 
 class ConfigurationError(ReplayError):

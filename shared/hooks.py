@@ -145,16 +145,23 @@ class KnownEvents(Hook):
         self.hits = 0
 
 
-class ProgressReport(Hook):
-    """Reports the slice's processed count and total after each commit (best effort: the slice
-    row holds the truth)."""
+#: reports a slice's progress: (processed, total, events per second of this attempt)
+Progress = Callable[[int, int, float], None]
 
-    def __init__(self, report: Callable[[int, int], None], processed: int, total: int) -> None:
+
+class ProgressReport(Hook):
+    """Reports the slice's processed count, its total and this attempt's rate after each commit
+    (best effort: the slice row holds the truth)."""
+
+    def __init__(self, report: Progress, processed: int, total: int) -> None:
         self.report, self.processed, self.total = report, processed, total
+        self.started, self.started_with = time.monotonic(), processed
 
     def after_commit(self, batch: Committed) -> None:
         self.processed += batch.processed
-        self.report(self.processed, self.total)
+        elapsed = time.monotonic() - self.started
+        rate = (self.processed - self.started_with) / elapsed if elapsed > 0 else 0.0
+        self.report(self.processed, self.total, rate)
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,12 @@ def finalize_job(conn: Connection, job_id: UUID) -> Status:
         return new
 
 
+def job_error(conn: Connection, job_id: UUID) -> str:
+    """The first line of an ended job's error (empty if it has none)."""
+    row = conn.execute(QUERIES["job_error"], {"job_id": job_id}).fetchone()
+    return ((row and row["error"]) or "").partition("\n")[0]
+
+
 def fail_job(conn: Connection, job_id: UUID, error: str) -> None:
     """Fail an unfinished job and its unfinished slices (e.g. it could not be dispatched);
     ``prepare_resume`` can take it up again later."""

@@ -1,7 +1,8 @@
 """The reconciler: repairs what lost messages and lost callbacks leave behind.
 
-Run every ``reconcile_seconds`` by the scheduler's beat (task ``replay.reconcile``) and on demand
-by ``replay reconcile``. Each pass, under an advisory lock so that passes never overlap:
+Run every ``reconcile_seconds`` by the scheduler process (a thread of the worker started with
+``--beat``: ``worker.steps``) and on demand by ``replay reconcile``. Each pass, under an
+advisory lock so that passes never overlap:
 
 1. finalizes every unfinished job whose slices are all done (the chord callback may never run:
    a header task's message lost, the callback's message lost, results flushed);
@@ -100,7 +101,8 @@ def _repair_stale_slices(
         task_id = str(uuid.uuid4())
         if not slices.redispatch(conn, job_id, slice_no, task_id, settings.stale_seconds):
             continue  # alive after all
-        send_slice(app, settings, job_id, slice_no, task_id)
+        label = slices.labels(conn, job_id).get(slice_no, f"job {job_id} · slice {slice_no}")
+        send_slice(app, settings, job_id, slice_no, task_id, f"{label} · re-dispatched")
         report.redispatched.append((str(job_id), slice_no))
         log.warning(
             "re-dispatched slice %s of job %s (%s, no sign of life for %ss)",

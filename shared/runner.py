@@ -10,6 +10,7 @@ at most that one batch.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import logging
@@ -28,7 +29,7 @@ from shared.hooks import Committed
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+Progress = hooks.Progress
 
 
 class SliceOutcome(enum.StrEnum):
@@ -49,6 +50,8 @@ class SliceResult:
     status: str
     processed: int
     applied: int
+    #: a failed slice's error, its first line (the slice row keeps the traceback)
+    error: str | None = None
 
     @property
     def ended_the_slice(self) -> bool:
@@ -56,7 +59,10 @@ class SliceResult:
         return self.status in (SliceOutcome.COMPLETED, SliceOutcome.FAILED)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "job_id": str(self.job_id), "status": str(self.status)}
+        """The task's result: what Flower shows first comes first."""
+        fields = {"status": str(self.status), "processed": self.processed,
+                  "applied": self.applied}  # fmt: skip
+        return {**fields, **asdict(self), **fields, "job_id": str(self.job_id)}
 
 
 class _Stop(Exception):
@@ -101,7 +107,11 @@ def run_slice(
                 ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
             )
             with beat:
-                return run.run()
+                result = run.run()
+            if result.status == SliceOutcome.FAILED:
+                error = slices.slice_error(conn, job_id, slice_no)
+                result = dataclasses.replace(result, error=error)
+            return result
         except Exception as exc:
             if _propagates(exc):
                 raise
@@ -110,7 +120,8 @@ def run_slice(
                 conn, job_id, slice_no, f"{type(exc).__name__}: {db.first_line(exc)}\n"
                 f"{hooks.format_traceback(exc)}", owner=current.owner,
             )  # fmt: skip
-            return SliceResult(job_id, slice_no, SliceOutcome.FAILED, 0, 0)
+            error = f"{type(exc).__name__}: {db.first_line(exc)}"
+            return SliceResult(job_id, slice_no, SliceOutcome.FAILED, 0, 0, error)
 
 
 class _Way(NamedTuple):
@@ -151,7 +162,8 @@ class _SliceRun:
         self.known = hooks.KnownEvents(ctx.cache, handler.name, job.cache_epoch, rebuild=job.reset)
         self.hooks: list[hooks.Hook] = [self.pace, self.known]
         if progress is not None:
-            self.hooks.append(hooks.ProgressReport(progress, self.processed, current.total_events))
+            report = hooks.ProgressReport(progress, self.processed, current.total_events)
+            self.hooks.append(report)
         self.on_error = hooks.error_policy(job.on_error, positional=self.positional)
         self.ways = self._ways(ctx.settings.sql_folds)
 

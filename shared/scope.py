@@ -8,7 +8,7 @@ A ``Scope`` is the filter of a job (one aggregate, a time range, some event type
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.db import sql
@@ -60,3 +60,15 @@ class SliceBounds:
     @property
     def by_time(self) -> bool:
         return self.first_aggregate is None and self.last_aggregate is None
+
+    def describe(self) -> str:
+        """E.g. ``aggregates ord-1 … ord-9`` or ``2026-01-01 00:00 … 2026-01-02 00:00 UTC``."""
+        if not self.by_time:
+            return f"aggregates {self.first_aggregate} … {self.last_aggregate}"
+        start, end = (f"{t.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if t else None
+                      for t in (self.from_time, self.to_time))  # fmt: skip
+        if start and end:
+            return f"{start} … {end} UTC"
+        if start or end:
+            return f"from {start} UTC" if start else f"before {end} UTC"
+        return "every event"

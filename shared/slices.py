@@ -38,12 +38,7 @@ class Slice:
         return cls(
             job_id=row["job_id"],
             slice_no=row["slice_no"],
-            bounds=SliceBounds(
-                first_aggregate=row["first_aggregate"],
-                last_aggregate=row["last_aggregate"],
-                from_time=row["from_time"],
-                to_time=row["to_time"],
-            ),
+            bounds=_bounds(row),
             status=Status(row["status"]),
             total_events=int(row["total_events"]),
             processed_count=int(row["processed_count"]),
@@ -51,6 +46,15 @@ class Slice:
             version=int(row["version"]),
             owner=row["owner"],
         )
+
+
+def _bounds(row: dict[str, Any]) -> SliceBounds:
+    return SliceBounds(
+        first_aggregate=row["first_aggregate"],
+        last_aggregate=row["last_aggregate"],
+        from_time=row["from_time"],
+        to_time=row["to_time"],
+    )
 
 
 def start_slice(
@@ -200,6 +204,25 @@ def parked_events(
 
 def resolve_parked(conn: Connection, job_id: UUID, event_id: UUID) -> None:
     conn.execute(QUERIES["resolve_parked"], {"job_id": job_id, "event_id": event_id})
+
+
+def labels(conn: Connection, job_id: UUID) -> dict[int, str]:
+    """Each slice's label, for Flower (``dispatch`` sends it as the task's ``argsrepr``): the
+    slice's number, its size, its bounds and the whole job id (so that a search for it finds the
+    job's slices), most telling first (Flower's column shows the start): ``slice 3 of 8 · 1,500
+    events · aggregates ord-1 … ord-9 · job 9417c1d2-…``."""
+    rows = conn.execute(QUERIES["slice_labels"], params(job_id=job_id)).fetchall()
+    return {
+        r["slice_no"]: f"slice {r['slice_no']} of {r['slices']} · {r['total_events']:,} events"
+        f" · {_bounds(r).describe()} · job {job_id}"
+        for r in rows
+    }
+
+
+def slice_error(conn: Connection, job_id: UUID, slice_no: int) -> str:
+    """The first line of a failed slice's error (its row keeps the traceback)."""
+    row = conn.execute(QUERIES["slice_error"], params(job_id=job_id, slice_no=slice_no)).fetchone()
+    return ((row and row["last_error"]) or "no error recorded").splitlines()[0]
 
 
 def stale_slices(conn: Connection, stale_seconds: float) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from local import servers
 from shared.celeryconf import celery_config
 from shared.errors import ConfigurationError
 from shared.settings import Settings
+from worker.steps import Reconciler
 
 
 def _config() -> dict[str, Any]:
@@ -35,7 +36,10 @@ def _config() -> dict[str, Any]:
     return celery_config(settings)
 
 
-app = Celery("event_replay", include=["worker.tasks"])
+# worker.control: Revoke/Terminate on a slice cancels its job (it registers a control command).
+app = Celery("event_replay", include=["worker.tasks", "worker.control"])
 app.add_defaults(_config)
+# The reconciler runs in the scheduler (the worker started with --beat), not as a task.
+app.steps["worker"].add(Reconciler)
 
 logging.getLogger("shared").setLevel(logging.INFO)

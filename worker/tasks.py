@@ -10,11 +10,12 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from shared import context, jobs, live, reconcile, runner
-from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, RECONCILE_TASK, SLICE_TASK
-from shared.errors import DatabaseUnavailable
+from shared import context, jobs, live, runner
+from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, SLICE_TASK
+from shared.errors import DatabaseUnavailable, ReplayFailed
 from shared.settings import Settings
 from worker.app import app
+from worker.progress import SliceProgress
 
 log = get_task_logger(__name__)
 
@@ -39,28 +40,15 @@ def _context() -> context.Context:
 @app.task(
     name=SLICE_TASK,
     bind=True,
+    throws=(ReplayFailed,),
     **_retry_while_db_down(2, 60, reject_on_worker_lost=True, retry_jitter=True),
 )
 def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
-    """Replay one slice of a job from its checkpoint; progress shows in Flower as PROGRESS."""
+    """Replay one slice of a job from its checkpoint. Its progress shows in Flower as it goes
+    (``SliceProgress``); a slice that fails raises ``ReplayFailed`` (FAILURE in Flower) once
+    its failure is recorded."""
     key = UUID(job_id)
-
-    def progress(processed: int, total: int) -> None:
-        # Best effort: the slice row holds the truth; a result backend outage must not fail the
-        # slice (its batch has committed already).
-        try:
-            self.update_state(
-                state="PROGRESS",
-                meta={
-                    "job_id": job_id,
-                    "slice_no": slice_no,
-                    "processed": processed,
-                    "total": total,
-                },
-            )
-        except Exception as exc:
-            log.warning("cannot report progress of slice %s/%s: %s", job_id, slice_no, exc)
-
+    progress = SliceProgress(self, job_id, slice_no)
     result = runner.run_slice(_context(), key, slice_no, task_id=self.request.id, progress=progress)
     if not result.ended_the_slice:
         # A copy that did not end the slice (superseded by a redelivered copy, cancelled, or
@@ -69,16 +57,29 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
         # not counted; the message is acknowledged.
         log.info("slice %s/%s: %s", job_id, slice_no, result.status)
         raise Ignore()
+    if result.status == runner.SliceOutcome.FAILED:
+        progress.failed()
+        raise ReplayFailed(
+            f"slice {slice_no} of job {job_id} failed: {result.error}"
+            f" (`replay resume {job_id}` retries from its checkpoint)"
+        )
     return result.as_dict()
 
 
-@app.task(name=FINALIZE_TASK, **_retry_while_db_down(2, 60))
-def finalize(_results: Any, job_id: str) -> dict[str, Any]:
-    """The chord's callback, and the link of a re-dispatched slice: derive the job's status
-    from its slice rows (``jobs.finalize_job``; the reconciler calls it too)."""
+@app.task(name=FINALIZE_TASK, throws=(ReplayFailed,), **_retry_while_db_down(2, 60))
+def finalize(_results: Any = None, *, job_id: str) -> dict[str, Any]:
+    """The chord's callback, its error callback (a slice failed), and the link of a
+    re-dispatched slice: derive the job's status from its slice rows (``jobs.finalize_job``;
+    the reconciler calls it too). A job that failed raises, so that Flower shows FAILURE.
+
+    ``job_id`` is keyword-only: Celery calls an error callback that takes more than one
+    positional argument in-process, with (request, exc, traceback); this one it sends as a
+    task, with the failed task's id as ``_results``."""
     key = UUID(job_id)
     with _context().pool.connection() as conn:
         status = jobs.finalize_job(conn, key)
+        if status is jobs.Status.FAILED:
+            raise ReplayFailed(f"job {job_id} failed: {jobs.job_error(conn, key)}")
     return {"job_id": job_id, "status": str(status)}
 
 
@@ -87,12 +88,6 @@ def live_events(consumer: str, event_ids: list[str]) -> dict[str, Any]:
     """Hand new events to a handler with is_replay=False (the live path, on the live queue)."""
     result = live.process_live(_context(), consumer, event_ids)
     return {"consumer": consumer, "applied": len(result.applied), "skipped": result.skipped}
-
-
-@app.task(name=RECONCILE_TASK, bind=True, acks_late=True, ignore_result=True)
-def reconcile_jobs(self: Task) -> dict[str, Any]:
-    """Periodic (beat): finalize jobs whose callback was lost, re-dispatch abandoned slices."""
-    return reconcile.reconcile(Settings.from_env(), self.app).as_dict()
 
 
 @app.task(name=LIVE_STEP_TASK, **_retry_while_db_down(1, 30))

@@ -156,3 +156,6 @@ SELECT pg_try_advisory_lock(%(key)s) AS ok;
 
 -- name: release_reconciler_lock
 SELECT pg_advisory_unlock(%(key)s);
+
+-- name: job_error
+SELECT error FROM replay_job WHERE job_id = %(job_id)s;

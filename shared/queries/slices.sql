@@ -114,3 +114,15 @@ UPDATE replay_slice s
  WHERE (stale.job_id, stale.slice_no) = (%(job_id)s, %(slice_no)s)
    AND (s.job_id, s.slice_no) = (stale.job_id, stale.slice_no)
 RETURNING 1;
+
+-- name: slice_labels
+-- What a slice task is labelled with in Flower: its bounds, its size and how many slices its
+-- job has.
+SELECT slice_no, first_aggregate, last_aggregate, from_time, to_time, total_events,
+       count(*) OVER () AS slices
+  FROM replay_slice
+ WHERE job_id = %(job_id)s
+ ORDER BY slice_no;
+
+-- name: slice_error
+SELECT last_error FROM replay_slice WHERE job_id = %(job_id)s AND slice_no = %(slice_no)s;
