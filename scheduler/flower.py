@@ -14,11 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from local import embedded
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, InvalidRequest
 from shared.settings import Settings
 
 CONFIG = Path(__file__).with_name("flowerconfig.py")
-DEFAULT_PORT = 5555
 
 
 def command(address: str, port: int) -> list[str]:
@@ -40,9 +39,15 @@ def environment(settings: Settings, env: Mapping[str, str] | None = None) -> dic
     return {**base, **settings.as_env()}
 
 
-def run(settings: Settings, address: str, port: int) -> int:
-    """Run Flower until it stops (Ctrl-C); its exit code."""
+def run(settings: Settings, address: str | None, port: int | None) -> int:
+    """Run Flower until it stops (Ctrl-C); its exit code. The address and port default to
+    ``FLOWER_ADDRESS`` and ``FLOWER_PORT``, else 127.0.0.1:5555."""
     env = environment(settings)
+    address = address or env.get("FLOWER_ADDRESS") or "127.0.0.1"
+    raw = str(port) if port is not None else env.get("FLOWER_PORT") or "5555"
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise InvalidRequest(f"the Flower port must be from 1 to 65535, got {raw!r}")
+    port = int(raw)
     Path(env["FLOWER_DB"]).parent.mkdir(parents=True, exist_ok=True)
     print(f"Flower on http://{address}:{port} (log in with FLOWER_BASIC_AUTH)", file=sys.stderr)
     try:

@@ -20,6 +20,8 @@ import time
 from celery import Task
 from celery.utils.log import get_task_logger
 
+from shared.runner import SliceOutcome
+
 log = get_task_logger(__name__)
 
 #: the event's type: Flower shows its state as PROGRESS
@@ -75,7 +77,7 @@ class SliceProgress:
 
     def failed(self) -> None:
         """Before the task fails: its last progress line (an ETA, say) must not outlive it."""
-        line = "failed"
+        line = str(SliceOutcome.FAILED)
         if self.total:
             line += f" after {self.processed:,}/{self.total:,} events"
         try:

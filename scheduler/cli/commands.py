@@ -5,11 +5,13 @@ benchmarks, see ``scheduler.cli.PLUGIN_GROUP``) all declare theirs through ``add
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from shared.errors import InvalidRequest
 from shared.settings import Settings
+from shared.store import shorten
 
 EXIT_USAGE = 2
 #: `--wait --timeout N` gave up waiting; the job itself goes on (not a usage error).
@@ -55,3 +57,30 @@ def check_count(name: str, value: int, high: int) -> None:
     """Refuse ``value`` unless it is from 1 to ``high``."""
     if not 1 <= value <= high:
         raise InvalidRequest(f"{name} must be from 1 to {high:,}, got {value}")
+
+
+#: a database name that ``--database`` takes (it goes into the URL's path as it is)
+DATABASE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_$.-]{0,62}")
+
+
+def database_argument(s: argparse.ArgumentParser) -> None:
+    """--database of a verb that reads jobs: another database on the same server (the demo's,
+    the benchmark's), read as it is; see ``on_database``."""
+    s.add_argument(
+        "--database",
+        default=None,
+        help="read this database on the same PostgreSQL instead (e.g. replay_demo after"
+        " `replay demo`)",
+    )
+
+
+def on_database(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` pointed at ``--database``, if given."""
+    if args.database is None:
+        return settings
+    if not DATABASE_NAME.fullmatch(args.database):
+        raise InvalidRequest(
+            "--database must be a database name (letters, digits, _ $ . -; at most 63), got"
+            f" {shorten(args.database)}"
+        )
+    return settings.with_database(args.database)

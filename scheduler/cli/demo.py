@@ -8,17 +8,22 @@ model is checked against an independent fold of the events; the workers are stop
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import shlex
+import shutil
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from examples.orders import seed
 from examples.orders.verify import Verification, verify_order_summary
-from local import embedded
+from local import embedded, servers
 from local.workers import running_workers
 from scheduler import scratch
 from scheduler.cli.commands import Subcommands, add, scratch_arguments
 from scheduler.cli.display import console, follow, print_summary
+from scheduler.cli.formats import count, duration, rate
 from scheduler.coordinator import Coordinator
 from shared import db
 from shared.errors import InvalidRequest, ReplayError
@@ -75,14 +80,20 @@ def run(
     with db.connect(demo) as conn:
         seeded = seed.seed(conn, aggregates, events_per_aggregate)
     console.print(
-        f"2. seeded {seeded.events:,} events ({seeded.aggregates:,} orders) with COPY in"
-        f" {seeded.seconds:.1f} s ({seeded.events_per_second:,.0f} events/s)"
+        f"2. seeded {count(seeded.events)} events ({count(seeded.aggregates)} orders) with COPY"
+        f" in {duration(seeded.seconds)} ({rate(seeded.events_per_second)})",
+        highlight=False,
     )
-    job_id, job, wall = _rebuild(demo, workers, slices)
+    job_id, job = _rebuild(demo, workers, slices)
     print_summary(job)
     with db.connect(demo) as conn:
         check = verify_order_summary(conn)
-    _report(demo, job_id, job, check, workers, wall)
+    _report(job, check, workers)
+    console.print(
+        "the demo database is kept; to see the job again, in any shell after the demo:",
+        highlight=False,
+    )
+    console.print(f"  {hint(demo, job_id)}", highlight=False)
     if job["status"] != Status.COMPLETED:
         raise ReplayError(f"the job ended {job['status']}: {job.get('error')}")
     if not check.ok:
@@ -103,9 +114,9 @@ def _prepare(settings: Settings, name: str, force: bool) -> Settings:
     return demo
 
 
-def _rebuild(demo: Settings, workers: int, slices: int) -> tuple[str, dict[str, Any], float]:
+def _rebuild(demo: Settings, workers: int, slices: int) -> tuple[str, dict[str, Any]]:
     """Steps 3 and 4: the workers started, a full rebuild followed to its end, the workers
-    stopped. Returns the job id, the job and the seconds from submit to its end."""
+    stopped. Returns the job id and the job."""
     logs = embedded.home()
     logs.mkdir(parents=True, exist_ok=True)
     with running_workers(demo, workers, "demo", logs) as procs:
@@ -114,34 +125,61 @@ def _rebuild(demo: Settings, workers: int, slices: int) -> tuple[str, dict[str, 
             f" logs in {logs}/)"
         )
         coordinator = Coordinator(demo)
-        began = time.perf_counter()
         job_id = coordinator.submit(
             "order_summary", replay_type=ReplayType.FULL, slices=slices, reset=True
         )
         console.print(f"4. full rebuild of order_summary in {slices} slices")
         job = follow(coordinator, job_id)
-        wall = time.perf_counter() - began
         coordinator.close()
-    return job_id, job, wall
+    return job_id, job
 
 
-def _report(
-    demo: Settings, job_id: str, job: dict[str, Any], check: Verification, workers: int,
-    wall: float,
-) -> None:  # fmt: skip
-    """Step 5 and the figures: the verification, the speed, and where the database is kept."""
+def _report(job: dict[str, Any], check: Verification, workers: int) -> None:
+    """Step 5 and the figures: the verification, the job's times and its one rate (the same as
+    the bar's and the summary's: events over the run time, ``shared.views``)."""
     console.print(
-        f"5. verification: {check.actual_rows:,} order_summary rows vs {check.expected_rows:,}"
-        f" from an independent fold of the events; {check.missing_or_different} differ,"
-        f" {check.unexpected} unexpected -> {'OK' if check.ok else 'MISMATCH'}"
+        f"5. verification: {count(check.actual_rows)} order_summary rows vs"
+        f" {count(check.expected_rows)} from an independent fold of the events;"
+        f" {count(check.missing_or_different)} differ, {count(check.unexpected)} unexpected"
+        f" -> {'OK' if check.ok else 'MISMATCH'}",
+        highlight=False,
     )
-    rate = job["processed_count"] / wall if wall else 0.0
+    end = job["completed_at"]
+    submit_to_end = (end - job["created_at"]).total_seconds() if end else None
     console.print(
-        f"figures: {job['processed_count']:,} events, {workers} workers, {job['slice_count']}"
-        f" slices, planning {job['planning_ms']} ms, submit-to-completed {wall:.2f} s,"
-        f" {rate:,.0f} events/s"
+        f"figures: {count(job['processed_count'])} events in {count(job['slice_count'])} slices"
+        f" on {count(workers)} worker processes; submit to completed {duration(submit_to_end)}"
+        f" (planning {count(job['planning_ms'] or 0)} ms); the job's rate"
+        f" {rate(job['events_per_second'])} = its events over its run time of"
+        f" {duration(job['elapsed_seconds'])} (first slice started to job completed)",
+        highlight=False,
     )
-    console.print(
-        f"the demo database is kept: REPLAY_DATABASE_URL={redact(demo.database_url)}"
-        f" replay status {job_id}"
-    )
+
+
+def hint(demo: Settings, job_id: str) -> str:
+    """The command that shows the demo's job again, as it works in a new shell after the demo:
+    the servers the demo found are found again from its directory (embedded ones are started
+    for the command and stopped after it), ``replay`` by its path (a new shell has no .venv on
+    its PATH), the demo's database by ``--database``."""
+    command = f"cd {shlex.quote(os.getcwd())} && "
+    if embedded.HOME_ENV in os.environ:
+        command += f"{embedded.HOME_ENV}={shlex.quote(str(embedded.home()))} "
+    if servers.DATABASE_ENV in os.environ:
+        # The demo's database server came from the environment: a new shell needs it too. A
+        # password is not printed: the user puts theirs in place of the mask.
+        command += f"{servers.DATABASE_ENV}={shlex.quote(redact(demo.database_url))} "
+    database = shlex.quote(demo.database_name)
+    return f"{command}{_replay_command()} status {job_id} --database {database}"
+
+
+def _replay_command() -> str:
+    """How to run ``replay`` from the current directory in a shell without this environment's
+    PATH: the script beside this Python (the .venv's), else the one on PATH, else ``python -m``."""
+    beside = Path(sys.executable).parent / "replay"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("replay")
+    if found is None:
+        return f"{shlex.quote(sys.executable)} -m scheduler.cli"
+    path = Path(found).absolute()
+    if path.is_relative_to(Path.cwd()):
+        return shlex.quote(str(path.relative_to(Path.cwd())))
+    return shlex.quote(str(path))

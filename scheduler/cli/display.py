@@ -4,21 +4,14 @@ error as one line."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
+from rich.table import Column
 from rich.text import Text
 
+from scheduler.cli import formats
 from scheduler.coordinator import Coordinator
 from shared import db
 from shared.errors import JobTimeout
@@ -34,42 +27,47 @@ POLL_SECONDS = 0.25
 console = Console(soft_wrap=True, markup=False, emoji=False)
 
 
-class RateColumn(ProgressColumn):
-    """Events per second, averaged over the job so far."""
+class FiguresColumn(ProgressColumn):
+    """The job's figures as ``replay status`` writes them (``formats.figures``): events done of
+    the total, its rate, its run time and, while it runs, its ETA."""
 
     def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed > 0 else 0.0
-        return Text(f"{rate:,.0f} events/s", style="progress.data.speed")
+        return Text(task.fields["figures"], no_wrap=True)
 
 
 def follow(coordinator: Coordinator, job_id: str, timeout: float | None = None) -> dict[str, Any]:
-    """Show a live progress bar (events done / total, events/s) until the job ends; after
-    ``timeout`` seconds raise ``JobTimeout`` (the job keeps running)."""
+    """Show a live progress bar (events done / total, events/s, run time, ETA) until the job
+    ends; after ``timeout`` seconds raise ``JobTimeout`` (the job keeps running)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     job = coordinator.get(job_id)
-    console.print(f"job {job_id}: {job['slice_count']} slices, {job['total_events']:,} events")
+    console.print(
+        f"job {job_id}: {formats.count(job['slice_count'])} slices,"
+        f" {formats.count(job['total_events'])} events",
+        highlight=False,
+    )
     with Progress(
-        TextColumn("[bold]{task.fields[status]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        RateColumn(),
-        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}", style="bold", markup=False),
+        # the bar takes what the figures leave: they are never cut
+        BarColumn(bar_width=None, table_column=Column(ratio=1)),
+        FiguresColumn(table_column=Column(no_wrap=True)),
         console=console,
         transient=False,
+        expand=True,
     ) as bar:
-        task = bar.add_task("replay", total=max(job["total_events"], 1), status=job["status"])
+        task = bar.add_task(
+            "replay", total=max(job["total_events"], 1), status=job["status"], figures=""
+        )
         while True:
-            bar.update(task, completed=job["processed_count"], status=job["status"])
-            if Status(job["status"]).final:
-                if job["total_events"] == 0:
-                    bar.update(task, completed=1)
+            final = Status(job["status"]).final
+            # a job of 0 events: the bar's total is 1, full once the job has ended
+            done = job["processed_count"] if job["total_events"] else int(final)
+            bar.update(task, completed=done, status=job["status"], figures=formats.figures(job))
+            if final:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise JobTimeout(
                     f"gave up waiting: job {job['job_id']} still {job['status']}"
-                    f" ({job['processed_count']:,}/{job['total_events']:,} events);"
+                    f" ({formats.fraction(job['processed_count'], job['total_events'])} events);"
                     " it keeps running"
                 )
             time.sleep(POLL_SECONDS)
@@ -77,20 +75,10 @@ def follow(coordinator: Coordinator, job_id: str, timeout: float | None = None) 
 
 
 def print_summary(job: dict[str, Any]) -> None:
-    """One line for the job (events, rate), and one for its poison events and its error."""
-    elapsed = job.get("elapsed_seconds") or 0.0
-    rate = job["processed_count"] / elapsed if elapsed else 0.0
-    console.print(
-        f"job {job['job_id']} {job['status']}: {job['processed_count']:,}/{job['total_events']:,}"
-        f" events ({job['applied_count']:,} applied, {job['skipped_count']:,} already processed)"
-        f" in {elapsed:.1f} s, {rate:,.0f} events/s"
-    )
-    if job.get("poison_count"):
-        console.print(
-            f"{job['poison_count']:,} event(s) skipped or parked by on_error={job['on_error']}"
-        )
-    if job.get("error"):
-        console.print(f"error: {job['error'].splitlines()[0]}")
+    """One line for the job (events, run time, rate, ETA), and one for its poison events and
+    its error (``formats.summary``)."""
+    for line in formats.summary(job):
+        console.print(line, highlight=False)
 
 
 def message(exc: BaseException) -> str:
@@ -99,13 +87,3 @@ def message(exc: BaseException) -> str:
     if len(line) > MAX_MESSAGE_CHARACTERS:
         line = f"{line[:MAX_MESSAGE_CHARACTERS]}… ({len(line):,} characters)"
     return line
-
-
-def fmt_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
+from collections.abc import Sequence
+from typing import Any
 
-from rich.table import Table
-
-from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add
-from scheduler.cli.display import console, fmt_time, follow, json_default, print_summary
+from scheduler.cli import formats
+from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add, database_argument, on_database
+from scheduler.cli.display import console, follow, print_summary
+from scheduler.cli.formats import Column
 from scheduler.coordinator import Coordinator
 from shared import context, db, parked, slices
 from shared.errors import InvalidRequest
@@ -64,7 +66,8 @@ def add_commands(sub: Subcommands) -> None:
 
     s = add(sub, cmd_status, "show a job and its slices")
     s.add_argument("job_id")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the job and its slices as JSON")
+    database_argument(s)
 
     s = add(sub, cmd_cancel, "cancel a job (slices stop at their next batch)")
     s.add_argument("job_id")
@@ -77,16 +80,21 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("job_id")
     s.add_argument("rate", help="events per second for the whole job, or 'off'")
 
-    add(sub, cmd_reconcile, "one reconciler pass now (normally run by beat)")
+    s = add(sub, cmd_reconcile, "one reconciler pass now (normally run by beat)")
+    s.add_argument("--json", action="store_true", help="what the pass did, as JSON")
 
     s = add(sub, cmd_parked, "list the events a job parked (on_error=park)")
     s.add_argument("job_id")
+    s.add_argument("--json", action="store_true", help="the parked events as JSON")
+    database_argument(s)
 
     s = add(sub, cmd_retry_parked, "run a job's parked events again (after a fix)")
     s.add_argument("job_id")
 
     s = add(sub, cmd_jobs, "list recent jobs")
     s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true", help="the jobs as JSON")
+    database_argument(s)
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,25 +124,55 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if job["status"] == Status.COMPLETED else 1
 
 
+#: ``replay status``'s table of slices; a slice's error is printed under it, on a line of its own
+SLICE_COLUMNS = (
+    Column("slice", right=True),
+    Column("status"),
+    Column("range"),
+    Column("events", drop=1, right=True),
+    Column("attempts", drop=2, right=True),
+)
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    job = Coordinator(settings).get(args.job_id)
+    job = Coordinator(on_database(settings, args)).get(args.job_id)
     if args.json:
-        print(json.dumps(job, default=json_default, indent=2))
+        print(formats.to_json(job))
         return 0
     print_summary(job)
-    table = Table("slice", "status", "range", "processed", "total", "attempts", "error")
+    if job["slices"]:
+        print_table(SLICE_COLUMNS, [_slice_cells(s) for s in job["slices"]])
     for s in job["slices"]:
-        if s["first_aggregate"] is not None:
-            bounds = f"{s['first_aggregate']} .. {s['last_aggregate']}"
-        else:
-            bounds = f"{fmt_time(s['from_time'])} .. {fmt_time(s['to_time'])}"
-        error = (s["last_error"] or "").splitlines()[0] if s["last_error"] else ""
-        table.add_row(
-            str(s["slice_no"]), s["status"], bounds, f"{s['processed_count']:,}",
-            f"{s['total_events']:,}", str(s["attempts"]), error,
-        )  # fmt: skip
-    console.print(table)
+        if s["last_error"]:
+            console.print(
+                f"slice {s['slice_no']}: {s['last_error'].splitlines()[0]}", highlight=False
+            )
     return 0
+
+
+def _slice_cells(s: dict[str, Any]) -> list[str]:
+    if s["first_aggregate"] is not None:
+        bounds = f"{s['first_aggregate']} .. {s['last_aggregate']}"
+    else:
+        bounds = f"{formats.timestamp(s['from_time'])} .. {formats.timestamp(s['to_time'])}"
+    return [
+        str(s["slice_no"]), s["status"], bounds,
+        formats.fraction(s["processed_count"], s["total_events"]), formats.count(s["attempts"]),
+    ]  # fmt: skip
+
+
+def print_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> None:
+    """A table fitted to the terminal (``formats.table``); what it left out is said on stderr."""
+    width = formats.terminal_width()
+    laid = formats.table(columns, rows, width)
+    for line in laid.lines:
+        console.print(line, highlight=False)
+    if laid.dropped:
+        print(
+            f"({', '.join(laid.dropped)} left out to fit {width} columns; --json shows every"
+            " field)",
+            file=sys.stderr,
+        )
 
 
 def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
@@ -163,19 +201,23 @@ def cmd_throttle(settings: Settings, args: argparse.Namespace) -> int:
             ) from None
     rate = parse_rate(value)  # 0, 0.0: off; below the minimum (1 event/s): refused
     job = Coordinator(settings).throttle(args.job_id, rate)
-    limit = "no limit" if rate is None else f"{rate:,g} events/s"
+    limit = "no limit" if rate is None else formats.rate(rate)
     console.print(f"job {job['job_id']} ({job['status']}): {limit}, within a second or two")
     return 0
 
 
 def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     report = Coordinator(settings).reconcile()
+    if args.json:
+        print(formats.to_json(report.as_dict()))
+        return 0
     if report.skipped:
         console.print("another reconciler pass is running; nothing done")
         return 0
     console.print(
-        f"finalized {len(report.finalized)} job(s), re-dispatched {len(report.redispatched)}"
-        f" slice(s), {report.waiting} pending slice(s) still queued"
+        f"finalized {formats.count(len(report.finalized))} job(s), re-dispatched"
+        f" {formats.count(len(report.redispatched))} slice(s),"
+        f" {formats.count(report.waiting)} pending slice(s) still queued"
     )
     for job_id, slice_no in report.redispatched:
         console.print(f"  re-dispatched slice {slice_no} of job {job_id}")
@@ -183,20 +225,26 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
+    settings = on_database(settings, args)
     job_id = parse_job_id(args.job_id)
     Coordinator(settings).get(job_id)  # a clear error for an unknown job
     with db.connect(settings) as conn:
         rows = slices.parked_events(conn, job_id)
+    if args.json:
+        print(formats.to_json(rows))
+        return 0
     # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
         state = "resolved" if r["resolved_at"] else "parked"
         console.print(
             f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type']}"
-            f"  {state}, {r['attempts']} attempt(s)  {r['error']}",
+            f"  {state}, {formats.count(r['attempts'])} attempt(s)  {r['error']}",
             highlight=False,
         )  # fmt: skip
     unresolved = sum(not r["resolved_at"] for r in rows)
-    console.print(f"{len(rows)} parked event(s), {unresolved} unresolved")
+    console.print(
+        f"{formats.count(len(rows))} parked event(s), {formats.count(unresolved)} unresolved"
+    )
     return 0
 
 
@@ -209,19 +257,40 @@ def cmd_retry_parked(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     console.print(
-        f"{result.resolved} parked event(s) applied, {result.still_failing} still failing"
+        f"{formats.count(result.resolved)} parked event(s) applied,"
+        f" {formats.count(result.still_failing)} still failing"
     )
     return 0 if result.still_failing == 0 else 1
 
 
+#: ``replay jobs``'s table: the id and the status always whole; at 80 columns the type and
+#: the creation time are left out first (``--json`` has them)
+JOB_COLUMNS = (
+    Column("job"),
+    Column("consumer", drop=2),
+    Column("type", drop=5),
+    Column("status"),
+    Column("events", drop=3, right=True),
+    Column("created", drop=4),
+)
+
+
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     limit = parse_limit(args.limit)
-    table = Table("job", "consumer", "type", "status", "processed", "total", "created")
-    for job in Coordinator(settings).list(limit):
-        table.add_row(
-            job["job_id"], job["consumer"], job["replay_type"], job["status"],
-            f"{job['processed_count']:,}", f"{job['total_events']:,}",
-            fmt_time(job["created_at"]),
-        )  # fmt: skip
-    console.print(table)
+    listed = Coordinator(on_database(settings, args)).list(limit)
+    if args.json:
+        print(formats.to_json(listed))
+        return 0
+    if not listed:
+        console.print("no replay jobs yet")
+        return 0
+    print_table(JOB_COLUMNS, [_job_cells(job) for job in listed])
     return 0
+
+
+def _job_cells(job: dict[str, Any]) -> list[str]:
+    return [
+        job["job_id"], job["consumer"], job["replay_type"], job["status"],
+        formats.fraction(job["processed_count"], job["total_events"]),
+        formats.timestamp(job["created_at"]),
+    ]  # fmt: skip

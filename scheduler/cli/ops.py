@@ -1,5 +1,5 @@
 """The verbs that run the system around the jobs: ``migrate``, ``up``, ``down``, ``seed``,
-``live``, ``aggregate``, ``snapshot``, ``handlers``."""
+``live``, ``aggregate``, ``snapshot``, ``flower``, ``handlers``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import threading
 
 from examples.orders import seed
 from local import embedded, servers
+from scheduler import flower
+from scheduler.cli import formats
 from scheduler.cli.commands import Subcommands, add
 from scheduler.cli.display import console, follow, message, print_summary
 from scheduler.coordinator import Coordinator
@@ -53,7 +55,16 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--slices", type=int)
     s.add_argument("--wait", action="store_true")
 
-    add(sub, cmd_handlers, "list registered handlers", servers=False)
+    s = add(sub, cmd_flower, "Flower with the project's configuration (needs FLOWER_BASIC_AUTH)")
+    s.add_argument("--address", help="default: FLOWER_ADDRESS, else 127.0.0.1")
+    s.add_argument("--port", type=int, help="default: FLOWER_PORT, else 5555")
+
+    s = add(sub, cmd_handlers, "list registered handlers", servers=False)
+    s.add_argument("--json", action="store_true", help="the handlers as JSON")
+
+
+def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
+    return flower.run(settings, args.address, args.port)
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -177,7 +188,14 @@ def cmd_snapshot(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_handlers(settings: Settings, args: argparse.Namespace) -> int:
-    for handler in load_registry(settings.handler_modules):
+    handlers = list(load_registry(settings.handler_modules))
+    if args.json:
+        print(formats.to_json([
+            {"name": h.name, "module": type(h).__module__, "requires_order": h.requires_order}
+            for h in handlers
+        ]))  # fmt: skip
+        return 0
+    for handler in handlers:
         order = "per-aggregate order" if handler.requires_order else "any order"
         console.print(f"{handler.name}  ({type(handler).__module__}, {order})")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -31,5 +32,12 @@ def test_demo_runs_the_whole_story_and_verifies_it(settings: Settings) -> None:
         assert "10,000/10,000 events" in out
         assert "-> OK" in out and "0 differ" in out
         assert "events/s" in out
+        # one job, one rate: the bar's, the summary's and the figures' are the same number
+        after_seed = out.split("4. full rebuild", 1)[1]
+        rates = set(re.findall(r"([\d,]+) events/s", after_seed))
+        assert len(rates) == 1 and "the job's rate" in after_seed, out
+        # the closing hint: replay by its path, the demo's database named
+        job_id = re.search(r"^job ([0-9a-f-]{36}) completed", out, re.M)[1]  # type: ignore[index]
+        assert f" status {job_id} --database {name}" in out
     finally:
         db.drop_database(settings, name)

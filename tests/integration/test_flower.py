@@ -76,15 +76,14 @@ class Flower:
 def flower(
     settings: Settings, workers: list[WorkerProcess], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Flower]:
-    """Flower as `replay flower` starts it: the project's configuration, a password."""
+    """Flower as the README starts it (`replay flower`): the project's configuration."""
     port = free_port()
     home = tmp_path_factory.mktemp("flower")
     env = {**os.environ, **settings.as_env(), **WORKER_ENV, "FLOWER_BASIC_AUTH": AUTH,
            "FLOWER_DB": str(home / "flower.db")}  # fmt: skip
     log = open(home / "flower.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--conf={CONFIG}",
-         f"--port={port}"],
+        [sys.executable, "-m", "scheduler.cli", "flower", f"--port={port}"],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     f = Flower(port)
@@ -108,16 +107,22 @@ def _answers(f: Flower, proc: subprocess.Popen[bytes]) -> bool:
         return False
 
 
-def test_flower_refuses_to_start_without_a_password(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["replay flower", "celery flower --conf"])
+def test_flower_refuses_to_start_without_a_password(
+    settings: Settings, tmp_path: Path, how: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     env.update({**settings.as_env(), **WORKER_ENV, "FLOWER_DB": str(tmp_path / "f.db")})
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--conf={CONFIG}",
-         f"--port={free_port()}"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    port = f"--port={free_port()}"
+    command = {
+        "replay flower": [sys.executable, "-m", "scheduler.cli", "flower", port],
+        "celery flower --conf": [sys.executable, "-m", "celery", "-A", "worker", "flower",
+                                 f"--conf={CONFIG}", port],
+    }[how]  # fmt: skip
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "FLOWER_BASIC_AUTH" in done.stderr
+    assert not (tmp_path / "f.db").exists()
 
 
 def _slices(flower: Flower, job_id: str, count: int = 0) -> dict[str, dict[str, Any]]:

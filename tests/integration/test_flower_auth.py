@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,16 +34,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def flower(settings: Settings) -> Iterator[int]:
+def flower(settings: Settings, tmp_path: Path) -> Iterator[int]:
     port = free_port()
     env = {
         **os.environ, **settings.as_env(), **WORKER_ENV,
-        "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+        "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}", "FLOWER_DB": str(tmp_path / "flower.db"),
     }  # fmt: skip
-    # The README's command, word for word but for the port.
+    # The README's command (`replay flower`), but for the port.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "worker", "flower", "--address=127.0.0.1",
-         f"--port={port}"],
+        [sys.executable, "-m", "scheduler.cli", "flower", f"--port={port}"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
