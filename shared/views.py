@@ -7,8 +7,8 @@ divided by its run time, ``elapsed_seconds``, from the moment its first slice st
 moment it ended (or now, while it runs). Its ``eta_seconds``, while it runs, is the events left
 at that rate; None when there is no rate yet (not started, nothing processed), nothing is left,
 or the job ended.
-Both times come from the database's clock (``started_at``, ``completed_at``); a running job's
-"now" is this machine's.
+Every time comes from the database's clock (``started_at``, ``completed_at``, and for a running
+job the time the view was read), so the clock of the machine that asks does not matter.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def job_view(conn: Connection, job_id: UUID) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no replay job {job_id}")
     slices = conn.execute(QUERIES["slice_views"], {"job_id": job_id}).fetchall()
-    view = with_timing(dict(row))
+    view = with_timing(dict(row), row["read_at"])
     view["slices"] = [dict(s) for s in slices]
     return view
 
@@ -39,12 +39,13 @@ def job_view(conn: Connection, job_id: UUID) -> dict[str, Any]:
 def list_jobs(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
     """The latest ``limit`` jobs, newest first, as ``job_view`` shows them (without slices)."""
     rows = conn.execute(QUERIES["job_views"], params(job_id=None, limit=limit)).fetchall()
-    return [with_timing(dict(r)) for r in rows]
+    return [with_timing(dict(r), r["read_at"]) for r in rows]
 
 
 def with_timing(view: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """``view`` with its ``elapsed_seconds``, ``events_per_second`` and ``eta_seconds`` (see
     the module's docstring), computed from its status, counts and times."""
+    view.pop("read_at", None)
     elapsed = _elapsed(view["started_at"], view["completed_at"], now)
     rate = events_per_second(view["processed_count"], elapsed)
     view["elapsed_seconds"] = elapsed

@@ -123,7 +123,8 @@ SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.f
             ELSE coalesce(s.skipped, 0) END AS skipped_count,
        j.on_error, j.poison_count, j.max_events_per_second::float8 AS max_events_per_second,
        j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
-       j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count
+       j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count,
+       now() AS read_at
   FROM replay_job j
   LEFT JOIN LATERAL (
         SELECT count(*) AS n, sum(processed_count)::bigint AS processed,
