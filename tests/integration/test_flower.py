@@ -197,6 +197,8 @@ def test_a_failed_slice_and_its_job_are_failure_in_flower(
         assert "Poisoned" in t["exception"]
     assert f"slice 0 of job {job_id} failed" in by_name["replay.slice"]["exception"]
     assert f"job {job_id} failed" in by_name["replay.finalize"]["exception"]
+    # its last progress line (an ETA) does not outlive it
+    assert by_name["replay.slice"]["result"].startswith("failed"), by_name["replay.slice"]
     # The other slice completed: SUCCESS, with its counts.
     states = sorted(t["state"] for t in _slices(flower, job_id).values())
     assert states == ["FAILURE", "SUCCESS"]
