@@ -12,9 +12,10 @@ For each of the two, in this order:
    command and stopped after it, unless ``replay up`` keeps it running.
 
 ``resolved()`` returns the environment the command should run with, and one line saying what it
-chose, e.g. ``PostgreSQL: embedded 16.2 in .replay/pg (127.0.0.1:41011) · Redis: local
-127.0.0.1:6379``. The embedded servers ask for their stack's secret: the URLs put in the
-environment carry it, the line never does (it names no URL).
+chose, e.g. ``PostgreSQL: embedded 16.2 in .replay/pg (127.0.0.1:41011), started · Redis: local
+127.0.0.1:6379``: an embedded server is ``started`` by this command or ``reused`` (found running,
+from ``replay up`` or another command). The embedded servers ask for their stack's secret: the
+URLs put in the environment carry it, the line never does (it names no URL).
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ class _Probe:
     stack: embedded.Stack | None = None
     used: tuple[str, ...] = ()
 
-    def use(self, stack: embedded.Stack, servers: tuple[str, ...]) -> None:
+    def use(self, stack: embedded.Stack, servers: tuple[str, ...], *, acquired: bool) -> None:
+        """Take ``servers`` from ``stack``. ``acquired``: this command asked for them (and
+        started those that did not run); the line then says which it started and which it
+        found running, e.g. ``embedded 16.2 in .replay/pg (127.0.0.1:41011), reused``."""
         stack_env = stack.env()
         if embedded.POSTGRES in servers:
             self.overlay[DATABASE_ENV] = stack_env[DATABASE_ENV]
         if embedded.REDIS in servers:
             self.overlay.update({name: stack_env[name] for name in REDIS_ENV})
-        self.chosen.update({server: stack.describe(server) for server in servers})
+        for server in servers:
+            how = ("started" if server in stack.started else "reused") if acquired else ""
+            self.chosen[server] = ", ".join(filter(None, (stack.describe(server), how)))
         self.stack, self.used = stack, servers
 
     def resolution(self) -> Resolution:
@@ -93,8 +99,8 @@ def _probe(env: Mapping[str, str] | None) -> _Probe:
     if env.get(DATABASE_ENV):
         probe.chosen[embedded.POSTGRES] = DATABASE_ENV
     else:
-        host, port = _address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
-        if _answers(host, port):
+        host, port = address(env, LOCAL_POSTGRES_ENV, DEFAULT_LOCAL_POSTGRES)
+        if answers(host, port):
             probe.overlay[DATABASE_ENV] = f"postgresql://postgres@{host}:{port}/replay"
             probe.chosen[embedded.POSTGRES] = f"local {host}:{port}"
         else:
@@ -103,8 +109,8 @@ def _probe(env: Mapping[str, str] | None) -> _Probe:
     if any(env.get(name) for name in REDIS_ENV):
         probe.chosen[embedded.REDIS] = next(name for name in REDIS_ENV if env.get(name))
     else:
-        host, port = _address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
-        if _answers(host, port):
+        host, port = address(env, LOCAL_REDIS_ENV, DEFAULT_LOCAL_REDIS)
+        if answers(host, port):
             urls = {name: f"redis://{host}:{port}/{db}" for db, name in enumerate(REDIS_ENV)}
             probe.overlay.update(urls)
             probe.chosen[embedded.REDIS] = f"local {host}:{port}"
@@ -131,7 +137,7 @@ def resolved(env: Mapping[str, str] | None = None) -> Iterator[Resolution]:
     resolution = None
     try:
         stack = servers.acquire(tuple(probe.missing))
-        probe.use(stack, tuple(probe.missing))
+        probe.use(stack, tuple(probe.missing), acquired=True)
         resolution = probe.resolution()
         yield resolution
     finally:
@@ -154,7 +160,7 @@ def discover(env: Mapping[str, str] | None = None) -> Resolution:
             # A home we cannot read (or whose secret is another user's): no stack to find there.
             return probe.resolution()
         if stack.pinned:
-            probe.use(stack, tuple(s for s in probe.missing if s in running))
+            probe.use(stack, tuple(s for s in probe.missing if s in running), acquired=False)
     return probe.resolution()
 
 
@@ -169,12 +175,14 @@ def _line(chosen: Mapping[str, str]) -> str:
 def _nothing_answers(missing: Mapping[str, str]) -> str:
     unset = {embedded.POSTGRES: DATABASE_ENV, embedded.REDIS: "CELERY_BROKER_URL"}
     return " and ".join(
-        f"no {embedded.NAMES[server]} answers at {address} ({unset[server]} is not set)"
-        for server, address in missing.items()
+        f"no {embedded.NAMES[server]} answers at {where} ({unset[server]} is not set)"
+        for server, where in missing.items()
     )
 
 
-def _address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+def address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+    """The local server's ``(host, port)``: the ``host:port`` in ``env[name]``, else
+    ``default``. A malformed one is a ConfigurationError."""
     raw = env.get(name) or default
     host, sep, port = raw.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -182,7 +190,8 @@ def _address(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]
     return host, int(port)
 
 
-def _answers(host: str, port: int) -> bool:
+def answers(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (within a second)."""
     try:
         with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS):
             return True

@@ -1,5 +1,14 @@
-"""Helpers shared by the integration and fault suites: their own database and Redis DB numbers,
-real worker processes, and plain SQL to read what happened."""
+"""Helpers shared by the integration and fault suites: the servers they run on, their own
+database and Redis DB numbers, real worker processes, and plain SQL to read what happened.
+
+The servers are resolved once per session (``tests/conftest.py``, ``tests/suite_servers.py``):
+``REPLAY_TEST_DATABASE_URL`` / ``REPLAY_TEST_REDIS_URL``, else the local servers if they answer,
+else the embedded ones, started for the session. ``SERVER_URL`` (the PostgreSQL server, its
+``postgres`` database) and ``REDIS_URL`` (the Redis server, no DB number) are known from then on;
+``make_settings`` builds on them. The embedded servers' URLs carry their secret, and so do the
+settings made here and the environment of every process started with them
+(``Settings.as_env()``, which ``local.workers.WorkerProcess`` passes on).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +20,60 @@ from typing import Any
 import redis
 
 from examples.orders import seed
+from local import embedded
 from shared import db, schema
 from shared.settings import Settings, replace_database
+from tests import suite_servers
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_URL = os.environ.get(
-    "REPLAY_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("REPLAY_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
+#: added to the environment of the processes the tests start (the session's REPLAY_HOME is
+#: added when the session starts: nothing a test starts writes into the user's .replay/)
 WORKER_ENV = {"PYTHONPATH": str(ROOT)}
+
+#: the session's servers, once ``start_servers`` resolved them
+_servers: suite_servers.Resolved | None = None
+
+
+def start_servers() -> suite_servers.Resolved:
+    """Resolve (or start) the session's servers; raises ``suite_servers.Unavailable``."""
+    global _servers
+    suite_servers.sweep()
+    _servers = suite_servers.resolve()
+    os.environ[embedded.HOME_ENV] = str(_servers.home)
+    WORKER_ENV[embedded.HOME_ENV] = str(_servers.home)
+    return _servers
+
+
+def stop_servers() -> list[str]:
+    """Stop the embedded servers the session started (if any); returns those stopped."""
+    global _servers
+    if _servers is None:
+        return []
+    found, _servers = _servers, None
+    os.environ.pop(embedded.HOME_ENV, None)
+    WORKER_ENV.pop(embedded.HOME_ENV, None)
+    return suite_servers.stop(found)
+
+
+def servers() -> suite_servers.Resolved:
+    """The session's servers. Only a session that runs tests needing them resolves them."""
+    if _servers is None:
+        raise RuntimeError(
+            "the test servers are resolved when a pytest session that needs them starts"
+            " (tests/conftest.py): not in a session of unit tests only, nor outside pytest"
+        )
+    return _servers
+
+
+def __getattr__(name: str) -> str:
+    # SERVER_URL and REDIS_URL exist once the session resolved its servers (a module-level
+    # constant would be computed at import, before that).
+    if name == "SERVER_URL":
+        return servers().database_url
+    if name == "REDIS_URL":
+        return servers().redis_url
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Tables the tests write; emptied between tests (the seeded events stay).
 STATE_TABLES = (
@@ -33,11 +87,12 @@ def make_settings(suite: str, redis_dbs: tuple[int, int, int], **overrides: Any)
     """Settings for one suite of one run: its own database, queues and Redis DB numbers."""
     run = f"{suite}_{os.getpid()}"
     broker, backend, cache = redis_dbs
+    found = servers()
     values: dict[str, Any] = {
-        "database_url": replace_database(SERVER_URL, f"replay_{run}"),
-        "broker_url": f"{REDIS_URL}/{broker}",
-        "result_backend": f"{REDIS_URL}/{backend}",
-        "redis_url": f"{REDIS_URL}/{cache}",
+        "database_url": replace_database(found.database_url, f"replay_{run}"),
+        "broker_url": f"{found.redis_url}/{broker}",
+        "result_backend": f"{found.redis_url}/{backend}",
+        "redis_url": f"{found.redis_url}/{cache}",
         "handler_modules": ("tests.handlers",),
         "queue": f"replay_{run}",
         "live_queue": f"live_{run}",

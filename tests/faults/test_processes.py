@@ -95,6 +95,7 @@ def test_a_flushed_broker_loses_nothing(
     assert took < 15 + settings.stale_seconds + settings.reconcile_seconds + 20
 
 
+@pytest.mark.machine_server("redis")
 @pytest.mark.skipif(
     not RESTARTS_ALLOWED, reason="restarts the machine's Redis: set REPLAY_FAULT_RESTARTS=1"
 )
@@ -119,6 +120,7 @@ def test_a_restarted_redis_loses_nothing(
     assert took < 15 + settings.stale_seconds + settings.reconcile_seconds + 20
 
 
+@pytest.mark.machine_server("postgres")
 @pytest.mark.skipif(
     not RESTARTS_ALLOWED or shutil.which("pg_ctlcluster") is None,
     reason="restarts the machine's PostgreSQL: set REPLAY_FAULT_RESTARTS=1",

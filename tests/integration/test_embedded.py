@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from local import embedded
+from local import embedded, servers
 from local.servers import REDIS_ENV
 from local.workers import WorkerProcess, wait_until_ready
 from shared.settings import Settings
@@ -135,6 +135,7 @@ def test_the_demo_runs_on_embedded_servers_and_stops_them(
     first_line = proc.stderr.splitlines()[0]
     assert first_line.startswith("PostgreSQL: embedded 16."), proc.stderr
     assert f"{stack_home.name}/pg" in first_line and "Redis: embedded 6." in first_line
+    assert first_line.count(", started") == 2, first_line
     assert "started 2 worker processes" in proc.stdout
     assert "6,000/6,000 events" in proc.stdout
     assert "-> OK" in proc.stdout and "0 differ" in proc.stdout
@@ -303,3 +304,20 @@ def test_first_commands_on_a_bare_machine_need_no_migrate(
     assert migrated.returncode == 0, migrated.stderr
     assert "migrated replay: 0001_event_store" in migrated.stdout
     assert_nothing_left(fresh)
+
+
+def test_a_command_says_whether_it_started_or_reused_the_servers(
+    bare_env: dict[str, str], stack_home: Path
+) -> None:
+    # This process starts the stack as a command would; a real `replay` command meanwhile
+    # finds it running. Each one's line says which it did.
+    with servers.resolved(bare_env) as first:
+        assert first.line.count(", started") == 2 and "reused" not in first.line, first.line
+        listed = replay(bare_env, "jobs")
+        assert listed.returncode == 0, listed.stderr
+        line = listed.stderr.splitlines()[0]
+        assert line.startswith("PostgreSQL: embedded 16."), line
+        assert line.count(", reused") == 2 and "started" not in line, line
+        assert "stopped the embedded" not in listed.stderr  # we still use them
+    assert first.stopped == ["postgres", "redis"]
+    assert_nothing_left(stack_home)
