@@ -47,7 +47,8 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--force", action="store_true", help="drop <db>_livebench whatever it is")
 
     s = add(sub, cmd_bench_aggregate,
-            "aggregate load time, with and without snapshots", migrates=True)  # fmt: skip
+            "aggregate load time: snapshots, and scheduler.load_aggregate per call",
+            migrates=True)  # fmt: skip
     s.add_argument("--runs", type=int, default=50)
     s.add_argument("--output", default="bench/results/aggregate_load.json")
     s.add_argument("--force", action="store_true", help="drop <db>_aggbench whatever it is")

@@ -3,6 +3,7 @@
 from scheduler.coordinator import (
     Coordinator,
     cancel_job,
+    configure,
     get_job,
     load_aggregate,
     resume_job,
@@ -13,6 +14,7 @@ from scheduler.coordinator import (
 __all__ = [
     "Coordinator",
     "cancel_job",
+    "configure",
     "get_job",
     "load_aggregate",
     "resume_job",

@@ -13,16 +13,20 @@ import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from shared import db, queries, store
 from shared.db import Connection
 from shared.errors import InvalidRequest, NotFound, ReplayError
 from shared.handlers import Event, IdempotentEventHandler, handler
+from shared.scope import EVENT_COLUMNS
 from shared.sources import postgres
 
 log = logging.getLogger(__name__)
 QUERIES = queries.load("aggregates")
+#: an aggregate's load in one round trip (shared/queries/aggregate_load.sql says what it returns)
+LOAD = db.sql.SQL(queries.load("aggregate_load")["load"]).format(columns=EVENT_COLUMNS)
+_HEAD_COLUMNS = ("_kind", "_last", "_snapshot_at", "_state")
 
 
 class Reducer:
@@ -94,12 +98,24 @@ def load_aggregate(
     ``str``, NUL, a lone surrogate, more than 100 characters) or an ``at_sequence`` that is not
     ``None`` or an ``int`` >= 1; ``MalformedEvent`` for an event the reducer cannot apply;
     ``NotFound``, ``InvalidRequest``, ``ReplayError`` as they say.
+
+    One statement reads the head, the newest snapshot and the events after it (``LOAD``); only
+    a snapshot the reducer cannot read costs more (``_from_older_snapshot``).
     """
     check_request(aggregate_id, at_sequence)
-    row = conn.execute(QUERIES["last_event"], {"aggregate_id": aggregate_id}).fetchone()
-    if row is None:
+    params = {
+        "aggregate_id": aggregate_id,
+        # beyond bigint no event can be: NotFound below, not the driver's out-of-range error
+        "at_sequence": None if at_sequence is None else min(at_sequence, store.MAX_SEQUENCE_NUM),
+        "kinds": list(_REDUCERS),
+        "versions": [r.version for r in _REDUCERS.values()],
+        "use_snapshots": use_snapshots,
+    }
+    rows = conn.execute(LOAD, params).fetchall()
+    if not rows:
         raise NotFound(f"no events for aggregate {store.shorten(aggregate_id)}")
-    kind, last = row["aggregate_type"], int(row["sequence_num"])
+    head = rows[0]
+    kind, last = head["_kind"], int(head["_last"])
     fold = reducer_for(kind)
     target = last if at_sequence is None else at_sequence
     if not 1 <= target <= last:
@@ -107,19 +123,13 @@ def load_aggregate(
             f"aggregate {store.shorten(aggregate_id)} has sequence numbers 1..{last},"
             f" not {store.shorten(target)}"
         )
+    events = [_event(row) for row in rows[1:]]
     start, state = 0, fold.initial()
-    if use_snapshots:
-        for snap in conn.execute(
-            QUERIES["latest_snapshots"],
-            {"aggregate_id": aggregate_id, "version": fold.version, "upto": target},
-        ):
-            if fold.readable(snap["state"]):
-                start, state = int(snap["sequence_num"]), snap["state"]
-                break
-            log.warning(
-                "ignoring an unreadable snapshot of %s at %s", aggregate_id, snap["sequence_num"]
-            )
-    events = postgres.stream(conn, aggregate_id, start, target)
+    if head["_snapshot_at"] is not None:
+        if fold.readable(head["_state"]):
+            start, state = int(head["_snapshot_at"]), head["_state"]
+        else:
+            start, state, events = _from_older_snapshot(conn, aggregate_id, fold, target)
     if len(events) != target - start:
         _raise_gap(conn, aggregate_id, start, target)
     snapshots: list[tuple[int, dict[str, Any]]] = []
@@ -130,6 +140,32 @@ def load_aggregate(
     if use_snapshots:
         _write_snapshots(conn, aggregate_id, kind, fold.version, snapshots)
     return Loaded(aggregate_id, kind, target, state, start or None, len(events))
+
+
+def _event(row: dict[str, Any]) -> Event:
+    """An event row of ``LOAD`` as the Event mapping: without the head's columns."""
+    for key in _HEAD_COLUMNS:
+        del row[key]
+    return cast(Event, row)
+
+
+def _from_older_snapshot(
+    conn: Connection, aggregate_id: str, fold: Reducer, target: int
+) -> tuple[int, dict[str, Any], list[Event]]:
+    """The newest snapshot was unreadable: the latest readable one of a few (else the initial
+    state), and the events after it up to ``target``."""
+    start, state = 0, fold.initial()
+    for snap in conn.execute(
+        QUERIES["latest_snapshots"],
+        {"aggregate_id": aggregate_id, "version": fold.version, "upto": target},
+    ):
+        if fold.readable(snap["state"]):
+            start, state = int(snap["sequence_num"]), snap["state"]
+            break
+        log.warning(
+            "ignoring an unreadable snapshot of %s at %s", aggregate_id, snap["sequence_num"]
+        )
+    return start, state, postgres.stream(conn, aggregate_id, start, target)
 
 
 def check_request(aggregate_id: Any, at_sequence: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, ParamSpec, TypeVar
 
@@ -229,6 +230,7 @@ class TranslatingConnection(psycopg.Connection[Row]):
         super().__init__(pgconn, row_factory)
         self.cursor_factory = TranslatingCursor
         self.server_cursor_factory = TranslatingServerCursor
+        self.returned_at = 0.0  # when a pool last took it back (time.monotonic())
 
     transaction = _translating_cm(psycopg.Connection[Row].transaction)
     notifies = _translating_iter(psycopg.Connection[Row].notifies)
@@ -290,17 +292,19 @@ def _hide(url: str, exc: BaseException) -> str:
 
 
 def check_url(url: str) -> None:
-    """Raise ``ConfigurationError`` if psycopg cannot parse ``url`` (before a pool's background
-    threads try it, and log the driver's message)."""
+    """``ConfigurationError`` if psycopg cannot parse ``url`` (before a pool's threads try)."""
     with _connect_errors(url, "use PostgreSQL at"):
         conninfo.conninfo_to_dict(url)
 
 
-def make_pool(settings: Settings, *, max_size: int = 4) -> TranslatingPool:
-    """A small pool for one process (a worker process or a scheduler). Raises
-    ``DatabaseUnavailable`` (one line, from a first connection) if the server does not answer,
-    rather than handing out a pool whose threads retry, logging the driver's message each time,
-    until a caller's wait ends in a pool timeout."""
+def make_pool(
+    settings: Settings, *, max_size: int = 4, check_idle_after: float = 0.0
+) -> TranslatingPool:
+    """A small pool for one process. ``DatabaseUnavailable`` (one line) if the server does not
+    answer, rather than a pool whose threads retry and log until a caller's wait times out. A
+    connection handed out is checked (a round trip) if idle over ``check_idle_after`` seconds:
+    a pool of many short calls (the Python API) saves a round trip per call; a server lost
+    meanwhile is one ``DatabaseUnavailable`` (the broken connection is then discarded)."""
     check_url(settings.database_url)
     connect(settings).close()
     return TranslatingPool(
@@ -312,10 +316,16 @@ def make_pool(settings: Settings, *, max_size: int = 4) -> TranslatingPool:
         # autocommit: see connect()
         kwargs={"row_factory": dict_row, "application_name": "event-replay", "autocommit": True},
         open=True,
-        check=ConnectionPool.check_connection,
+        check=functools.partial(_check_if_idle, check_idle_after),
+        reset=lambda conn: setattr(conn, "returned_at", time.monotonic()),
         configure=_configure,
         connection_class=TranslatingConnection,
     )
+
+
+def _check_if_idle(seconds: float, conn: Connection) -> None:
+    if time.monotonic() - conn.returned_at > seconds:
+        ConnectionPool.check_connection(conn)
 
 
 @contextlib.contextmanager
@@ -369,11 +379,8 @@ def drop_database(settings: Settings, name: str) -> None:
 def database_comment(settings: Settings, name: str) -> str | None:
     """The comment on database ``name`` ('' if it has none), or None if it does not exist."""
     with _admin(settings, "read the databases of") as conn:
-        row = conn.execute(
-            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
-            " WHERE datname = %s",
-            (name,),
-        ).fetchone()
+        query = "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database"
+        row = conn.execute(query + " WHERE datname = %s", (name,)).fetchone()
     return None if row is None else str(row[0])
 
 
@@ -386,7 +393,6 @@ def comment_on_database(settings: Settings, name: str, text: str) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, passwords masked (``settings.redact``): the form in
-    which a driver's message goes into an error, a log line or a job's error column."""
+    """The first line of ``exc``'s message, passwords masked: for an error, a log, a job row."""
     text = str(exc).strip()
     return redact(text.splitlines()[0]) if text else type(exc).__name__
