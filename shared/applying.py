@@ -33,14 +33,17 @@ def apply_batch(
     Must run inside the caller's transaction."""
     candidates = [e for e in events if e["event_id"] not in known_processed]
     claimed = idempotency.claim(conn, handler.name, [e["event_id"] for e in candidates])
-    fresh = [e for e in candidates if e["event_id"] in claimed]
+    already = [e["event_id"] for e in candidates if e["event_id"] not in claimed]
+    fresh = []
+    for e in candidates:
+        # Handed over once, even if the batch carries the id twice: a source may repeat an
+        # event (a Kafka producer that retries appends the message again, with its event_id).
+        if e["event_id"] in claimed:
+            claimed.discard(e["event_id"])
+            fresh.append(e)
     if fresh:
         handler.handle_batch(conn, fresh, is_replay=is_replay)
-    return BatchResult(
-        applied=fresh,
-        skipped=len(events) - len(fresh),
-        already_processed=[e["event_id"] for e in candidates if e["event_id"] not in claimed],
-    )
+    return BatchResult(applied=fresh, skipped=len(events) - len(fresh), already_processed=already)
 
 
 def apply_live(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,8 @@ MAX_AGGREGATE_ID_LENGTH = store.MAX_AGGREGATE_ID
 MAX_CONSUMER_LENGTH = 200
 # `replay jobs --limit`: a screenful is 20; more than this is a query, not a listing.
 MAX_LIST_LIMIT = 10_000
+# Kafka's rule for topic names: ASCII letters, digits, '.', '_' and '-', at most 249 of them.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,22 @@ def _scope(
     )
 
 
+def _topic(value: Any, source: sources.Source) -> str | None:
+    """``topic``: required by a source that reads topics (Kafka), refused by the others."""
+    if not source.reads_topics:
+        if value is not None:
+            raise errors.InvalidRequest(
+                f"a topic is only for a source that reads topics, not {source.name!r}"
+            )
+        return None
+    if not isinstance(value, str) or not TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+        raise errors.InvalidRequest(
+            f"source {source.name!r} needs a topic: a name of 1 to 249 ASCII letters, digits,"
+            f" '.', '_' or '-', got {shorten(value)}"
+        )
+    return value
+
+
 def build_request(
     consumer: Any,
     *,
@@ -140,6 +160,7 @@ def build_request(
     on_error: Any = OnError.FAIL,
     max_events_per_second: Any = None,
     source: Any = sources.DEFAULT,
+    topic: Any = None,
 ) -> ReplayRequest:
     """Check every argument that can be checked without the database or the registry.
 
@@ -148,7 +169,7 @@ def build_request(
     and a value quoted in a message is shortened. ``source`` must be registered in this process
     (sources of ``REPLAY_HANDLER_MODULES`` are once the handler registry was loaded)."""
     consumer = _consumer(consumer)
-    source_name = sources.get(source).name
+    found = sources.get(source)
     if replay_type not in REPLAY_TYPES:
         raise errors.InvalidRequest(
             f"unknown replay type {shorten(replay_type)} (choose from {', '.join(REPLAY_TYPES)})"
@@ -158,6 +179,7 @@ def build_request(
             f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
         )
     scope = _scope(replay_type, aggregate_id, from_time, to_time, event_types)
+    scope = dataclasses.replace(scope, topic=_topic(topic, found))
     if slices is not None and (
         isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
     ):
@@ -182,7 +204,7 @@ def build_request(
     return ReplayRequest(
         consumer, ReplayType(replay_type), scope, slices, SliceBy(slice_by), reset,
         OnError(on_error), rate,
-        source_name,
+        found.name,
     )  # fmt: skip
 
 

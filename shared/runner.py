@@ -231,6 +231,8 @@ class _SliceRun:
         self.applied += done.applied
         for hook in self.hooks:
             hook.after_commit(done)
+        if done.checkpoint is not None:
+            self.reader.committed(self.job.job_id, done.checkpoint)
 
     def _standing(self) -> float | None:
         """Between batches (``hooks.Pace``): stop, as ``_lock`` would, if the slice was
@@ -269,6 +271,8 @@ class _SliceRun:
         if not events:
             self._complete()
             return None
+        if batch.poison:  # the next way, event by event, hands them to the error policy
+            raise next(iter(batch.poison.values()))
         result = self._apply(events, self.known.of(batch))
         applied = len(result.applied)
         checkpoint = self._record(events[-1], processed=len(events), applied=applied)
@@ -285,6 +289,8 @@ class _SliceRun:
         for event in batch.events:
             try:
                 with self.conn.transaction():  # a savepoint per event
+                    if event["event_id"] in batch.poison:
+                        raise batch.poison[event["event_id"]]
                     one = self._apply([event], known)
             except Exception as exc:
                 if _propagates(exc):

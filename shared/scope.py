@@ -29,14 +29,19 @@ class Scope:
     from_time: datetime | None = None
     to_time: datetime | None = None
     event_types: tuple[str, ...] = ()
+    #: the topic a job of a source that reads topics replays (``Source.reads_topics``)
+    topic: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "aggregate_id": self.aggregate_id,
             "from_time": self.from_time.isoformat() if self.from_time else None,
             "to_time": self.to_time.isoformat() if self.to_time else None,
             "event_types": list(self.event_types),
         }
+        if self.topic is not None:  # only then: the filters of other jobs read as before
+            data["topic"] = self.topic
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scope:
@@ -45,6 +50,7 @@ class Scope:
             from_time=datetime.fromisoformat(data["from_time"]) if data.get("from_time") else None,
             to_time=datetime.fromisoformat(data["to_time"]) if data.get("to_time") else None,
             event_types=tuple(data.get("event_types") or ()),
+            topic=data.get("topic"),
         )
 
 

