@@ -266,12 +266,15 @@ def submit_replay(
     on_error: str = OnError.FAIL,
     max_events_per_second: float | None = None,
     source: str = sources.DEFAULT,
+    topic: str | None = None,
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
     ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
     ``ActiveJobExists`` if the consumer already has a pending or running job. ``source``: the
     registered name of the event source to read (``shared.sources``; the event table by
-    default)."""
+    default). ``topic``: the topic a source that reads topics replays (``source="kafka"``:
+    required there, refused by the other sources); with ``from_time``/``to_time`` the messages
+    from/to those times, without them the whole retained topic."""
     return default_coordinator().submit(
         consumer,
         replay_type=replay_type,
@@ -285,6 +288,7 @@ def submit_replay(
         on_error=on_error,
         max_events_per_second=max_events_per_second,
         source=source,
+        topic=topic,
     )
 
 

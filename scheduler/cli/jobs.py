@@ -13,7 +13,7 @@ from scheduler.cli.commands import EXIT_TIMEOUT, Subcommands, add, database_argu
 from scheduler.cli.display import console, follow, print_summary
 from scheduler.cli.formats import Column
 from scheduler.coordinator import Coordinator
-from shared import context, db, parked, slices
+from shared import context, db, parked, slices, sources
 from shared.errors import InvalidRequest
 from shared.jobs import OnError, ReplayType, Status
 from shared.requests import (
@@ -39,6 +39,16 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--from", dest="from_time", help="ISO-8601 with a time zone (inclusive)")
     s.add_argument("--to", dest="to_time", help="ISO-8601 with a time zone (exclusive)")
     s.add_argument("--event-type", dest="event_types", action="append", help="repeatable")
+    s.add_argument(
+        "--source",
+        default=sources.DEFAULT,
+        help=f"the registered source to read: {sources.DEFAULT} (the event table) | kafka | ...",
+    )
+    s.add_argument(
+        "--kafka-topic",
+        dest="topic",
+        help="with --source kafka: the topic to replay (all of it retained, or --from/--to)",
+    )
     s.add_argument("--slices", type=int)
     s.add_argument("--slice-by", default=SliceBy.AGGREGATE.value, help=" | ".join(SLICE_BY))
     s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
@@ -115,6 +125,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         reset=args.reset,
         on_error=args.on_error,
         max_events_per_second=args.max_rate,
+        source=args.source,
+        topic=args.topic,
     )
     if not args.wait:
         console.print(job_id)

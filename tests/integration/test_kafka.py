@@ -27,6 +27,7 @@ from scheduler.coordinator import Coordinator
 from shared import db, slices, sources
 from shared.errors import InvalidRequest
 from shared.settings import Settings
+from shared.sources import kafka as kafka_source
 from tests.folds import fold_order_summary, read_order_summary
 from tests.support import WORKER_ENV
 
@@ -70,6 +71,8 @@ def kafka_settings(settings: Settings) -> Iterator[Settings]:
         settings, queue=f"{settings.queue}_kafka",
         handler_modules=(*settings.handler_modules, "shared.sources.kafka"),
     )  # fmt: skip
+    if SOURCE not in sources.names():  # unregistered by another module's teardown (below)
+        sources.source(kafka_source.KafkaSource)
     yield s
     # The coordinator's registry imported shared.sources.kafka, which registered the source in
     # this process: other modules of the session (test_sources) take 'kafka' as the name of a
