@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import select
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, ParamSpec, TypeVar
@@ -302,9 +303,9 @@ def make_pool(
 ) -> TranslatingPool:
     """A small pool for one process. ``DatabaseUnavailable`` (one line) if the server does not
     answer, rather than a pool whose threads retry and log until a caller's wait times out. A
-    connection handed out is checked (a round trip) if idle over ``check_idle_after`` seconds:
-    a pool of many short calls (the Python API) saves a round trip per call; a server lost
-    meanwhile is one ``DatabaseUnavailable`` (the broken connection is then discarded)."""
+    connection handed out is checked (a round trip) if idle over ``check_idle_after`` seconds
+    or if the server wrote to it (it ended it): a pool of many short calls (the Python API)
+    saves a round trip per call."""
     check_url(settings.database_url)
     connect(settings).close()
     return TranslatingPool(
@@ -324,7 +325,8 @@ def make_pool(
 
 
 def _check_if_idle(seconds: float, conn: Connection) -> None:
-    if time.monotonic() - conn.returned_at > seconds:
+    # An idle connection has nothing to read: if it has, the server most likely ended it.
+    if time.monotonic() - conn.returned_at > seconds or select.select([conn], [], [], 0)[0]:
         ConnectionPool.check_connection(conn)
 
 
