@@ -1,12 +1,15 @@
 """Event sources, and the registry that finds them by the name a job records.
 
-The built-in source is the PostgreSQL ``event`` table (``postgres``, the default of every job).
-More are found like handlers: a module listed in ``REPLAY_HANDLER_MODULES`` declares its source
-class with ``@source``, and every process that loads its handler registry (the coordinator, each
-worker) knows it from then on.
+The built-in sources are the PostgreSQL ``event`` table (``postgres``, the default of every job)
+and a Kafka topic (``kafka``, imported the first time a job names it: its client is the optional
+extra ``event-replay[kafka]``). More are found like handlers: a module listed in
+``REPLAY_HANDLER_MODULES`` declares its source class with ``@source``, and every process that
+loads its handler registry (the coordinator, each worker) knows it from then on.
 """
 
 from __future__ import annotations
+
+import importlib
 
 from shared.errors import ConfigurationError, InvalidRequest
 from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader, Source
@@ -28,6 +31,8 @@ __all__ = [
 DEFAULT = PostgresSource.name
 
 _SOURCES: dict[str, Source] = {}
+#: built-in sources that are imported when first named (their modules register them)
+BUILT_IN = {"kafka": "shared.sources.kafka"}
 
 
 def source(cls: type[Source]) -> type[Source]:
@@ -49,7 +54,13 @@ source(PostgresSource)
 
 def get(name: str) -> Source:
     """The source registered as ``name``; ``InvalidRequest`` (one line) if there is none."""
-    found = _SOURCES.get(name) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        found = None
+    elif name not in _SOURCES and name in BUILT_IN:
+        importlib.import_module(BUILT_IN[name])
+        found = _SOURCES.get(name)
+    else:
+        found = _SOURCES.get(name)
     if found is None:
         raise InvalidRequest(
             f"unknown source {shorten(name)} (registered: {', '.join(names())}; more come from"
@@ -59,4 +70,5 @@ def get(name: str) -> Source:
 
 
 def names() -> list[str]:
-    return sorted(_SOURCES)
+    """The sources this process can find: the registered ones and the built-in ones."""
+    return sorted({*_SOURCES, *BUILT_IN})

@@ -4,8 +4,7 @@ same workers, with the same exactly-once effects as the event table.
 A job names the source ``kafka`` and a topic (``Scope.topic``); brokers come from
 ``REPLAY_KAFKA_BOOTSTRAP`` (``host:port,...``). The client is ``confluent-kafka``, imported only
 when a Kafka job is planned or read (the extra ``event-replay[kafka]``), so the project works
-without it. A process knows this source once the module is imported: list
-``shared.sources.kafka`` in ``REPLAY_HANDLER_MODULES`` (the coordinator's and the workers').
+without it. The registry imports this module the first time a job names ``kafka``.
 
 Frozen scope: at planning, for every partition, the start offset is the first message at or
 after ``from_time`` (``offsets_for_times``) and the end is the first at or after ``to_time``, or

@@ -2,9 +2,9 @@
 and real worker processes: a replay from a point in time applies exactly the messages at or
 after it, per key in offset order, and its job's own consumer group ends at the end offsets.
 
-The module has its own queue and two workers of its own: they know the Kafka source
-(``shared.sources.kafka`` in their handler modules) and its broker (``REPLAY_KAFKA_BOOTSTRAP``),
-which the suite's workers do not. Same database and Redis as the suite.
+The module has its own queue and two workers of its own: they know the broker
+(``REPLAY_KAFKA_BOOTSTRAP``), which the suite's workers do not. Same database and Redis as the
+suite.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from local.kafka import EmbeddedKafka, binary
 from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
-from shared import db, slices, sources
+from shared import db, slices
 from shared.errors import InvalidRequest
 from shared.settings import Settings
 from shared.sources import kafka as kafka_source
@@ -43,10 +43,8 @@ PARTITIONS = 4
 KEYS = 100
 EVENTS_PER_KEY_PER_BURST = 10
 BURST_PAUSE_SECONDS = 1.5
-# Not imported from shared.sources.kafka here: importing that module registers the source in
-# this process, which only this module's fixtures do, and undo (see kafka_settings).
-BOOTSTRAP_ENV = "REPLAY_KAFKA_BOOTSTRAP"
-SOURCE = "kafka"
+BOOTSTRAP_ENV = kafka_source.BOOTSTRAP_ENV
+SOURCE = kafka_source.NAME
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +64,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
 
 
 @pytest.fixture(scope="module")
-def kafka_settings(settings: Settings) -> Iterator[Settings]:
-    s = dataclasses.replace(
-        settings, queue=f"{settings.queue}_kafka",
-        handler_modules=(*settings.handler_modules, "shared.sources.kafka"),
-    )  # fmt: skip
-    if SOURCE not in sources.names():  # unregistered by another module's teardown (below)
-        sources.source(kafka_source.KafkaSource)
-    yield s
-    # The coordinator's registry imported shared.sources.kafka, which registered the source in
-    # this process: other modules of the session (test_sources) take 'kafka' as the name of a
-    # source that is not registered.
-    sources._SOURCES.pop(SOURCE, None)
+def kafka_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, queue=f"{settings.queue}_kafka")
 
 
 @pytest.fixture(scope="module")

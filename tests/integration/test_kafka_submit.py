@@ -8,7 +8,6 @@ own broker and workers: they are module-scoped).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 
 from local.kafka import EmbeddedKafka
 from scheduler import coordinator as api
-from shared import db, sources
+from shared import db
 from shared.settings import Settings
 from tests.integration import test_kafka
 from tests.integration.test_kafka import (
@@ -41,18 +40,6 @@ broker = test_kafka.broker
 kafka_settings = test_kafka.kafka_settings
 kafka_workers = test_kafka.kafka_workers
 coordinator = test_kafka.coordinator
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kafka_source(kafka_settings: Settings) -> None:
-    """The Kafka source registered in this process for this module's in-process submits.
-
-    ``kafka_settings`` unregisters it when its module ends (for test_sources), and importing
-    ``shared.sources.kafka`` again registers nothing: after test_kafka's module, this one
-    would find no 'kafka' source. Set up after ``kafka_settings``, so unregistered by it too."""
-    module = importlib.import_module("shared.sources.kafka")
-    if SOURCE not in sources.names():
-        sources.source(module.KafkaSource)
 
 
 KEYS = 20

@@ -168,6 +168,6 @@ def test_the_list_source_refuses_what_it_cannot_do(
             "order_summary", replay_type="event_type", event_types=["Nope"],
             source=list_source.NAME,
         )  # fmt: skip
-    with pytest.raises(InvalidRequest, match=r"unknown source 'kafka' \(registered: event_list,"):
-        coordinator.submit("order_summary", source="kafka")
+    with pytest.raises(InvalidRequest, match=r"unknown source 'nope' \(registered: event_list,"):
+        coordinator.submit("order_summary", source="nope")
     assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 0

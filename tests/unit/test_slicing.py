@@ -97,12 +97,13 @@ def test_aggregate_slices_keep_aggregates_whole_and_counts_exact() -> None:
     assert len(aggregate_slices([(str(i), 1) for i in range(10)], 5)) == 5
 
 
-def test_the_event_table_is_the_default_source_and_others_must_be_registered() -> None:
+def test_the_event_table_is_the_default_source_kafka_is_built_in_others_are_registered() -> None:
     pg = sources.get(sources.DEFAULT)
     assert pg.name == "postgres" and pg.coverage
     assert pg.describe_checkpoint(None) == "start"
     assert pg.describe_checkpoint({"aggregate_id": "o-1", "sequence_num": 3}) == "after o-1 #3"
-    with pytest.raises(InvalidRequest, match="unknown source 'kafka'"):
-        sources.get("kafka")
+    assert sources.get("kafka").name == "kafka"  # imported when first named
+    with pytest.raises(InvalidRequest, match=r"'nope' \(registered: .*kafka, postgres"):
+        sources.get("nope")
     with pytest.raises(InvalidRequest, match="unknown source"):
         sources.get(["postgres"])  # type: ignore[arg-type]
