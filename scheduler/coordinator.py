@@ -267,6 +267,8 @@ def submit_replay(
     max_events_per_second: float | None = None,
     source: str = sources.DEFAULT,
     topic: str | None = None,
+    group: str | None = None,
+    decoder: str | None = None,
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
     ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
@@ -274,7 +276,10 @@ def submit_replay(
     registered name of the event source to read (``shared.sources``; the event table by
     default). ``topic``: the topic a source that reads topics replays (``source="kafka"``:
     required there, refused by the other sources); with ``from_time``/``to_time`` the messages
-    from/to those times, without them the whole retained topic."""
+    from/to those times, without them the whole retained topic. ``group``: the consumer group
+    its progress is committed to (``replay-<job id>`` by default; one that has offsets for the
+    topic already, a live consumer's, is refused). ``decoder``: a decoder declared with
+    ``@decoder`` in a module of ``REPLAY_HANDLER_MODULES`` (JSON events by default)."""
     return default_coordinator().submit(
         consumer,
         replay_type=replay_type,
@@ -289,6 +294,8 @@ def submit_replay(
         max_events_per_second=max_events_per_second,
         source=source,
         topic=topic,
+        group=group,
+        decoder=decoder,
     )
 
 

@@ -17,6 +17,7 @@ class says what a caller can do about it::
     ├── ConfigurationError      a setting or environment variable that cannot be used
     └── ServiceUnavailable      a server does not answer
         ├── DatabaseUnavailable     PostgreSQL (workers retry their task on it)
+        ├── SourceUnavailable       a source's own server, e.g. a Kafka broker (the same)
         ├── BrokerUnavailable       the broker: the job was planned, `replay resume` sends it
         └── EmbeddedServerError     the embedded PostgreSQL or Redis failed to start or stop
 """
@@ -78,6 +79,11 @@ class ServiceUnavailable(ReplayError):
 
 class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL does not answer (or dropped the connection)."""
+
+
+class SourceUnavailable(ServiceUnavailable):
+    """The server of a source other than the event table (a Kafka broker) does not answer:
+    refused at planning; while a slice reads, its task retries like on a PostgreSQL outage."""
 
 
 class BrokerUnavailable(ServiceUnavailable):

@@ -216,7 +216,7 @@ class ParkEvent(ErrorPolicy):
         log.error("slice %s of job %s: parked event %s (%s)", key.slice_no, key.job_id,
                   event["event_id"], db.first_line(exc))  # fmt: skip
         slices.park_event(
-            conn, job_id=key.job_id, slice_no=key.slice_no, event_id=event["event_id"],
+            conn, job_id=key.job_id, slice_no=key.slice_no, event=event,
             handler_name=key.handler_name, error=f"{type(exc).__name__}: {db.first_line(exc)}",
             traceback=format_traceback(exc),
         )  # fmt: skip

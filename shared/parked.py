@@ -9,6 +9,7 @@ from uuid import UUID
 from shared import db, jobs, slices, sources
 from shared.applying import apply_batch
 from shared.context import Context
+from shared.errors import SourceUnavailable
 from shared.hooks import format_traceback
 
 
@@ -30,17 +31,18 @@ def retry_parked(ctx: Context, job_id: UUID) -> RetryResult:
         parked = slices.parked_events(conn, job_id, unresolved_only=True)
         for p in parked:
             with conn.transaction():
-                events = source.events(conn, [p["event_id"]])
                 try:
                     with conn.transaction():
+                        # read again inside: a message that still cannot be decoded stays parked
+                        events = source.reread(conn, job.scope, [p])
                         apply_batch(conn, handler, events, is_replay=True)
                 except Exception as exc:
-                    if db.is_transient(exc):
+                    if db.is_transient(exc) or isinstance(exc, SourceUnavailable):
                         raise
                     failing += 1
                     slices.park_event(
-                        conn, job_id=job.job_id, slice_no=p["slice_no"], event_id=p["event_id"],
-                        handler_name=handler.name,
+                        conn, job_id=job.job_id, slice_no=p["slice_no"],
+                        event=p, handler_name=handler.name,
                         error=f"{type(exc).__name__}: {db.first_line(exc)}",
                         traceback=format_traceback(exc),
                     )  # fmt: skip

@@ -29,6 +29,9 @@ MAX_CONSUMER_LENGTH = 200
 MAX_LIST_LIMIT = 10_000
 # Kafka's rule for topic names: ASCII letters, digits, '.', '_' and '-', at most 249 of them.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# The same for a consumer group or a decoder named by a job: Kafka allows more in a group id,
+# but a name that needs quoting in a shell or a message is no help to anyone.
+OPTION_NAME = TOPIC_NAME
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,40 @@ def _topic(value: Any, source: sources.Source) -> str | None:
     return value
 
 
+def _topic_option(name: str, value: Any, source: sources.Source) -> str | None:
+    """``group`` or ``decoder``: a name, only for a source that reads topics."""
+    if value is None:
+        return None
+    if not source.reads_topics:
+        raise errors.InvalidRequest(
+            f"a {name} is only for a source that reads topics, not {source.name!r}"
+        )
+    if not isinstance(value, str) or not OPTION_NAME.fullmatch(value):
+        raise errors.InvalidRequest(
+            f"{name} must be a name of 1 to 249 ASCII letters, digits, '.', '_' or '-', got"
+            f" {shorten(value)}"
+        )
+    return value
+
+
+def _check_slices(slices: Any) -> None:
+    if slices is not None and (
+        isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
+    ):
+        raise errors.InvalidRequest(
+            f"slices must be an integer from 1 to {MAX_SLICES}, got {shorten(slices)}"
+        )
+
+
+def _reading(scope: Scope, source: sources.Source, topic: Any, group: Any, decoder: Any) -> Scope:
+    """``scope`` with what a source that reads topics reads: the topic, and optionally the
+    consumer group and the decoder."""
+    return dataclasses.replace(
+        scope, topic=_topic(topic, source), group=_topic_option("group", group, source),
+        decoder=_topic_option("decoder", decoder, source),
+    )  # fmt: skip
+
+
 def build_request(
     consumer: Any,
     *,
@@ -161,6 +198,8 @@ def build_request(
     max_events_per_second: Any = None,
     source: Any = sources.DEFAULT,
     topic: Any = None,
+    group: Any = None,
+    decoder: Any = None,
 ) -> ReplayRequest:
     """Check every argument that can be checked without the database or the registry.
 
@@ -179,13 +218,8 @@ def build_request(
             f"unknown slice_by {shorten(slice_by)} (choose from {', '.join(SLICE_BY)})"
         )
     scope = _scope(replay_type, aggregate_id, from_time, to_time, event_types)
-    scope = dataclasses.replace(scope, topic=_topic(topic, found))
-    if slices is not None and (
-        isinstance(slices, bool) or not isinstance(slices, int) or not 1 <= slices <= MAX_SLICES
-    ):
-        raise errors.InvalidRequest(
-            f"slices must be an integer from 1 to {MAX_SLICES}, got {shorten(slices)}"
-        )
+    scope = _reading(scope, found, topic, group, decoder)
+    _check_slices(slices)
     if on_error not in ON_ERROR:
         raise errors.InvalidRequest(
             f"unknown on_error policy {shorten(on_error)} (choose from {', '.join(ON_ERROR)})"

@@ -23,6 +23,7 @@ from shared import db, hooks, jobs, slices, sources
 from shared.applying import BatchResult, apply_batch
 from shared.context import Context
 from shared.db import Connection
+from shared.errors import SourceUnavailable
 from shared.handlers import Event, IdempotentEventHandler
 from shared.heartbeat import Heartbeat
 from shared.hooks import Committed
@@ -75,9 +76,10 @@ class _Stop(Exception):
 
 def _propagates(exc: Exception) -> bool:
     """Errors that are no fault of the work, which no error policy may take: a stop of this
-    attempt, or a transient error (``db.is_transient``) that the task retries, once the
+    attempt, or a transient error (``db.is_transient``, or a source's server that does not
+    answer) that the task retries, once the
     transaction in flight has rolled back."""
-    return isinstance(exc, _Stop) or db.is_transient(exc)
+    return isinstance(exc, _Stop | SourceUnavailable) or db.is_transient(exc)
 
 
 def run_slice(

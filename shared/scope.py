@@ -31,6 +31,11 @@ class Scope:
     event_types: tuple[str, ...] = ()
     #: the topic a job of a source that reads topics replays (``Source.reads_topics``)
     topic: str | None = None
+    #: such a job's consumer group, which its progress is committed to (None: the source's
+    #: default, ``replay-<job id>`` for Kafka)
+    group: str | None = None
+    #: the decoder that makes its messages events (None: the source's default)
+    decoder: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -39,8 +44,10 @@ class Scope:
             "to_time": self.to_time.isoformat() if self.to_time else None,
             "event_types": list(self.event_types),
         }
-        if self.topic is not None:  # only then: the filters of other jobs read as before
-            data["topic"] = self.topic
+        # only those that are set: the filters of other jobs read as before
+        for name in ("topic", "group", "decoder"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
         return data
 
     @classmethod
@@ -51,6 +58,8 @@ class Scope:
             to_time=datetime.fromisoformat(data["to_time"]) if data.get("to_time") else None,
             event_types=tuple(data.get("event_types") or ()),
             topic=data.get("topic"),
+            group=data.get("group"),
+            decoder=data.get("decoder"),
         )
 
 

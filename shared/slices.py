@@ -8,6 +8,7 @@ compare-and-set ``lock_slice_version`` and ends with ``record_batch``; the slice
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -178,17 +179,21 @@ def park_event(
     *,
     job_id: UUID,
     slice_no: int,
-    event_id: UUID,
+    event: Mapping[str, Any],
     handler_name: str,
     error: str,
     traceback: str,
 ) -> None:
-    """Set an event aside, beside its slice, with the error its handler failed with."""
+    """Set an event aside, beside its slice, with the error its handler failed with, and what
+    it was (all but its payload: a source without an event table finds it again by its
+    metadata, and ``replay parked`` describes it)."""
     conn.execute(
         QUERIES["park_event"],
         {
-            "job_id": job_id, "slice_no": slice_no, "event_id": event_id,
+            "job_id": job_id, "slice_no": slice_no, "event_id": event["event_id"],
             "handler_name": handler_name, "error": error, "traceback": traceback,
+            "aggregate_id": event.get("aggregate_id"), "sequence_num": event.get("sequence_num"),
+            "event_type": event.get("event_type"), "metadata": Jsonb(event.get("metadata") or {}),
         },
     )  # fmt: skip
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from examples.orders.handlers import OrderSummary
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler, handler
+from shared.sources.kafka_decoding import Message, decoder
 
 
 class OutOfOrder(Exception):
@@ -147,3 +149,18 @@ class LiveAudit(IdempotentEventHandler):
 
 
 import tests.sources  # noqa: E402, F401 -- registers the test source "event_list"
+
+
+@decoder("order_lines")
+def order_lines(message: Message) -> dict[str, Any]:
+    """Kafka messages whose value is a line of text, not JSON: ``OrderPlaced``, ``ItemAdded
+    <sku> <qty> <price>``, ``OrderShipped``, ``PaymentProcessed`` (a plugged decoder)."""
+    kind, *rest = (message.value or b"").decode().split()
+    if kind == "ItemAdded":
+        sku, qty, price = rest
+        payload: dict[str, Any] = {"sku": sku, "qty": int(qty), "price": price}
+    elif kind in ("OrderPlaced", "OrderShipped", "PaymentProcessed") and not rest:
+        payload = {}
+    else:
+        raise ValueError(f"not an order line: {kind!r}")
+    return {"event_type": kind, "aggregate_type": "Order", "payload": payload}

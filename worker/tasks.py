@@ -12,7 +12,7 @@ from celery.utils.log import get_task_logger
 
 from shared import context, jobs, live, runner
 from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, SLICE_TASK
-from shared.errors import DatabaseUnavailable, ReplayFailed
+from shared.errors import DatabaseUnavailable, ReplayFailed, SourceUnavailable
 from shared.settings import Settings
 from worker.app import app
 from worker.progress import SliceProgress
@@ -21,11 +21,12 @@ log = get_task_logger(__name__)
 
 
 def _retry_while_db_down(first: int, cap: int, **extra: Any) -> dict[str, Any]:
-    """Task options: retry on a PostgreSQL outage, forever, with backoff from ``first`` to
-    ``cap`` seconds (the work resumes from its committed state, so retrying is always safe)."""
+    """Task options: retry on a PostgreSQL outage (or a source's server's), forever, with backoff
+    from ``first`` to ``cap`` seconds (the work resumes from its committed state, so retrying is
+    always safe)."""
     return {
         "acks_late": True,
-        "autoretry_for": (DatabaseUnavailable,),
+        "autoretry_for": (DatabaseUnavailable, SourceUnavailable),
         "retry_backoff": first,
         "retry_backoff_max": cap,
         "max_retries": None,

@@ -49,6 +49,16 @@ def add_commands(sub: Subcommands) -> None:
         dest="topic",
         help="with --source kafka: the topic to replay (all of it retained, or --from/--to)",
     )
+    s.add_argument(
+        "--kafka-group",
+        dest="group",
+        help="the consumer group the replay's offsets are committed to (default replay-<job id>)",
+    )
+    s.add_argument(
+        "--kafka-decoder",
+        dest="decoder",
+        help="a decoder of REPLAY_HANDLER_MODULES (@decoder) for messages that are not JSON events",
+    )
     s.add_argument("--slices", type=int)
     s.add_argument("--slice-by", default=SliceBy.AGGREGATE.value, help=" | ".join(SLICE_BY))
     s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
@@ -127,6 +137,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         max_events_per_second=args.max_rate,
         source=args.source,
         topic=args.topic,
+        group=args.group,
+        decoder=args.decoder,
     )
     if not args.wait:
         console.print(job_id)
@@ -239,18 +251,22 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     settings = on_database(settings, args)
     job_id = parse_job_id(args.job_id)
-    Coordinator(settings).get(job_id)  # a clear error for an unknown job
+    job = Coordinator(settings).get(job_id)  # a clear error for an unknown job
+    source = sources.get(job["source"])
     with db.connect(settings) as conn:
         rows = slices.parked_events(conn, job_id)
+    for r in rows:
+        r["position"] = source.describe_parked(r) or None  # a Kafka message: partition, offset
     if args.json:
         print(formats.to_json(rows))
         return 0
     # One line per event, whole ids: meant to be grepped and pasted, whatever the terminal width.
     for r in rows:
         state = "resolved" if r["resolved_at"] else "parked"
+        where = f"  {r['position']}" if r["position"] else ""
         console.print(
-            f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type']}"
-            f"  {state}, {formats.count(r['attempts'])} attempt(s)  {r['error']}",
+            f"{r['event_id']}  {r['aggregate_id']} #{r['sequence_num']}  {r['event_type'] or '?'}"
+            f"{where}  {state}, {formats.count(r['attempts'])} attempt(s)  {r['error']}",
             highlight=False,
         )  # fmt: skip
     unresolved = sum(not r["resolved_at"] for r in rows)

@@ -67,19 +67,26 @@ UPDATE replay_slice
 
 -- name: park_event
 -- An event parked again (a retry failed) keeps its row: the new error, one more attempt.
-INSERT INTO parked_event (job_id, event_id, handler_name, slice_no, error, traceback)
-VALUES (%(job_id)s, %(event_id)s, %(handler_name)s, %(slice_no)s, %(error)s, %(traceback)s)
+INSERT INTO parked_event (job_id, event_id, handler_name, slice_no, error, traceback,
+                          aggregate_id, sequence_num, event_type, metadata)
+VALUES (%(job_id)s, %(event_id)s, %(handler_name)s, %(slice_no)s, %(error)s, %(traceback)s,
+        %(aggregate_id)s, %(sequence_num)s, %(event_type)s, %(metadata)s)
 ON CONFLICT (job_id, event_id) DO UPDATE
    SET error = EXCLUDED.error, traceback = EXCLUDED.traceback,
        attempts = parked_event.attempts + 1, resolved_at = NULL;
 
 -- name: parked_events
+-- An event of the event table is described by its row there; one of another source (a Kafka
+-- message) by what was kept when it was parked.
 SELECT p.event_id, p.handler_name, p.slice_no, p.error, p.traceback, p.attempts, p.parked_at,
-       p.resolved_at, e.aggregate_id, e.sequence_num, e.event_type
+       p.resolved_at, coalesce(e.aggregate_id, p.aggregate_id) AS aggregate_id,
+       coalesce(e.sequence_num, p.sequence_num) AS sequence_num,
+       coalesce(e.event_type, p.event_type) AS event_type,
+       coalesce(e.metadata, p.metadata) AS metadata
   FROM parked_event p
   LEFT JOIN event e ON e.event_id = p.event_id
  WHERE p.job_id = %(job_id)s AND (NOT %(unresolved_only)s OR p.resolved_at IS NULL)
- ORDER BY e.aggregate_id, e.sequence_num;
+ ORDER BY 9, 10, p.slice_no;
 
 -- name: resolve_parked
 UPDATE parked_event SET resolved_at = now()

@@ -159,6 +159,20 @@ class Source:
         parked events; live processing reads the event table's this way)."""
         raise NotImplementedError
 
+    def reread(
+        self, conn: Connection, scope: Scope, parked: Sequence[Mapping[str, Any]]
+    ) -> list[Event]:
+        """The parked events ``parked`` (rows of ``slices.parked_events``: ``event_id`` and what
+        was kept of the event, its ``metadata`` included) read again, for ``retry-parked``. By
+        default by id (``events``); a source without an event table finds them by their
+        metadata. An event that cannot be decoded again raises ``MalformedEvent``."""
+        return self.events(conn, [p["event_id"] for p in parked])
+
+    def describe_parked(self, parked: Mapping[str, Any]) -> str:
+        """Where a parked event lies, in a few words, for ``replay parked`` ('' if its id is
+        enough)."""
+        return ""
+
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
         """A checkpoint in a few words, for ``replay status``."""
         if checkpoint is None:

@@ -34,196 +34,38 @@ takes it, naming its partition and offset, and the handler never sees it.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
 from shared.db import Connection
-from shared.errors import ConfigurationError, InvalidRequest, ServiceUnavailable
+from shared.errors import InvalidRequest
 from shared.handlers import Event
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy
 from shared.sources import Batch, Checkpoint, SliceReader, Source, source
-from shared.sources.kafka_decoding import decode
-from shared.store import shorten
+from shared.sources.kafka_client import (
+    BOOTSTRAP_ENV,
+    METADATA_TIMEOUT_SECONDS,
+    bootstrap,
+    check_group,
+    consumer,
+    fetch,
+    kafka_module,
+    log_ends,
+    offset_at,
+    partitions,
+    unreachable,
+)
+from shared.sources.kafka_decoding import Decoder, decode, get_decoder
+
+__all__ = ["BOOTSTRAP_ENV", "NAME", "KafkaSource", "PartitionReader", "bootstrap"]
 
 log = logging.getLogger(__name__)
 
 NAME = "kafka"
-BOOTSTRAP_ENV = "REPLAY_KAFKA_BOOTSTRAP"
-#: how long a metadata or offset request may take before the broker counts as unreachable, in s
-METADATA_TIMEOUT_SECONDS = 5.0
-#: how long a batch's messages may take to arrive before the read fails, in seconds
-FETCH_TIMEOUT_SECONDS = 30.0
-#: planning on a broker whose high watermark is short of the log's end (tansu): no message
-#: for this long, in seconds, is the end (see log_ends)
-END_IDLE_SECONDS = 0.5
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def bootstrap() -> str:
-    """The brokers, ``host:port,...``, from ``REPLAY_KAFKA_BOOTSTRAP`` (read when used)."""
-    value = os.environ.get(BOOTSTRAP_ENV, "").strip()
-    if not value:
-        raise ConfigurationError(
-            f"no Kafka broker: set {BOOTSTRAP_ENV}=host:port of a broker, or install the extra"
-            " (pip install 'event-replay[kafka]') and start the embedded one"
-        )
-    return value
-
-
-def _kafka() -> Any:
-    try:
-        import confluent_kafka
-    except ImportError:
-        raise ConfigurationError(
-            "the Kafka source needs confluent-kafka: pip install 'event-replay[kafka]'"
-        ) from None
-    return confluent_kafka
-
-
-def consumer(group: str = "event-replay") -> Any:
-    """A consumer that joins no group (it is only ever ``assign``-ed) and commits only when
-    told; ``group`` is the group its explicit commits go to."""
-    return _kafka().Consumer({
-        "bootstrap.servers": bootstrap(), "group.id": group, "enable.auto.commit": False,
-        "enable.auto.offset.store": False, "enable.partition.eof": True,
-        # a deleted offset is an error, never a silent jump to the log's start or end
-        "auto.offset.reset": "error", "allow.auto.create.topics": False, "log_level": 3,
-        # a fetch at the (believed) end of the log returns at once: see log_end
-        "fetch.wait.max.ms": 50,
-    })  # fmt: skip
-
-
-def _unreachable(exc: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(
-        f"no Kafka broker answers at {shorten(bootstrap())} ({BOOTSTRAP_ENV}): start one and"
-        f" point {BOOTSTRAP_ENV} at it, or install the extra (pip install"
-        f" 'event-replay[kafka]') for the embedded one ({exc})"
-    )
-
-
-def to_millis(when: datetime) -> int:
-    """The first Kafka timestamp (ms) at or after ``when``."""
-    micros = (when - EPOCH) // timedelta(microseconds=1)
-    return -(-micros // 1000)
-
-
-def partitions(client: Any, topic: str) -> list[int]:
-    """The topic's partitions; ``InvalidRequest`` for a topic the broker does not have."""
-    kafka = _kafka()
-    try:
-        meta = client.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
-    except kafka.KafkaException as exc:
-        raise _unreachable(exc) from None
-    if meta is None or meta.error is not None or not meta.partitions:
-        raise InvalidRequest(f"no topic {shorten(topic)} on the Kafka broker at {bootstrap()}")
-    return sorted(meta.partitions)
-
-
-def offset_at(client: Any, topic: str, partition: int, when: datetime, low: int, high: int) -> int:
-    """The offset of the first message at or after ``when`` (``high`` if none).
-
-    ``offsets_for_times`` answers that on Kafka; tansu (the embedded broker) answers with an
-    offset at or before it, so the answer is checked by reading forward from it (on Kafka the
-    first message read is the one)."""
-    kafka = _kafka()
-    millis = to_millis(when)
-    tp = kafka.TopicPartition(topic, partition, millis)
-    try:
-        found = client.offsets_for_times([tp], timeout=METADATA_TIMEOUT_SECONDS)[0]
-    except kafka.KafkaException as exc:
-        raise _unreachable(exc) from None
-    offset = found.offset
-    if offset < 0 or offset >= high:
-        return high
-    offset = max(offset, low)
-    assign = True
-    while offset < high:
-        got = fetch(client, topic, partition, offset, min(500, high - offset), assign=assign)
-        for message in got:
-            if message.timestamp()[1] >= millis:
-                return int(message.offset())
-            offset = message.offset() + 1
-        assign = False  # go on where the consumer is
-        if not got:
-            break
-    return high
-
-
-def fetch(
-    client: Any,
-    topic: str,
-    partition: int,
-    offset: int,
-    count: int,
-    *,
-    assign: bool = True,
-    idle: float | None = None,
-) -> list[Any]:
-    """Up to ``count`` messages of the partition from ``offset`` on, fewer at the log's end
-    (which the broker signals, or, with ``idle``, no message for that many seconds);
-    ``assign=False``: the consumer is assigned there already (it read up to ``offset``)."""
-    kafka = _kafka()
-    if assign:
-        client.assign([kafka.TopicPartition(topic, partition, offset)])
-    messages: list[Any] = []
-    deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
-    while len(messages) < count:
-        got = client.consume(count - len(messages), timeout=idle or 1.0)
-        if not got and idle is not None:
-            return messages
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(
-                f"the Kafka broker at {bootstrap()} sent no message of partition {partition}"
-                f" of topic {topic} from offset {offset} in {FETCH_TIMEOUT_SECONDS:.0f} s"
-            )
-        for message in got:
-            error = message.error()
-            if error is not None:
-                if error.code() == kafka.KafkaError._PARTITION_EOF:
-                    return messages
-                raise ServiceUnavailable(
-                    f"reading partition {partition} of topic {topic} from offset {offset}:"
-                    f" {error.str()}"
-                )
-            messages.append(message)
-    return messages
-
-
-def log_ends(client: Any, topic: str, marks: dict[int, tuple[int, int]]) -> dict[int, int]:
-    """Each partition's end offset (the next one to be written), from its low and high
-    watermarks.
-
-    tansu (the embedded broker) reports as high watermark the first offset of the partition's
-    last record batch plus one, not past the batch (nor does it signal the partition's end):
-    reading every partition from there until no message comes for ``END_IDLE_SECONDS`` finds
-    the true ends. On Kafka one message per partition is read, and the broker signals each end
-    at once. Messages that keep coming are read for ``FETCH_TIMEOUT_SECONDS`` at most."""
-    kafka = _kafka()
-    ends = {p: high for p, (_, high) in marks.items()}
-    pending = {p for p, (low, high) in marks.items() if high > low}
-    if not pending:
-        return ends
-    client.assign([kafka.TopicPartition(topic, p, ends[p] - 1) for p in sorted(pending)])
-    deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
-    while pending and time.monotonic() < deadline:
-        got = client.consume(10_000, timeout=END_IDLE_SECONDS)
-        if not got:
-            break
-        for message in got:
-            error = message.error()
-            if error is None:
-                ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
-            elif error.code() == kafka.KafkaError._PARTITION_EOF:
-                pending.discard(message.partition())
-            else:
-                raise ServiceUnavailable(f"reading the ends of topic {topic}: {error.str()}")
-    return ends
 
 
 def offset_ranges(scope: Scope) -> list[tuple[int, int, int]]:
@@ -235,18 +77,22 @@ def offset_ranges(scope: Scope) -> list[tuple[int, int, int]]:
         )
     if scope.topic is None:
         raise InvalidRequest("source 'kafka' needs a topic")
-    kafka = _kafka()
+    get_decoder(scope.decoder)  # a decoder this process does not know, before the broker
+    kafka = kafka_module()
     client = consumer()
     try:
         marks = {}
-        for p in partitions(client, scope.topic):
+        found = partitions(client, scope.topic)
+        if scope.group is not None:
+            check_group(scope.group, scope.topic, found)
+        for p in found:
             tp = kafka.TopicPartition(scope.topic, p)
             try:
                 marks[p] = client.get_watermark_offsets(
                     tp, timeout=METADATA_TIMEOUT_SECONDS, cached=False
                 )
             except kafka.KafkaException as exc:
-                raise _unreachable(exc) from None
+                raise unreachable(exc) from None
         ends = log_ends(client, scope.topic, marks)
         ranges = []
         for p, (low, _) in marks.items():
@@ -292,6 +138,10 @@ class PartitionReader(SliceReader):
         assert self.scope.topic is not None
         return self.scope.topic
 
+    @property
+    def decoder(self) -> Decoder | None:
+        return get_decoder(self.scope.decoder)
+
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         partition, start, end = partition_range(self.bounds)
         offset = int(checkpoint["offset"]) if checkpoint else start
@@ -308,8 +158,9 @@ class PartitionReader(SliceReader):
         messages = [m for m in messages if m.offset() < end]
         self._next = messages[-1].offset() + 1 if messages else None
         batch = Batch([])
+        plugged = self.decoder
         for message in messages:
-            event, error = decode(message)
+            event, error = decode(message, plugged)
             batch.events.append(event)
             if error is not None:
                 batch.poison[event["event_id"]] = error
@@ -319,12 +170,13 @@ class PartitionReader(SliceReader):
         return {"offset": int(event["metadata"]["kafka"]["offset"]) + 1}
 
     def committed(self, job_id: UUID, checkpoint: Checkpoint) -> None:
-        """The offset, to the job's own group ``replay-<job id>`` (best effort)."""
+        """The offset, to the job's own group (``replay-<job id>`` unless the job names one),
+        best effort."""
         partition, _, end = partition_range(self.bounds)
         try:
             if self._committer is None:
-                self._committer = consumer(group=f"replay-{job_id}")
-            offset = _kafka().TopicPartition(self.topic, partition, int(checkpoint["offset"]))
+                self._committer = consumer(group=self.scope.group or f"replay-{job_id}")
+            offset = kafka_module().TopicPartition(self.topic, partition, int(checkpoint["offset"]))
             self._committer.commit(offsets=[offset], asynchronous=False)
         except Exception:
             log.warning("job %s: the offset of partition %s was not committed to its group",
@@ -380,5 +232,41 @@ class KafkaSource(Source):
             " job is not built): replay the partition's offsets instead"
         )
 
+    def reread(
+        self, conn: Connection, scope: Scope, parked: Sequence[Mapping[str, Any]]
+    ) -> list[Event]:
+        """Each parked message read again where it lies (its ``metadata["kafka"]``) and decoded
+        with the job's decoder; ``MalformedEvent`` if one still cannot be decoded."""
+        assert scope.topic is not None
+        plugged = get_decoder(scope.decoder)
+        client = consumer()
+        try:
+            events = []
+            for row in parked:
+                partition, offset = _position(row)
+                got = fetch(client, scope.topic, partition, offset, 1)
+                if not got or got[0].offset() != offset:
+                    raise InvalidRequest(
+                        f"the message at offset {offset} of partition {partition} of topic"
+                        f" {scope.topic} is no longer retained by the broker"
+                    )
+                event, error = decode(got[0], plugged)
+                if error is not None:
+                    raise error
+                events.append(event)
+            return events
+        finally:
+            client.close()
+
+    def describe_parked(self, parked: Mapping[str, Any]) -> str:
+        partition, offset = _position(parked)
+        return f"partition {partition} offset {offset}"
+
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
         return "start" if checkpoint is None else f"next offset {checkpoint['offset']}"
+
+
+def _position(parked: Mapping[str, Any]) -> tuple[int, int]:
+    """(partition, offset) of a parked message, from the metadata it was parked with."""
+    where = (parked.get("metadata") or {}).get("kafka") or {}
+    return int(where["partition"]), int(where["offset"])

@@ -9,27 +9,31 @@ suite.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from local.kafka import EmbeddedKafka, binary
+from local.kafka import EmbeddedKafka, binary, free_port
 from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
 from shared import db, slices
-from shared.errors import InvalidRequest
+from shared.errors import ConfigurationError, InvalidRequest, SourceUnavailable
 from shared.settings import Settings
 from shared.sources import kafka as kafka_source
+from shared.sources import kafka_decoding
 from tests.folds import fold_order_summary, read_order_summary
-from tests.support import WORKER_ENV
+from tests.support import ROOT, WORKER_ENV
 
 kafka = pytest.importorskip("confluent_kafka", reason="the Kafka extra is not installed")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -167,15 +171,30 @@ def fold_from(messages: list[Any], millis: int) -> dict[str, Any]:
     return fold_order_summary(events)
 
 
-def committed(broker: EmbeddedKafka, group: str, topic: str) -> dict[int, int]:
+def committed(
+    broker: EmbeddedKafka, group: str, topic: str, partitions: int = PARTITIONS
+) -> dict[int, int]:
     consumer = kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
     try:
         found = consumer.committed(
-            [kafka.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+            [kafka.TopicPartition(topic, p) for p in range(partitions)], timeout=10
         )
     finally:
         consumer.close()
     return {tp.partition: tp.offset for tp in found}
+
+
+@contextlib.contextmanager
+def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """This process's environment replaced by ``env`` for a while."""
+    before = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def commit(broker: EmbeddedKafka, group: str, topic: str, offsets: dict[int, int]) -> None:
@@ -328,3 +347,123 @@ def test_a_cancelled_kafka_job_resumes_at_its_offsets(
     assert job["applied_count"] == total
     expected = fold_from(read_topic(broker, topic, total, partitions=2), 0)
     assert read_order_summary(conn) == expected
+
+
+def cli(settings: Settings, broker: EmbeddedKafka, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", *argv],
+        env={**os.environ, **settings.as_env(), BOOTSTRAP_ENV: broker.bootstrap,
+             "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
+def order_placed(key: str) -> tuple[str, bytes]:
+    value = {"event_type": "OrderPlaced", "aggregate_type": "Order", "payload": {}}
+    return key, json.dumps(value).encode()
+
+
+def test_a_parked_message_is_listed_where_it_lies_and_retried_after_a_fix(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    topic = create_topic(broker, partitions=1)
+    item = {"event_type": "ItemAdded", "aggregate_type": "Order",
+            "payload": {"sku": "a", "qty": 2, "price": "1.50"}}  # fmt: skip
+    produce(broker, topic, [order_placed("kafka-order-000"), order_placed("kafka-order-001"),
+                            ("kafka-order-000", json.dumps(item).encode())])  # fmt: skip
+    # The handler's "bug": it fails on the message at offset 2 (its derived event id).
+    bad = kafka_decoding.event_id(topic, 0, 2)
+    conn.execute("INSERT INTO poison_rule (event_id) VALUES (%s)", (bad,))
+    job = coordinator.wait(
+        coordinator.submit("poisonable_summary", source=SOURCE, topic=topic, on_error="park"), 60
+    )
+    assert job["status"] == "completed", job["error"]
+    assert (job["processed_count"], job["applied_count"], job["poison_count"]) == (3, 2, 1)
+
+    listed = cli(coordinator.settings, broker, "parked", job["job_id"])
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if str(bad) in x)
+    assert "kafka-order-000 #2  ItemAdded  partition 0 offset 2  parked" in line, line
+    assert "Poisoned" in line
+
+    still = cli(coordinator.settings, broker, "retry-parked", job["job_id"])
+    assert still.returncode == 1 and "1 still failing" in still.stdout, still.stdout
+
+    conn.execute("DELETE FROM poison_rule")  # the fix
+    retried = cli(coordinator.settings, broker, "retry-parked", job["job_id"])
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "1 parked event(s) applied" in retried.stdout
+    assert read_order_summary(conn) == {
+        "kafka-order-000": (2, Decimal("3.00"), "placed", 2),
+        "kafka-order-001": (0, Decimal("0"), "placed", 1),
+    }
+
+
+def test_a_decoder_is_plugged_in_like_a_handler(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    topic = create_topic(broker, partitions=1)
+    values = [b"OrderPlaced", b"ItemAdded a 3 2.00", b"Refunded everything", b"OrderShipped"]
+    lines: list[tuple[str | None, bytes]] = [("kafka-order-000", v) for v in values]
+    produce(broker, topic, lines)
+    with pytest.raises(InvalidRequest, match=r"unknown Kafka decoder 'nope' \(known: json, "):
+        coordinator.submit("order_summary", source=SOURCE, topic=topic, decoder="nope")
+    with pytest.raises(InvalidRequest, match="a decoder is only for a source that reads topics"):
+        coordinator.submit("order_summary", decoder="order_lines")
+    assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 0
+
+    job = coordinator.wait(coordinator.submit(
+        "order_summary", source=SOURCE, topic=topic, decoder="order_lines", on_error="park"
+    ), 60)  # fmt: skip
+    assert job["status"] == "completed", job["error"]
+    assert (job["processed_count"], job["applied_count"], job["poison_count"]) == (4, 3, 1)
+    assert read_order_summary(conn) == {"kafka-order-000": (3, Decimal("6.00"), "shipped", 3)}
+    with db.connect(coordinator.settings) as c:
+        [parked] = slices.parked_events(c, uuid.UUID(job["job_id"]))
+    assert "offset 2 of partition 0" in parked["error"]
+    assert "not an order line: 'Refunded'" in parked["error"]
+
+
+def test_a_replay_commits_to_the_group_it_is_given_never_to_a_live_one(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    topic = create_topic(broker, partitions=2)
+    produce(broker, topic, [order_placed(f"kafka-order-{k:03d}") for k in range(10)])
+    commit(broker, "orders-live", topic, {0: 1, 1: 1})
+    with pytest.raises(InvalidRequest, match="group 'orders-live' has committed offsets for"):
+        coordinator.submit("order_summary", source=SOURCE, topic=topic, group="orders-live")
+    assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 0
+
+    group = f"rebuild-{uuid.uuid4().hex[:6]}"
+    job_id = coordinator.submit("order_summary", source=SOURCE, topic=topic, group=group)
+    job = coordinator.wait(job_id, 60)
+    assert job["status"] == "completed", job["error"]
+    ends = {s["checkpoint"]["offset"] for s in job["slices"]}
+    assert sorted(committed(broker, group, topic, partitions=2).values()) == sorted(ends)
+    assert sum(ends) == 10
+    assert committed(broker, "orders-live", topic, partitions=2) == {0: 1, 1: 1}
+
+
+def test_no_broker_answering_is_one_line_naming_both_ways_out(
+    kafka_settings: Settings, conn: db.Connection, broker: EmbeddedKafka, clean: None
+) -> None:
+    nowhere = {**os.environ, BOOTSTRAP_ENV: f"127.0.0.1:{free_port()}"}
+    with patched_environ(nowhere), pytest.raises(SourceUnavailable) as caught:
+        Coordinator(kafka_settings).submit("order_summary", source=SOURCE, topic="orders")
+    message = str(caught.value)
+    assert "\n" not in message and "no Kafka broker answers at 127.0.0.1:" in message
+    assert BOOTSTRAP_ENV in message and "replay up" in message
+    unset = {k: v for k, v in os.environ.items() if k != BOOTSTRAP_ENV}
+    with patched_environ(unset), pytest.raises(ConfigurationError, match="replay up"):
+        Coordinator(kafka_settings).submit("order_summary", source=SOURCE, topic="orders")
+    assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 0
+    # The command line: the same line, exit code 2.
+    proc = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "submit", "order_summary", "--source", SOURCE,
+         "--kafka-topic", "orders"],
+        env={**nowhere, **kafka_settings.as_env(), "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "no Kafka broker answers at 127.0.0.1:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
