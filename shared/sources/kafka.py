@@ -10,9 +10,11 @@ Frozen scope: at planning, for every partition, the start offset is the first me
 after ``from_time`` (``offsets_for_times``) and the end is the first at or after ``to_time``, or
 the high watermark at planning time; messages appended later are not the job's, and
 ``total_events`` is the exact sum. One slice per partition, so per-key order is partition order
-(every key lies in one partition). The frozen offsets are the slice's bounds, written in the
-aggregate-range columns as ``p<partition>@<offset>`` (first and last offset, inclusive), so that
-no column was added; the job's own frozen text is the planning instant, for people.
+(every key lies in one partition); for a handler that needs no order, ``slice_by="time"`` cuts
+the partitions into offset ranges (more slices than partitions, for more workers). The frozen
+offsets are the slice's bounds, written in the aggregate-range columns as ``p<partition>@<offset>``
+(first and last offset, inclusive), so that no column was added; the job's own frozen text is
+the planning instant, for people.
 
 Reading: the slice's partition is assigned (no group is joined: ``assign``, never
 ``subscribe``) and read in offset order from the checkpoint, the next offset to read, which the
@@ -33,6 +35,7 @@ takes it, naming its partition and offset, and the handler never sees it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +110,19 @@ def offset_ranges(scope: Scope) -> list[tuple[int, int, int]]:
         return ranges
     finally:
         client.close()
+
+
+def cut(ranges: list[tuple[int, int, int]], slices: int) -> list[tuple[int, int, int]]:
+    """The partitions' offset ranges cut into about ``slices`` ranges of about equal size
+    (each partition into at least one, at most one per message)."""
+    total = sum(end - start for _, start, end in ranges)
+    out = []
+    for partition, start, end in ranges:
+        size = end - start
+        pieces = min(size, max(1, round(slices * size / total)))
+        bounds = [start + size * i // pieces for i in range(pieces + 1)]
+        out += [(partition, a, b) for a, b in itertools.pairwise(bounds)]
+    return out
 
 
 def slice_bounds(partition: int, start: int, end: int) -> SliceBounds:
@@ -198,13 +214,25 @@ class KafkaSource(Source):
     """A Kafka topic (see the module's docstring)."""
 
     name: ClassVar[str] = NAME
-    slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE,)
+    #: by time: offset ranges of partitions, for a handler that needs no order
+    slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE, SliceBy.TIME)
     reads_topics: ClassVar[bool] = True
     reader_class: ClassVar[type[SliceReader]] = PartitionReader
+
+    def __init__(self) -> None:
+        #: the last planning's offsets, by its frozen text: ``count`` and ``plan`` of one
+        #: planning see the same offsets, read from the broker once
+        self._ranges: tuple[str, list[tuple[int, int, int]]] | None = None
 
     def freeze(self, conn: Connection) -> str:
         # The frozen offsets are the slices' bounds (``plan``): this is when they were taken.
         return f"offsets at {datetime.now(UTC).isoformat()}"
+
+    def ranges(self, scope: Scope, frozen: str) -> list[tuple[int, int, int]]:
+        """``offset_ranges`` of the scope, once per planning (``frozen`` tells them apart)."""
+        if self._ranges is None or self._ranges[0] != frozen:
+            self._ranges = (frozen, offset_ranges(scope))
+        return self._ranges[1]
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
         raise InvalidRequest("source 'kafka' cannot select event types yet")
@@ -213,14 +241,18 @@ class KafkaSource(Source):
         return []
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
-        return sum(end - start for _, start, end in offset_ranges(scope))
+        return sum(end - start for _, start, end in self.ranges(scope, frozen))
 
     def plan(
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
-        """One slice per partition with messages in scope (``slices`` is not used: cutting a
-        partition into offset ranges is for handlers that need no order, not built yet)."""
-        ranges = [(p, start, end) for p, start, end in offset_ranges(scope) if end > start]
+        """By aggregate: one slice per partition with messages in scope (a key's messages
+        are all in its partition, in offset order). By time (only for a handler that needs no
+        order): about ``slices`` slices, each partition cut into offset ranges in proportion to
+        its messages."""
+        ranges = [(p, start, end) for p, start, end in self.ranges(scope, frozen) if end > start]
+        if slice_by is SliceBy.TIME:
+            ranges = cut(ranges, slices)
         return [
             PlannedSlice(i, slice_bounds(p, start, end), end - start)
             for i, (p, start, end) in enumerate(ranges)
@@ -228,8 +260,8 @@ class KafkaSource(Source):
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         raise InvalidRequest(
-            "the events of a Kafka job cannot be read again by id yet (retry-parked of a Kafka"
-            " job is not built): replay the partition's offsets instead"
+            "the messages of a Kafka topic cannot be found by event id: by their partition and"
+            " offset only (``reread``)"
         )
 
     def reread(

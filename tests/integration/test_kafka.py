@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
 from shared import db, slices
 from shared.errors import ConfigurationError, InvalidRequest, SourceUnavailable
+from shared.scope import SliceBounds
 from shared.settings import Settings
 from shared.sources import kafka as kafka_source
 from shared.sources import kafka_decoding
@@ -480,3 +482,29 @@ def test_no_broker_answering_is_one_line_naming_both_ways_out(
     assert proc.returncode == 2, proc.stderr
     assert "no Kafka broker answers at 127.0.0.1:" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_handler_that_needs_no_order_gets_offset_ranges(
+    coordinator: Coordinator, conn: db.Connection, broker: EmbeddedKafka
+) -> None:
+    topic = create_topic(broker, partitions=2)
+    produce(broker, topic, burst(0))
+    total = KEYS * EVENTS_PER_KEY_PER_BURST
+    with pytest.raises(InvalidRequest, match="needs per-aggregate order"):
+        coordinator.submit("order_summary", source=SOURCE, topic=topic, slice_by="time")
+    job = coordinator.wait(coordinator.submit(
+        "order_notifications", source=SOURCE, topic=topic, slice_by="time", slices=6
+    ), 60)  # fmt: skip
+    assert job["status"] == "completed", job["error"]
+    assert job["processed_count"] == job["total_events"] == total
+    assert len(job["slices"]) == 6  # more slices than partitions: 3 offset ranges each
+    ranges = sorted(kafka_source.partition_range(
+        SliceBounds(s["first_aggregate"], s["last_aggregate"])) for s in job["slices"])  # fmt: skip
+    for p in (0, 1):
+        mine = [(a, b) for q, a, b in ranges if q == p]
+        assert len(mine) == 3 and all(b == c for (_, b), (c, _) in itertools.pairwise(mine))
+    marked = conn.execute(
+        "SELECT count(DISTINCT event_id) AS n FROM processed_event"
+        " WHERE handler_name = 'order_notifications'"
+    ).fetchone()
+    assert marked["n"] == total  # every message once
