@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from shared import db, jobs, queries
+from shared import db, jobs, queries, sources
 from shared.db import Connection, Jsonb
 from shared.errors import NotFound
 from shared.jobs import Status, params
@@ -219,7 +219,7 @@ def labels(conn: Connection, job_id: UUID) -> dict[int, str]:
     rows = conn.execute(QUERIES["slice_labels"], params(job_id=job_id)).fetchall()
     return {
         r["slice_no"]: f"slice {r['slice_no']} of {r['slices']} · {r['total_events']:,} events"
-        f" · {_bounds(r).describe()} · job {job_id}"
+        f" · {sources.get(r['source']).describe_bounds(_bounds(r))} · job {job_id}"
         for r in rows
     }
 

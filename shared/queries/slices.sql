@@ -125,11 +125,12 @@ RETURNING 1;
 -- name: slice_labels
 -- What a slice task is labelled with in Flower: its bounds, its size and how many slices its
 -- job has.
-SELECT slice_no, first_aggregate, last_aggregate, from_time, to_time, total_events,
-       count(*) OVER () AS slices
-  FROM replay_slice
- WHERE job_id = %(job_id)s
- ORDER BY slice_no;
+SELECT s.slice_no, s.first_aggregate, s.last_aggregate, s.from_time, s.to_time, s.total_events,
+       count(*) OVER () AS slices, j.source
+  FROM replay_slice s
+  JOIN replay_job j ON j.job_id = s.job_id
+ WHERE s.job_id = %(job_id)s
+ ORDER BY s.slice_no;
 
 -- name: slice_error
 SELECT last_error FROM replay_slice WHERE job_id = %(job_id)s AND slice_no = %(slice_no)s;

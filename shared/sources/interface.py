@@ -173,6 +173,10 @@ class Source:
         enough)."""
         return ""
 
+    def describe_bounds(self, bounds: SliceBounds) -> str:
+        """A slice's bounds in a few words, for its label in Flower."""
+        return bounds.describe()
+
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
         """A checkpoint in a few words, for ``replay status``."""
         if checkpoint is None:

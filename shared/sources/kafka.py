@@ -290,6 +290,10 @@ class KafkaSource(Source):
         finally:
             client.close()
 
+    def describe_bounds(self, bounds: SliceBounds) -> str:
+        partition, start, end = partition_range(bounds)
+        return f"partition {partition} offsets {start:,} … {end - 1:,}"
+
     def describe_parked(self, parked: Mapping[str, Any]) -> str:
         partition, offset = _position(parked)
         return f"partition {partition} offset {offset}"

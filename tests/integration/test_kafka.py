@@ -508,3 +508,6 @@ def test_a_handler_that_needs_no_order_gets_offset_ranges(
         " WHERE handler_name = 'order_notifications'"
     ).fetchone()
     assert marked["n"] == total  # every message once
+    with db.connect(coordinator.settings) as c:  # what Flower shows of a slice
+        label = slices.labels(c, uuid.UUID(job["job_id"]))[0]
+    assert label.startswith("slice 0 of 6 · ") and " · partition 0 offsets 0 … " in label, label
