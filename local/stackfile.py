@@ -15,9 +15,11 @@ from typing import Any
 from local import pids
 from shared.errors import EmbeddedServerError
 
-# Ports for the servers: below Linux's ephemeral range (32768-60999), a pair per home.
+# Ports for the servers: below Linux's ephemeral range (32768-60999), three per home
+# (PostgreSQL, Redis, Kafka: the ``offset`` of ``port``).
 PORT_RANGE = (20000, 30000)
-PORT_SLOTS = (PORT_RANGE[1] - PORT_RANGE[0]) // 2
+PORTS_PER_HOME = 3
+PORT_SLOTS = (PORT_RANGE[1] - PORT_RANGE[0]) // PORTS_PER_HOME
 #: stack.json's "version": a home without it predates the secret (trust, open Redis)
 STATE_VERSION = 2
 
@@ -38,8 +40,9 @@ def port(state: dict[str, Any], key: str, home_dir: Path, offset: int) -> int:
     preferred = state.get(key)
     if isinstance(preferred, int) and port_free(preferred):
         return preferred
-    base = PORT_RANGE[0] + 2 * (zlib.crc32(str(home_dir).encode()) % PORT_SLOTS) + offset
-    for step in range(0, 2 * 200, 2):
+    slot = zlib.crc32(str(home_dir).encode()) % PORT_SLOTS
+    base = PORT_RANGE[0] + PORTS_PER_HOME * slot + offset
+    for step in range(0, PORTS_PER_HOME * 200, PORTS_PER_HOME):
         port = PORT_RANGE[0] + (base - PORT_RANGE[0] + step) % (PORT_RANGE[1] - PORT_RANGE[0])
         if port_free(port):
             return port

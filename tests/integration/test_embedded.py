@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from local import embedded, servers
-from local.servers import REDIS_ENV
+from local import embedded, kafka, servers
+from local.servers import KAFKA_ENV, REDIS_ENV
 from local.workers import WorkerProcess, wait_until_ready
 from shared.settings import Settings
 from tests.support import ROOT
@@ -31,6 +31,14 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(embedded.binaries() is None, reason="event-replay[embedded] not installed"),
 ]
+
+#: what `replay up` starts: the embedded Kafka too where event-replay[kafka] is installed
+UP_SERVERS = embedded.ALL if kafka.binary() is not None else embedded.SERVERS
+UP_EXPORTS = {
+    "REPLAY_DATABASE_URL",
+    *REDIS_ENV,
+    *([KAFKA_ENV] if embedded.KAFKA in UP_SERVERS else []),
+}
 
 
 def unused_port() -> int:
@@ -62,12 +70,14 @@ def bare_env(stack_home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("REPLAY_DATABASE_URL", *REDIS_ENV) and not k.startswith("REPLAY_TEST")
+        if k not in ("REPLAY_DATABASE_URL", *REDIS_ENV, KAFKA_ENV)
+        and not k.startswith("REPLAY_TEST")
     }
     env.update(
         REPLAY_HOME=str(stack_home),
         REPLAY_LOCAL_POSTGRES=f"127.0.0.1:{unused_port()}",
         REPLAY_LOCAL_REDIS=f"127.0.0.1:{unused_port()}",
+        REPLAY_LOCAL_KAFKA=f"127.0.0.1:{unused_port()}",
         PYTHONPATH=str(ROOT),
     )
     return env
@@ -146,14 +156,14 @@ def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: P
     up = replay(bare_env, "up")
     assert up.returncode == 0, up.stderr
     exports = dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
-    assert set(exports) == {"REPLAY_DATABASE_URL", *REDIS_ENV}
+    assert set(exports) == UP_EXPORTS
     assert "started" in up.stderr
     stack = embedded.EmbeddedStack(stack_home, embedded.binaries())  # type: ignore[arg-type]
     first = stack.status()
 
     again = replay(bare_env, "up")
     assert again.returncode == 0, again.stderr
-    assert again.stderr.count("already running, reused") == 2
+    assert again.stderr.count("already running, reused") == len(UP_SERVERS)
     assert again.stdout == up.stdout
     second = stack.status()
     assert (second["postgres"], second["redis"]) == (first["postgres"], first["redis"])
@@ -162,7 +172,7 @@ def test_up_submit_down_up_keeps_the_job(bare_env: dict[str, str], stack_home: P
     assert replay(env, "seed", "--aggregates", "50", "--events-per-aggregate", "10").returncode == 0
     settings = Settings.from_env(env)
     # The worker is given no URL (empty is unset): it finds the stack `up` left running here.
-    unset = dict.fromkeys(("REPLAY_DATABASE_URL", *REDIS_ENV), "")
+    unset = dict.fromkeys(UP_EXPORTS, "")
     worker = WorkerProcess(
         settings, "embedded1", log_path=stack_home / "w.log", extra_env={**bare_env, **unset}
     ).start()
@@ -212,7 +222,7 @@ def test_two_commands_at_once_start_one_stack(bare_env: dict[str, str], stack_ho
     # The flock serializes them: one starts the servers, the other finds them running.
     outs = twice_at_once(bare_env, "up")
     assert outs[0][0] == outs[1][0]  # the same exports: the same servers
-    assert sorted(err.count("already running, reused") for _, err in outs) == [0, 2]
+    assert sorted(err.count("already running, reused") for _, err in outs) == [0, len(UP_SERVERS)]
     status = embedded.EmbeddedStack(stack_home, embedded.binaries()).status()  # type: ignore[arg-type]
     assert len(processes_naming(f"redis-server 127.0.0.1:{status['redis_port']}")) == 1
     assert len(processes_naming(f"-D {stack_home}/pg")) == 1
