@@ -1,13 +1,13 @@
-"""The benchmarks' ``replay`` verbs: ``bench``, ``bench-live``, ``bench-aggregate``. An entry
-point of the group ``event_replay.commands`` (pyproject.toml) hands ``add_commands`` to
-``scheduler.cli``."""
+"""The benchmarks' ``replay`` verbs: ``bench``, ``bench-live``, ``bench-aggregate``,
+``bench-kafka``. An entry point of the group ``event_replay.commands`` (pyproject.toml) hands
+``add_commands`` to ``scheduler.cli``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench import aggregate_load, live_latency, replay_bench
+from bench import aggregate_load, kafka_bench, live_latency, replay_bench
 from examples.orders import seed
 from scheduler.cli.commands import Subcommands, add, check_count, scratch_arguments
 from scheduler.cli.display import console
@@ -19,6 +19,8 @@ from shared.settings import Settings
 MAX_BENCH_RUNS = 100
 MAX_AGGREGATE_BENCH_RUNS = 100_000
 MAX_PROBE_SECONDS = 3600
+#: the Kafka bench's topic lives in the broker's memory (tansu): a few GB at most
+MAX_KAFKA_BENCH_EVENTS = 10_000_000
 
 
 def add_commands(sub: Subcommands) -> None:
@@ -52,6 +54,17 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--runs", type=int, default=50)
     s.add_argument("--output", default="bench/results/aggregate_load.json")
     s.add_argument("--force", action="store_true", help="drop <db>_aggbench whatever it is")
+
+    s = add(sub, cmd_bench_kafka,
+            "the design's Kafka loop (kafka-python, a commit per message) against a Kafka job",
+            migrates=True)  # fmt: skip
+    s.add_argument("--events", type=int, default=100_000, help="messages both sides replay")
+    s.add_argument("--keys", type=int, default=1_000, help="orders (message keys)")
+    s.add_argument("--baseline-sample", type=int, default=20_000,
+                   help="messages the design's loop replays (a burst of their own)")  # fmt: skip
+    s.add_argument("--runs", type=int, default=3, help="runs of the project's job (medians)")
+    scratch_arguments(s, "kafkabench")
+    s.add_argument("--output", default="bench/results/kafka.json")
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
@@ -89,4 +102,17 @@ def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
     check_count("--runs", args.runs, MAX_AGGREGATE_BENCH_RUNS)
     aggregate_load.run(settings, args.runs, Path(args.output), console, force=args.force)
+    return 0
+
+
+def cmd_bench_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    check_count("--events", args.events, MAX_KAFKA_BENCH_EVENTS)
+    check_count("--keys", args.keys, args.events)
+    check_count("--baseline-sample", args.baseline_sample, MAX_KAFKA_BENCH_EVENTS)
+    check_count("--runs", args.runs, MAX_BENCH_RUNS)
+    config = kafka_bench.KafkaBenchConfig(
+        events=args.events, keys=args.keys, baseline_sample=args.baseline_sample, runs=args.runs,
+        database=args.database, output=Path(args.output), force=args.force,
+    )  # fmt: skip
+    kafka_bench.run(settings, config, console)
     return 0

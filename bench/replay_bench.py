@@ -112,13 +112,13 @@ def baseline(settings: Settings, sample: int) -> Measure:
             cache.delete(key)
         started = time.perf_counter()
         for e in events:
-            _baseline_event(conn, cache, e)
+            baseline_event(conn, cache, e)
         m.seconds.append(time.perf_counter() - started)
     cache.close()
     return m
 
 
-def _baseline_event(conn: db.Connection, cache: redis.Redis, e: dict[str, Any]) -> None:
+def baseline_event(conn: db.Connection, cache: redis.Redis, e: dict[str, Any]) -> None:
     key = f"processed:{BASELINE_HANDLER}:{e['event_id']}"
     if cache.exists(key):
         return

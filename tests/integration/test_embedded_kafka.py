@@ -10,7 +10,6 @@ worker``, the broker a real tansu.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from examples.orders.messages import order_message, send
 from local import embedded, kafka
 from local.servers import KAFKA_ENV, REDIS_ENV
 from local.workers import WorkerProcess, wait_until_ready
@@ -57,18 +57,6 @@ def exports_of(up: subprocess.CompletedProcess[str]) -> dict[str, str]:
     return dict(line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines())
 
 
-def order_events() -> list[tuple[str, bytes]]:
-    """EVENTS_PER_KEY Order events (placed, then items) for each of KEYS keys."""
-    out = []
-    for n in range(EVENTS_PER_KEY):
-        for k in range(KEYS):
-            kind, payload = ("OrderPlaced", {}) if n == 0 else ("ItemAdded", {
-                "sku": f"s{n}", "qty": 1, "price": "2.00"})  # fmt: skip
-            value = {"event_type": kind, "aggregate_type": "Order", "payload": payload}
-            out.append((f"kafka-order-{k:03d}", json.dumps(value).encode()))
-    return out
-
-
 def topic_with_events(bootstrap: str) -> str:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,9 +66,11 @@ def topic_with_events(bootstrap: str) -> str:
     for future in admin.create_topics([NewTopic(topic, 2, 1)]).values():
         future.result(10)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for key, value in order_events():
-        producer.produce(topic, key=key, value=value)
-    assert producer.flush(30) == 0
+    send(
+        producer,
+        topic,
+        [order_message(i, KEYS, placed=i < KEYS) for i in range(KEYS * EVENTS_PER_KEY)],
+    )
     return topic
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from examples.orders.messages import order_message, send
 from local.kafka import EmbeddedKafka, binary, free_port
 from local.workers import WorkerProcess, wait_until_ready
 from scheduler.coordinator import Coordinator
@@ -113,39 +114,19 @@ def create_topic(broker: EmbeddedKafka, partitions: int = PARTITIONS) -> str:
 
 
 def produce(broker: EmbeddedKafka, topic: str, messages: list[tuple[str | None, bytes]]) -> None:
-    producer = kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
-    for key, value in messages:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:  # the producer's queue is full: let it send
-                producer.poll(0.1)
-    assert producer.flush(60) == 0
+    send(kafka.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5}), topic, messages)
 
 
 def burst(
     burst_no: int, keys: int = KEYS, per_key: int = EVENTS_PER_KEY_PER_BURST
 ) -> list[tuple[str | None, bytes]]:
-    """One burst of Order events: every key gets ``per_key``, keys interleaved. Every other
-    event carries its own event_id; none carries a sequence_num (the offset is)."""
-    out: list[tuple[str | None, bytes]] = []
-    for i in range(per_key):
-        n = burst_no * per_key + i
-        for k in range(keys):
-            if n == 0:
-                kind, payload = "OrderPlaced", {"customer": f"c-{k}"}
-            elif (n + k) % 11 == 0:
-                kind, payload = ("PaymentProcessed", {}) if n % 2 else ("OrderShipped", {})
-            else:
-                kind, payload = "ItemAdded", {"sku": f"s{n}", "qty": 1 + (n + k) % 3,
-                                              "price": f"{(k % 7) + 1}.25"}  # fmt: skip
-            value: dict[str, Any] = {"event_type": kind, "aggregate_type": "Order",
-                                     "payload": payload}  # fmt: skip
-            if (n + k) % 2:
-                value["event_id"] = str(uuid.uuid4())
-            out.append((f"kafka-order-{k:04d}", json.dumps(value).encode()))
-    return out
+    """One burst of Order events (``examples.orders.messages``): every key gets ``per_key``,
+    keys interleaved, the first burst opening each order with an OrderPlaced."""
+    first = burst_no * per_key * keys
+    return [
+        order_message(i, keys, placed=burst_no == 0 and i < keys)
+        for i in range(first, first + per_key * keys)
+    ]
 
 
 def read_topic(

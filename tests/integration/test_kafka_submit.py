@@ -8,7 +8,6 @@ own broker and workers: they are module-scoped).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from examples.orders.messages import order_message
 from local.kafka import EmbeddedKafka
 from scheduler import coordinator as api
 from shared import db
@@ -47,15 +47,11 @@ EVENTS_PER_KEY = 3
 
 
 def messages(first: int) -> list[tuple[str | None, bytes]]:
-    """EVENTS_PER_KEY Order events for each of KEYS keys, numbered from ``first``."""
-    out: list[tuple[str | None, bytes]] = []
-    for n in range(first, first + EVENTS_PER_KEY):
-        for k in range(KEYS):
-            kind, payload = ("OrderPlaced", {}) if n == 0 else ("ItemAdded", {
-                "sku": f"s{n}", "qty": 1, "price": "2.00"})  # fmt: skip
-            value = {"event_type": kind, "aggregate_type": "Order", "payload": payload}
-            out.append((f"kafka-order-{k:03d}", json.dumps(value).encode()))
-    return out
+    """EVENTS_PER_KEY Order events for each of KEYS keys, the ``first``-th on."""
+    start = first * KEYS
+    return [
+        order_message(i, KEYS, placed=i < KEYS) for i in range(start, start + EVENTS_PER_KEY * KEYS)
+    ]
 
 
 @pytest.fixture
