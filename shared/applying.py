@@ -28,11 +28,16 @@ def apply_batch(
     *,
     is_replay: bool,
     known_processed: set[UUID] = frozenset(),  # type: ignore[assignment]
+    in_order: bool = False,
 ) -> BatchResult:
     """Claim ``events`` for ``handler`` and hand it those not processed before, in order.
-    Must run inside the caller's transaction."""
+    ``in_order``: events of the event table, whose progress is kept per aggregate
+    (``idempotency.claim_in_order``). Must run inside the caller's transaction."""
     candidates = [e for e in events if e["event_id"] not in known_processed]
-    claimed = idempotency.claim(conn, handler.name, [e["event_id"] for e in candidates])
+    if in_order:
+        claimed = idempotency.claim_in_order(conn, handler.name, events, known_processed)
+    else:
+        claimed = idempotency.claim(conn, handler.name, [e["event_id"] for e in candidates])
     already = [e["event_id"] for e in candidates if e["event_id"] not in claimed]
     fresh = []
     for e in candidates:
@@ -53,4 +58,4 @@ def apply_live(
     last full rebuild are that rebuild's business (processed by it, or to be, if it has not
     completed yet), so they count as processed."""
     owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
-    return apply_batch(conn, handler, events, is_replay=False, known_processed=owned)
+    return apply_batch(conn, handler, events, is_replay=False, known_processed=owned, in_order=True)

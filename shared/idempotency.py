@@ -1,8 +1,15 @@
-"""Idempotency: ``processed_event`` is the truth, Redis a flushable cache in front of it.
+"""Idempotency: PostgreSQL is the truth, Redis a flushable cache in front of it.
 
-* ``claim`` inserts the markers of a batch in one statement, in the batch's transaction, and
-  returns the events that were not processed before: only those reach the handler. A marker and
-  the handler's effect commit together or not at all, so "processed" always means "applied".
+* What a handler processed is said per aggregate where it can be: ``handler_progress`` holds,
+  for an aggregate of the event table, the watermark up to which every event was processed
+  (its events are processed as a prefix 1..n in the common case), and ``processed_event`` a
+  marker only for what the watermark cannot say (an event processed beyond a gap, or of a
+  source other than the event table). ``replay_processed(handler, event_id)`` in SQL (and the
+  view ``processed``) answers "has H processed E?" from both and from the last full rebuild.
+* ``claim_in_order`` (events of the event table) and ``claim`` (any other) decide, in the
+  batch's transaction and under a lock, which events of a batch were not processed before: only
+  those reach the handler. The record of it and the handler's effect commit together or not at
+  all, so "processed" always means "applied".
 * ``ProcessedCache`` answers "already processed?" for a whole batch in one Redis round trip, so a
   catch-up replay over events that were processed long ago does not have to touch the marker
   table. A key's value is the handler's cache epoch (``handler_state.cache_epoch``); a rebuild
@@ -13,14 +20,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import redis
 
 from shared import queries
 from shared.db import Connection
+from shared.handlers import Event
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +45,97 @@ def claim(conn: Connection, handler_name: str, event_ids: Sequence[UUID]) -> set
     return {r["event_id"] for r in rows}
 
 
+def claim_in_order(
+    conn: Connection, handler_name: str, events: Sequence[Event], known: Set[UUID]
+) -> set[UUID]:
+    """``claim`` for events of the event table: the events of ``events`` not processed before
+    (those the caller hands to the handler), recorded as processed. An event that continues its
+    aggregate's prefix moves the watermark (markers it moves over are deleted: the watermark
+    says them now); one beyond a gap gets a marker. ``known``: events known as processed (by the
+    handler's last full rebuild, or the cache): never claimed, but the watermark moves over
+    them. The batch's progress rows are locked first, so concurrent batches of one aggregate
+    (live processing beside a replay) decide one after the other."""
+    if not events:
+        return set()
+    rows = conn.execute(
+        QUERIES["lock_progress"],
+        {"handler": handler_name, "aggregates": sorted({e["aggregate_id"] for e in events})},
+    ).fetchall()
+    progress = {r["aggregate_id"]: (r["watermark"], r["marked_max"]) for r in rows}
+    maybe_marked = [
+        e["event_id"] for e in events
+        if e["event_id"] not in known
+        and progress[e["aggregate_id"]][0] < e["sequence_num"] <= progress[e["aggregate_id"]][1]
+    ]  # fmt: skip
+    marked: set[UUID] = set()
+    if maybe_marked:
+        params = {"handler": handler_name, "event_ids": maybe_marked}
+        marked = {r["event_id"] for r in conn.execute(QUERIES["marked"], params, binary=True)}
+    step = _Progress(progress, known | marked)
+    for e in sorted(events, key=lambda e: (e["aggregate_id"], e["sequence_num"])):
+        step.take(e, e["event_id"] in marked)
+    step.record(conn, handler_name)
+    return step.claimed
+
+
+@dataclass
+class _Progress:
+    """What ``claim_in_order`` decides, event by event in per-aggregate order."""
+
+    #: aggregate -> (watermark, marked_max) as locked, then as they become
+    progress: dict[str, tuple[int, int]]
+    #: events processed before this batch
+    done: Set[UUID]
+    claimed: set[UUID] = field(default_factory=set)
+    to_mark: list[UUID] = field(default_factory=list)
+    absorbed: list[UUID] = field(default_factory=list)
+    moved: set[str] = field(default_factory=set)
+
+    def take(self, e: Mapping[str, Any], marked: bool) -> None:
+        aggregate, seq, event_id = e["aggregate_id"], e["sequence_num"], e["event_id"]
+        watermark, marked_max = self.progress[aggregate]
+        if seq <= watermark or event_id in self.claimed:
+            return  # processed before (or twice in the batch)
+        new = event_id not in self.done
+        if new:
+            self.claimed.add(event_id)
+        if seq == watermark + 1:  # continues the prefix
+            self.progress[aggregate] = (seq, marked_max)
+            self.moved.add(aggregate)
+            if marked:
+                self.absorbed.append(event_id)
+        elif new:  # beyond a gap: only a marker can say it
+            self.to_mark.append(event_id)
+            self.progress[aggregate] = (watermark, max(marked_max, seq))
+            self.moved.add(aggregate)
+
+    def record(self, conn: Connection, handler_name: str) -> None:
+        if self.to_mark:
+            conn.execute(
+                QUERIES["mark"], {"handler": handler_name, "event_ids": self.to_mark}, binary=True
+            )
+        if self.absorbed:
+            conn.execute(
+                QUERIES["unmark"], {"handler": handler_name, "event_ids": self.absorbed},
+                binary=True,
+            )  # fmt: skip
+        if self.moved:
+            moved = sorted(self.moved)
+            conn.execute(
+                QUERIES["advance_progress"],
+                {"handler": handler_name, "aggregates": moved,
+                 "watermarks": [self.progress[a][0] for a in moved],
+                 "marked": [self.progress[a][1] for a in moved]},
+            )  # fmt: skip
+
+
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:
-    """Forget what ``handler_name`` processed (of one aggregate, or all); bump its cache epoch."""
+    """Forget what ``handler_name`` processed (of one aggregate, or all): its markers and its
+    progress per aggregate; bump its cache epoch."""
     params = {"handler": handler_name, "aggregate_id": aggregate_id}
-    query = "clear_markers" if aggregate_id is None else "clear_aggregate_markers"
-    cur = conn.execute(QUERIES[query], params)
+    whole = aggregate_id is None
+    cur = conn.execute(QUERIES["clear_markers" if whole else "clear_aggregate_markers"], params)
+    conn.execute(QUERIES["clear_progress" if whole else "clear_aggregate_progress"], params)
     bump_epoch(conn, handler_name)
     return cur.rowcount
 

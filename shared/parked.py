@@ -35,7 +35,7 @@ def retry_parked(ctx: Context, job_id: UUID) -> RetryResult:
                     with conn.transaction():
                         # read again inside: a message that still cannot be decoded stays parked
                         events = source.reread(conn, job.scope, [p])
-                        apply_batch(conn, handler, events, is_replay=True)
+                        apply_batch(conn, handler, events, is_replay=True, in_order=source.progress)
                 except Exception as exc:
                     if db.is_transient(exc) or isinstance(exc, SourceUnavailable):
                         raise

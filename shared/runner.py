@@ -152,6 +152,7 @@ class _SliceRun:
         source = sources.get(job.source)
         # A full rebuild of a source with coverage is positional: no per-event markers.
         self.positional = job.full_rebuild and source.coverage
+        self.in_order = source.progress
         self.reader = source.reader(
             job.scope, current.bounds, job.frozen, ctx.settings.batch_size, job.covered_snapshot
         )
@@ -320,7 +321,10 @@ class _SliceRun:
             # alone keeps a batch from being applied twice.
             self.handler.handle_batch(self.conn, events, is_replay=True)
             return BatchResult(applied=list(events), skipped=0, already_processed=[])
-        return apply_batch(self.conn, self.handler, events, is_replay=True, known_processed=known)
+        return apply_batch(
+            self.conn, self.handler, events, is_replay=True, known_processed=known,
+            in_order=self.in_order,
+        )  # fmt: skip
 
     def _record(
         self, last: Mapping[str, Any], *, processed: int, applied: int, poisoned: int = 0

@@ -50,3 +50,40 @@ SELECT e.event_id
   FROM event e JOIN handler_state h ON h.handler_name = %(handler)s
  WHERE e.event_id = ANY(%(event_ids)s::uuid[]) AND h.rebuild_snapshot IS NOT NULL
    AND pg_visible_in_snapshot(e.txid, h.rebuild_snapshot);
+
+-- name: lock_progress
+-- The progress rows of a batch's aggregates, created at 0 where missing and locked (in
+-- aggregate order, so that two batches never wait on each other in a cycle) until the batch
+-- commits: what is processed is decided under the lock.
+INSERT INTO handler_progress (handler_name, aggregate_id)
+SELECT %(handler)s, a FROM unnest(%(aggregates)s::text[]) AS a ORDER BY a
+    ON CONFLICT (handler_name, aggregate_id) DO UPDATE SET watermark = handler_progress.watermark
+RETURNING aggregate_id, watermark, marked_max;
+
+-- name: marked
+-- Which of %(event_ids)s have a processed marker of the handler.
+SELECT event_id FROM processed_event
+ WHERE handler_name = %(handler)s AND event_id = ANY(%(event_ids)b::uuid[]);
+
+-- name: mark
+INSERT INTO processed_event (handler_name, event_id)
+SELECT %(handler)s, unnest(%(event_ids)b::uuid[])
+ON CONFLICT (handler_name, event_id) DO NOTHING;
+
+-- name: unmark
+-- Markers a watermark now says (it moved over them).
+DELETE FROM processed_event
+ WHERE handler_name = %(handler)s AND event_id = ANY(%(event_ids)b::uuid[]);
+
+-- name: advance_progress
+UPDATE handler_progress w
+   SET watermark = v.watermark, marked_max = greatest(w.marked_max, v.marked_max)
+  FROM unnest(%(aggregates)s::text[], %(watermarks)s::bigint[], %(marked)s::bigint[])
+       AS v (aggregate_id, watermark, marked_max)
+ WHERE w.handler_name = %(handler)s AND w.aggregate_id = v.aggregate_id;
+
+-- name: clear_progress
+DELETE FROM handler_progress WHERE handler_name = %(handler)s;
+
+-- name: clear_aggregate_progress
+DELETE FROM handler_progress WHERE handler_name = %(handler)s AND aggregate_id = %(aggregate_id)s;

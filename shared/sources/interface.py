@@ -112,6 +112,10 @@ class Source:
     #: as processed, and a reset of one aggregate can find that aggregate's markers. Only the
     #: source whose events live processing and the marker housekeeping see can say so.
     coverage: ClassVar[bool] = False
+    #: True when an event's ``aggregate_id`` and ``sequence_num`` are the event table's: what a
+    #: handler processed is then kept per aggregate (a watermark, ``idempotency``), not per
+    #: event. Only the event table itself can say so.
+    progress: ClassVar[bool] = False
     #: True when a job of this source names a topic (``Scope.topic``): required then, and
     #: refused for the other sources
     reads_topics: ClassVar[bool] = False

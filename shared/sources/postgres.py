@@ -204,6 +204,7 @@ class PostgresSource(Source):
     name: ClassVar[str] = "postgres"
     slice_by: ClassVar[tuple[SliceBy, ...]] = (SliceBy.AGGREGATE, SliceBy.TIME)
     coverage: ClassVar[bool] = True
+    progress: ClassVar[bool] = True
     reader_class: ClassVar[type[SliceReader]] = EventTableReader
 
     def freeze(self, conn: Connection) -> str:

@@ -28,9 +28,7 @@ def assert_exact(settings: Settings, handler: str, total: int) -> None:
             f"{len(wrong)} orders differ, e.g. {wrong[0]}: {actual.get(wrong[0])} instead of"
             f" {expected.get(wrong[0])}; slices: {slices}"
         )
-        markers = count(
-            conn, "SELECT count(*) FROM processed_event WHERE handler_name = %s", (handler,)
-        )
+        markers = count(conn, "SELECT count(*) FROM processed WHERE handler_name = %s", (handler,))
         assert markers == total
 
 

@@ -247,9 +247,7 @@ def assert_each_message_applied_once(
     # None was presented again after a resume (a skip would be a checkpoint behind what its
     # transaction applied), and each has exactly one processed marker.
     assert (job["applied_count"], job["skipped_count"]) == (TOTAL, 0)
-    markers = count(
-        conn, "SELECT count(*) FROM processed_event WHERE handler_name = %s", (HANDLER,)
-    )
+    markers = count(conn, "SELECT count(*) FROM processed WHERE handler_name = %s", (HANDLER,))
     assert markers == TOTAL
     assert read_order_summary(conn) == fold_from(messages, 0)
     # The killed attempts were taken over by the reconciler: a new task id, a new attempt.

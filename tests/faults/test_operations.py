@@ -77,7 +77,7 @@ def test_fail_stops_at_the_poison_event_and_resume_continues_from_it(
         "sequence_num": bad["sequence_num"] - 1,
     }
     assert all(s["status"] == "completed" for s in job["slices"] if s is not failed[0])
-    marked = count(conn, "SELECT count(*) FROM processed_event WHERE event_id = %s",
+    marked = count(conn, "SELECT count(*) FROM processed WHERE event_id = %s",
                    (bad["event_id"],))  # fmt: skip
     assert marked == 0
 
@@ -105,7 +105,7 @@ def test_skip_goes_on_without_the_poison_event(
     state = read_order_summary(conn)
     expected = fold_order_summary(events_where(conn))
     assert [k for k in expected if state.get(k) != expected[k]] == [POISON_ORDER]
-    marked = count(conn, "SELECT count(*) FROM processed_event WHERE event_id = %s",
+    marked = count(conn, "SELECT count(*) FROM processed WHERE event_id = %s",
                    (bad["event_id"],))  # fmt: skip
     assert marked == 0  # skipped is not processed: a later catch-up picks it up
 

@@ -485,7 +485,7 @@ def test_a_handler_that_needs_no_order_gets_offset_ranges(
         mine = [(a, b) for q, a, b in ranges if q == p]
         assert len(mine) == 3 and all(b == c for (_, b), (c, _) in itertools.pairwise(mine))
     marked = conn.execute(
-        "SELECT count(DISTINCT event_id) AS n FROM processed_event"
+        "SELECT count(DISTINCT event_id) AS n FROM processed"
         " WHERE handler_name = 'order_notifications'"
     ).fetchone()
     assert marked["n"] == total  # every message once

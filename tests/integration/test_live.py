@@ -166,7 +166,7 @@ def test_live_and_a_concurrent_catch_up_of_the_same_handlers_take_effect_once(
         total = count(conn, "SELECT count(*) FROM event")
         deadline = time.monotonic() + 30
         while (
-            count(conn, "SELECT count(*) FROM processed_event WHERE handler_name = 'order_summary'")
+            count(conn, "SELECT count(*) FROM processed WHERE handler_name = 'order_summary'")
             < total
         ):
             assert time.monotonic() < deadline, "live processing did not catch up"

@@ -77,8 +77,8 @@ def test_each_replay_type_equals_an_independent_fold(
     if case != "aggregate":
         assert job["slice_count"] == 8
     assert read_order_summary(conn) == fold_order_summary(selected)
-    markers = conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()
-    assert markers["n"] == len(selected)
+    processed = conn.execute("SELECT count(*) AS n FROM processed").fetchone()
+    assert processed["n"] == len(selected)
 
 
 def test_per_aggregate_order_holds_across_slices_and_batches(
@@ -133,6 +133,7 @@ def test_reset_rebuilds_a_corrupted_read_model(coordinator: Coordinator, conn: C
     # a full rebuild writes no per-event markers: its snapshot says what it covered, and a
     # catch-up after it takes all of that as processed
     assert conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()["n"] == 0
+    assert conn.execute("SELECT count(*) AS n FROM handler_progress").fetchone()["n"] == 0
     after = run(coordinator, slices=8)
     assert (after["applied_count"], after["skipped_count"]) == (0, TOTAL_SEEDED)
     assert read_order_summary(conn) == expected
@@ -238,6 +239,7 @@ def test_notifications_never_sent_by_replay_and_once_live(
     # The same events processed live (markers cleared, as for events never replayed): through
     # the live Celery task for half of them, through the entry point in-process for the rest.
     conn.execute("DELETE FROM processed_event WHERE handler_name = 'order_notifications'")
+    conn.execute("DELETE FROM handler_progress WHERE handler_name = 'order_notifications'")
     half = len(all_ids) // 2
     sent = celery_client.send_task(LIVE_TASK, args=("order_notifications", all_ids[:half]),
                                    queue=settings.live_queue)  # fmt: skip

@@ -87,7 +87,7 @@ def test_bad_request_raises_its_error_and_writes_nothing(
 ) -> None:  # fmt: skip
     kwargs = dict(kwargs)
     consumer = kwargs.pop("consumer", "order_summary")
-    summary_before = conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()["n"]
+    summary_before = conn.execute("SELECT count(*) AS n FROM processed").fetchone()["n"]
 
     coordinator = Coordinator(settings)
     with pytest.raises(error):
@@ -95,9 +95,7 @@ def test_bad_request_raises_its_error_and_writes_nothing(
     coordinator.close()
 
     assert job_rows(conn) == 0
-    assert (
-        conn.execute("SELECT count(*) AS n FROM processed_event").fetchone()["n"] == summary_before
-    )
+    assert conn.execute("SELECT count(*) AS n FROM processed").fetchone()["n"] == summary_before
 
 
 @pytest.mark.parametrize(("kwargs", "error", "argv"), BAD, ids=IDS)

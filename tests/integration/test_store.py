@@ -33,6 +33,8 @@ def test_migrate_creates_a_missing_database(settings: Settings) -> None:
             "0006_throttle",
             "0007_snapshots",
             "0008_sources",
+            "0009_parked_event_fields",
+            "0010_handler_progress",
         ]
         assert schema.migrate(other) == []
     finally:
@@ -176,3 +178,44 @@ def test_append_keeps_text_that_only_looks_like_nul_and_any_real_unicode(conn: C
         assert row["payload"] == payload
     finally:
         conn.execute("DELETE FROM event WHERE aggregate_id = %s", (agg,))
+
+
+def test_existing_markers_become_watermarks_where_they_form_a_prefix(settings: Settings) -> None:
+    """Migration 0010 on a store that has markers: a prefix 1..k of an aggregate's events
+    becomes its watermark (those markers go), what lies beyond a gap stays marked, and
+    ``replay_processed`` answers as the markers did."""
+    other = settings.with_database(f"{settings.database_name}_markers")
+    db.drop_database(settings, other.database_name)
+    db.create_database_if_missing(other)
+    try:
+        with db.connect(other) as conn:
+            for m in schema.migrations():
+                if m.version < 10:
+                    conn.execute(m.sql.encode())
+            ids = {}
+            for agg, n in (("a", 5), ("b", 4), ("c", 2)):
+                new = [store.NewEvent("OrderPlaced")] * n
+                ids[agg] = store.append(conn, agg, "Order", new, expected_version=0)
+            marked = [*ids["a"][:3], ids["a"][4], *ids["b"][1:3], *ids["c"]]  # a: 1-3, 5
+            conn.execute(
+                "INSERT INTO processed_event (handler_name, event_id)"
+                " SELECT 'h', unnest(%s::uuid[])",
+                (marked,),
+            )
+            migration = next(m for m in schema.migrations() if m.version == 10)
+            conn.execute(migration.sql.encode())
+            progress = conn.execute(
+                "SELECT aggregate_id, watermark, marked_max FROM handler_progress"
+                " ORDER BY aggregate_id"
+            ).fetchall()
+            assert [tuple(r.values()) for r in progress] == [("a", 3, 5), ("b", 0, 3), ("c", 2, 2)]
+            left = conn.execute("SELECT event_id FROM processed_event").fetchall()
+            assert {r["event_id"] for r in left} == {ids["a"][4], *ids["b"][1:3]}
+            for agg, events in ids.items():
+                for event_id in events:
+                    answer = conn.execute(
+                        "SELECT replay_processed('h', %s) AS p", (event_id,)
+                    ).fetchone()
+                    assert answer["p"] == (event_id in marked), (agg, event_id)
+    finally:
+        db.drop_database(settings, other.database_name)
