@@ -15,6 +15,7 @@ class says what a caller can do about it::
     ├── ReplayFailed            a slice or job ended failed (the Celery task's error: FAILURE
     │                           in Flower; the job is resumable from its checkpoints)
     ├── ConfigurationError      a setting or environment variable that cannot be used
+    ├── SourceLost              a source's server no longer has what a job froze (the slice fails)
     └── ServiceUnavailable      a server does not answer
         ├── DatabaseUnavailable     PostgreSQL (workers retry their task on it)
         ├── SourceUnavailable       a source's own server, e.g. a Kafka broker (the same)
@@ -84,6 +85,12 @@ class DatabaseUnavailable(ServiceUnavailable):
 class SourceUnavailable(ServiceUnavailable):
     """The server of a source other than the event table (a Kafka broker) does not answer:
     refused at planning; while a slice reads, its task retries like on a PostgreSQL outage."""
+
+
+class SourceLost(ReplayError):
+    """A source's server no longer holds what a job froze (a Kafka topic deleted or recreated,
+    offsets deleted by retention, a worker that reaches another broker): the slice fails, in
+    one line, instead of retrying for ever."""
 
 
 class BrokerUnavailable(ServiceUnavailable):

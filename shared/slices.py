@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from shared import db, jobs, queries, sources
 from shared.db import Connection, Jsonb
 from shared.errors import NotFound
@@ -192,10 +194,24 @@ def park_event(
         {
             "job_id": job_id, "slice_no": slice_no, "event_id": event["event_id"],
             "handler_name": handler_name, "error": error, "traceback": traceback,
-            "aggregate_id": event.get("aggregate_id"), "sequence_num": event.get("sequence_num"),
-            "event_type": event.get("event_type"), "metadata": Jsonb(event.get("metadata") or {}),
+            "aggregate_id": _text(event.get("aggregate_id")),
+            "sequence_num": event.get("sequence_num"),
+            "event_type": _text(event.get("event_type")),
+            "metadata": Jsonb(_json_safe(event.get("metadata") or {})),
         },
     )  # fmt: skip
+
+
+def _text(value: Any) -> str | None:
+    """Text PostgreSQL can hold (no NUL): a parked event is kept whatever its source made."""
+    return None if value is None else str(value).replace("\x00", "\ufffd")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON that PostgreSQL takes: what JSON has no type for (a datetime, a UUID
+    a decoder put in metadata) as text, and no NUL."""
+    text = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.loads(text.replace(b"\\u0000", b"\\ufffd"))
 
 
 def parked_events(

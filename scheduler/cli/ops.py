@@ -12,7 +12,7 @@ import sys
 import threading
 
 from examples.orders import seed
-from local import embedded, kafka, servers
+from local import embedded, kafka, servers, stackfile
 from scheduler import flower
 from scheduler.cli import formats
 from scheduler.cli.commands import Subcommands, add
@@ -89,6 +89,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         raise ServiceUnavailable(f"the embedded servers are not installed: {servers.WAYS_OUT}")
     has_kafka = kafka.binary() is not None and servers.kafka_wanted()
     configured = servers.configured_kafka() if has_kafka else None
+    if configured is not None and configured[0] == servers.KAFKA_ENV and _exported_by_up():
+        configured = None  # the export of an earlier `up` here: start that broker again
     wanted = embedded.ALL if has_kafka and configured is None else embedded.SERVERS
     stack = embedded.EmbeddedStack(embedded.home(), found).acquire(wanted, pin=True)
     env = stack.env()
@@ -123,6 +125,15 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     for name, value in env.items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
+
+
+def _exported_by_up() -> bool:
+    """Whether REPLAY_KAFKA_BOOTSTRAP is what an earlier ``replay up`` of this home exported
+    (its broker's address), rather than a broker of the user's."""
+    state = stackfile.read_state(embedded.home() / "stack.json")
+    port = state.get("kafka_port")
+    given = os.environ.get(servers.KAFKA_ENV, "").strip()
+    return isinstance(port, int) and given == f"127.0.0.1:{port}"
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace) -> int:

@@ -73,6 +73,10 @@ VALUES (%(job_id)s, %(event_id)s, %(handler_name)s, %(slice_no)s, %(error)s, %(t
         %(aggregate_id)s, %(sequence_num)s, %(event_type)s, %(metadata)s)
 ON CONFLICT (job_id, event_id) DO UPDATE
    SET error = EXCLUDED.error, traceback = EXCLUDED.traceback,
+       aggregate_id = coalesce(parked_event.aggregate_id, EXCLUDED.aggregate_id),
+       sequence_num = coalesce(parked_event.sequence_num, EXCLUDED.sequence_num),
+       event_type = coalesce(parked_event.event_type, EXCLUDED.event_type),
+       metadata = coalesce(parked_event.metadata, EXCLUDED.metadata),
        attempts = parked_event.attempts + 1, resolved_at = NULL;
 
 -- name: parked_events

@@ -44,16 +44,19 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from shared.db import Connection
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, SourceUnavailable
 from shared.handlers import Event
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy
 from shared.sources import Batch, Checkpoint, SliceReader, Source, source
 from shared.sources.kafka_client import (
     BOOTSTRAP_ENV,
+    EPOCH,
     METADATA_TIMEOUT_SECONDS,
     bootstrap,
     check_group,
+    check_retained,
+    close_later,
     consumer,
     fetch,
     kafka_module,
@@ -125,11 +128,14 @@ def cut(ranges: list[tuple[int, int, int]], slices: int) -> list[tuple[int, int,
     return out
 
 
-def slice_bounds(partition: int, start: int, end: int) -> SliceBounds:
-    """A partition's offsets [start, end) as a slice's bounds (first and last, inclusive)."""
+def slice_bounds(partition: int, start: int, end: int, *, cut: bool = False) -> SliceBounds:
+    """A partition's offsets [start, end) as a slice's bounds (first and last, inclusive);
+    ``cut``: one of several ranges of the partition, marked by a ``from_time`` (the epoch),
+    whose reader commits nothing to the job's group."""
     return SliceBounds(
-        first_aggregate=f"p{partition}@{start}", last_aggregate=f"p{partition}@{end - 1}"
-    )
+        first_aggregate=f"p{partition}@{start}", last_aggregate=f"p{partition}@{end - 1}",
+        from_time=EPOCH if cut else None,
+    )  # fmt: skip
 
 
 def partition_range(bounds: SliceBounds) -> tuple[int, int, int]:
@@ -167,12 +173,24 @@ class PartitionReader(SliceReader):
             return Batch([])
         if self._client is None:
             self._client = consumer()
-        # A new assign only where the consumer is not already (a batch read again, a resume).
-        messages = fetch(
-            self._client, self.topic, partition, offset, want, assign=self._next != offset
-        )
+        # A new assign only where the consumer is not already (a batch read again, a resume),
+        # or after the log's end was signalled (it is signalled once per assign).
+        try:
+            messages, at_end = fetch(
+                self._client, self.topic, partition, offset, want, assign=self._next != offset
+            )
+        except SourceUnavailable:
+            self._next = None
+            check_retained(self._client, self.topic, partition, offset, end)
+            raise
         messages = [m for m in messages if m.offset() < end]
-        self._next = messages[-1].offset() + 1 if messages else None
+        self._next = None if at_end or not messages else messages[-1].offset() + 1
+        if not messages:
+            # The log ended before the slice did: gone (SourceLost), or offsets without a
+            # message (a transaction's markers, compaction), and the slice is done.
+            check_retained(self._client, self.topic, partition, offset, end)
+            self._close()
+            return Batch([])
         batch = Batch([])
         plugged = self.decoder
         for message in messages:
@@ -187,24 +205,29 @@ class PartitionReader(SliceReader):
 
     def committed(self, job_id: UUID, checkpoint: Checkpoint) -> None:
         """The offset, to the job's own group (``replay-<job id>`` unless the job names one),
-        best effort."""
+        best effort and asynchronously: a broker that hangs never holds the slice up. A range
+        of a cut partition (``slice_by="time"``) commits nothing: ranges of one partition run at
+        once, and no one offset says where they are."""
+        if self.bounds.from_time is not None:
+            return
         partition, _, end = partition_range(self.bounds)
         try:
             if self._committer is None:
                 self._committer = consumer(group=self.scope.group or f"replay-{job_id}")
             offset = kafka_module().TopicPartition(self.topic, partition, int(checkpoint["offset"]))
-            self._committer.commit(offsets=[offset], asynchronous=False)
+            self._committer.commit(offsets=[offset], asynchronous=True)
+            self._committer.poll(0)  # serves the results of earlier commits
         except Exception:
             log.warning("job %s: the offset of partition %s was not committed to its group",
                         job_id, partition, exc_info=True)  # fmt: skip
         if int(checkpoint["offset"]) >= end and self._committer is not None:
-            self._committer.close()
+            close_later(self._committer)  # sends what is pending
             self._committer = None
 
     def _close(self) -> None:
         for client in (self._client, self._committer):
             if client is not None:
-                client.close()
+                close_later(client)
         self._client = self._committer = None
         self._next = None
 
@@ -251,10 +274,11 @@ class KafkaSource(Source):
         order): about ``slices`` slices, each partition cut into offset ranges in proportion to
         its messages."""
         ranges = [(p, start, end) for p, start, end in self.ranges(scope, frozen) if end > start]
-        if slice_by is SliceBy.TIME:
+        cut_up = slice_by is SliceBy.TIME
+        if cut_up:
             ranges = cut(ranges, slices)
         return [
-            PlannedSlice(i, slice_bounds(p, start, end), end - start)
+            PlannedSlice(i, slice_bounds(p, start, end, cut=cut_up), end - start)
             for i, (p, start, end) in enumerate(ranges)
         ]
 
@@ -276,7 +300,7 @@ class KafkaSource(Source):
             events = []
             for row in parked:
                 partition, offset = _position(row)
-                got = fetch(client, scope.topic, partition, offset, 1)
+                got, _ = fetch(client, scope.topic, partition, offset, 1)
                 if not got or got[0].offset() != offset:
                     raise InvalidRequest(
                         f"the message at offset {offset} of partition {partition} of topic"
@@ -295,7 +319,10 @@ class KafkaSource(Source):
         return f"partition {partition} offsets {start:,} … {end - 1:,}"
 
     def describe_parked(self, parked: Mapping[str, Any]) -> str:
-        partition, offset = _position(parked)
+        try:
+            partition, offset = _position(parked)
+        except InvalidRequest:
+            return "position unknown"
         return f"partition {partition} offset {offset}"
 
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
@@ -305,4 +332,9 @@ class KafkaSource(Source):
 def _position(parked: Mapping[str, Any]) -> tuple[int, int]:
     """(partition, offset) of a parked message, from the metadata it was parked with."""
     where = (parked.get("metadata") or {}).get("kafka") or {}
+    if "partition" not in where or "offset" not in where:
+        raise InvalidRequest(
+            f"parked event {parked.get('event_id')} has no partition and offset (parked before"
+            " migration 0009): replay its partition instead"
+        )
     return int(where["partition"]), int(where["offset"])

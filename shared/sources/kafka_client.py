@@ -10,11 +10,12 @@ one line; while a slice reads, its task retries as on a PostgreSQL outage.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import ConfigurationError, InvalidRequest, SourceUnavailable
+from shared.errors import ConfigurationError, InvalidRequest, SourceLost, SourceUnavailable
 from shared.store import shorten
 
 BOOTSTRAP_ENV = "REPLAY_KAFKA_BOOTSTRAP"
@@ -62,7 +63,17 @@ def consumer(group: str = "event-replay") -> Any:
         "log_level": 0,
         # a fetch at the (believed) end of the log returns at once: see log_end
         "fetch.wait.max.ms": 50,
+        # read ahead a few batches, not librdkafka's 64 MB per partition: a worker's memory
+        # stays small whatever the topic, and what it holds is what a hung broker leaves it
+        "queued.max.messages.kbytes": 1024,
     })  # fmt: skip
+
+
+def close_later(client: Any) -> None:
+    """Close a client in a thread of its own: a close waits for what the client has in flight
+    (an asynchronous commit), and a hung broker must not hold up a slice, least of all inside
+    its batch's transaction."""
+    threading.Thread(target=client.close, name="kafka-close", daemon=True).start()
 
 
 def unreachable(exc: Exception) -> SourceUnavailable:
@@ -112,7 +123,7 @@ def offset_at(client: Any, topic: str, partition: int, when: datetime, low: int,
     offset = max(offset, low)
     assign = True
     while offset < high:
-        got = fetch(client, topic, partition, offset, min(500, high - offset), assign=assign)
+        got, _ = fetch(client, topic, partition, offset, min(500, high - offset), assign=assign)
         for message in got:
             if message.timestamp()[1] >= millis:
                 return int(message.offset())
@@ -121,6 +132,13 @@ def offset_at(client: Any, topic: str, partition: int, when: datetime, low: int,
         if not got:
             break
     return high
+
+
+#: the errors of a read that no retry cures: the broker no longer has what was asked for
+GONE = frozenset({
+    "_AUTO_OFFSET_RESET", "OFFSET_OUT_OF_RANGE", "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_PARTITION",
+    "_UNKNOWN_TOPIC", "TOPIC_AUTHORIZATION_FAILED",
+})  # fmt: skip
 
 
 def fetch(
@@ -132,10 +150,12 @@ def fetch(
     *,
     assign: bool = True,
     idle: float | None = None,
-) -> list[Any]:
-    """Up to ``count`` messages of the partition from ``offset`` on, fewer at the log's end
-    (which the broker signals, or, with ``idle``, no message for that many seconds);
-    ``assign=False``: the consumer is assigned there already (it read up to ``offset``)."""
+) -> tuple[list[Any], bool]:
+    """Up to ``count`` messages of the partition from ``offset`` on, and whether the broker
+    signalled the log's end after them (then fewer; with ``idle``, fewer also when no message
+    came for that many seconds). ``assign=False``: the consumer is assigned there already (it
+    read up to ``offset`` and saw no end). ``SourceLost`` for what the broker no longer has,
+    ``SourceUnavailable`` when nothing comes."""
     kafka = kafka_module()
     if assign:
         client.assign([kafka.TopicPartition(topic, partition, offset)])
@@ -144,8 +164,10 @@ def fetch(
     while len(messages) < count:
         got = client.consume(count - len(messages), timeout=idle or 1.0)
         if not got and idle is not None:
-            return messages
+            return messages, False
         if time.monotonic() > deadline:
+            if messages:
+                return messages, False  # what came is a batch; the next read goes on
             raise SourceUnavailable(
                 f"the Kafka broker at {bootstrap()} sent no message of partition {partition}"
                 f" of topic {topic} from offset {offset} in {FETCH_TIMEOUT_SECONDS:.0f} s"
@@ -154,13 +176,43 @@ def fetch(
             error = message.error()
             if error is not None:
                 if error.code() == kafka.KafkaError._PARTITION_EOF:
-                    return messages
-                raise SourceUnavailable(
-                    f"reading partition {partition} of topic {topic} from offset {offset}:"
-                    f" {error.str()}"
-                )
+                    return messages, True
+                where = f"reading partition {partition} of topic {topic} from offset {offset}"
+                if error.name() in GONE:
+                    raise SourceLost(f"{where}: {error.str()}{LOST_WAYS_OUT}")
+                raise SourceUnavailable(f"{where}: {error.str()}")
             messages.append(message)
-    return messages
+    return messages, False
+
+
+LOST_WAYS_OUT = (
+    " (the topic was deleted or recreated, its offsets deleted by retention, or this worker"
+    " reaches another broker than the job was planned on: submit a new job for what the topic"
+    " holds now)"
+)
+
+
+def check_retained(client: Any, topic: str, partition: int, offset: int, end: int) -> None:
+    """``SourceLost`` if the broker no longer has offsets [``offset``, ``end``) of the
+    partition (a read of them returned nothing, or nothing for long); returns if it has them,
+    or has only offsets without a message there (a transaction's markers, compaction)."""
+    kafka = kafka_module()
+    where = f"offsets {offset} to {end - 1} of partition {partition} of topic {topic}"
+    try:
+        meta = client.list_topics(topic, timeout=METADATA_TIMEOUT_SECONDS).topics.get(topic)
+        if meta is None or meta.error is not None or partition not in meta.partitions:
+            raise SourceLost(f"{where}: the broker at {bootstrap()} has no such partition"
+                             f"{LOST_WAYS_OUT}")  # fmt: skip
+        low, high = client.get_watermark_offsets(
+            kafka.TopicPartition(topic, partition), timeout=METADATA_TIMEOUT_SECONDS, cached=False
+        )
+    except kafka.KafkaException as exc:
+        raise unreachable(exc) from None
+    if low > offset:
+        raise SourceLost(f"{where}: the partition now starts at offset {low}{LOST_WAYS_OUT}")
+    true_end = log_ends(client, topic, {partition: (low, high)})[partition]
+    if true_end < end:
+        raise SourceLost(f"{where}: the partition now ends at offset {true_end}{LOST_WAYS_OUT}")
 
 
 def log_ends(client: Any, topic: str, marks: dict[int, tuple[int, int]]) -> dict[int, int]:

@@ -106,7 +106,10 @@ def decode(message: Any, plugged: Decoder | None = None) -> tuple[Event, Malform
     it can); ``plugged``: the job's decoder, else the value is a JSON object of the fields."""
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     kind, millis = message.timestamp()
-    stamp = None if kind == NO_TIMESTAMP else datetime.fromtimestamp(millis / 1000, UTC)
+    try:
+        stamp = None if kind == NO_TIMESTAMP else datetime.fromtimestamp(millis / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        stamp = None  # a timestamp datetime cannot hold: as if none (occurred_at then decides)
     where = {"topic": topic, "partition": partition, "offset": offset,
              "timestamp": stamp.isoformat() if stamp else None}  # fmt: skip
     event: dict[str, Any] = {
@@ -131,7 +134,8 @@ def decode(message: Any, plugged: Decoder | None = None) -> tuple[Event, Malform
         )
         key = message.key()
         if key is not None:
-            event["aggregate_id"] = key.decode("utf-8", "replace")
+            text = key.decode("utf-8", "replace")
+            event["aggregate_id"] = key.hex() if "\x00" in text else text
         return _event(event), error
     metadata = fields.pop("metadata", {})
     event.update(fields)
@@ -180,7 +184,9 @@ def _fields(key: bytes | None, data: Mapping[str, Any]) -> dict[str, Any]:
         try:
             fields["aggregate_id"] = key.decode("utf-8")
         except UnicodeDecodeError:
-            raise ValueError("the key is not UTF-8 text") from None
+            raise ValueError("the key is not UTF-8 text (a binary key needs a decoder)") from None
+        if "\x00" in fields["aggregate_id"]:
+            raise ValueError("the key holds NUL bytes (a binary key needs a decoder)")
     elif isinstance(data.get("aggregate_id"), str):
         fields["aggregate_id"] = data["aggregate_id"]
     else:

@@ -11,6 +11,7 @@ state. The topics, the messages and the fold come from the integration suite's K
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -43,6 +44,7 @@ from tests.integration.test_kafka import (
     fold_from,
     produce,
     read_topic,
+    settles,
 )
 
 pytestmark = [
@@ -82,9 +84,16 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
 
 @pytest.fixture(scope="module")
 def topic(broker: EmbeddedKafka) -> tuple[str, list[Any]]:
-    """A topic of TOTAL JSON Order events over KEYS keys, and its messages as read back."""
+    """A topic of TOTAL JSON Order events over KEYS keys, and its messages as read back. Each
+    carries a kilobyte of padding: a partition (10 MB) is more than a worker reads ahead, so a
+    frozen broker stalls the workers mid-partition."""
     name = create_topic(broker, PARTITIONS)
-    produce(broker, name, burst(0, KEYS, PER_KEY))
+    padded = []
+    for key, value in burst(0, KEYS, PER_KEY):
+        event = json.loads(value)
+        event["metadata"] = {"padding": "x" * 1024}
+        padded.append((key, json.dumps(event).encode()))
+    produce(broker, name, padded)
     return name, read_topic(broker, name, TOTAL, PARTITIONS)
 
 
@@ -258,7 +267,8 @@ def assert_each_message_applied_once(
         assert slices[k.slice_no]["attempts"] >= 2, k
     for s in job["slices"]:
         assert s["checkpoint"]["offset"] == partition_of(s)[2]
-    assert committed(broker, f"replay-{job['job_id']}", name, PARTITIONS) == end_offsets(messages)
+    group = f"replay-{job['job_id']}"
+    assert settles(lambda: committed(broker, group, name, PARTITIONS)) == end_offsets(messages)
     reread = handed_count - TOTAL
     assert 0 <= reread <= len(kills) * BATCH_SIZE
     return reread

@@ -130,8 +130,10 @@ def test_up_starts_kafka_commands_and_workers_find_it_down_stops_it(
     assert error.startswith("replay: error: ") and "REPLAY_KAFKA_BOOTSTRAP" in error, error
     assert "replay up" in error and "event-replay[kafka]" in error, error
     assert not answers(port)
-    up = replay(kafka_env, "up")
+    # ... also in a shell that kept the last `up`'s export: that is not a broker of one's own.
+    up = replay({**kafka_env, KAFKA_ENV: bootstrap}, "up")
     assert up.returncode == 0 and exports_of(up)[KAFKA_ENV] == bootstrap, up.stderr
+    assert f"Kafka: embedded tansu ({bootstrap}), started" in up.stderr.splitlines()
     assert replay(kafka_env, "down").returncode == 0
     assert not answers(port)
 

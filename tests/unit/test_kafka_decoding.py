@@ -103,3 +103,12 @@ def test_a_message_that_cannot_be_decoded_is_a_poison_event(
     # Still an event, for the error policy: its id derived, nothing of the value in it.
     assert event["event_id"] == event_id("orders", 3, 41)
     assert (event["event_type"], event["payload"], event["sequence_num"]) == ("", {}, 41)
+
+
+def test_a_binary_key_and_an_impossible_timestamp_make_a_poison_event_not_a_crash() -> None:
+    placed = b'{"event_type": "OrderPlaced"}'
+    event, error = decode(Message(placed, b"\x00\x00\x00\x00\x07ord-1"))
+    assert error is not None and "NUL bytes" in str(error)
+    assert event["aggregate_id"] == "00000000076f72642d31"  # shown as hex, storable as text
+    event, error = decode(Message(placed, _timestamp=(1, 2**62)))
+    assert error is not None and "no timestamp" in str(error)
