@@ -120,11 +120,16 @@ class KnownEvents(Hook):
     Ask the cache only while it can help: it knows only events processed before, and
     PostgreSQL tells us whether the last batch had any. A fresh catch-up thus pays for one
     lookup, not one per batch (MGET of a thousand misses was a fifth of a batch's time). A
-    rebuild asks nothing: it replaced the cache epoch, so nothing can be cached for it yet."""
+    rebuild asks nothing: it replaced the cache epoch, so nothing can be cached for it yet. Nor
+    do events of the event table (``cached=False``): their aggregate's watermark answers for a
+    whole batch at the cost of a row per aggregate, which beats a cache entry per event."""
 
-    def __init__(self, cache: ProcessedCache, handler: str, epoch: str, *, rebuild: bool) -> None:
+    def __init__(
+        self, cache: ProcessedCache, handler: str, epoch: str, *, rebuild: bool, cached: bool = True
+    ) -> None:
         self.cache, self.handler, self.epoch, self.rebuild = cache, handler, epoch, rebuild
-        self.ask = not rebuild
+        self.cached = cached
+        self.ask = cached and not rebuild
         self.hits = 0
 
     def of(self, batch: Batch) -> set[UUID]:
@@ -140,6 +145,8 @@ class KnownEvents(Hook):
         """The cache learns only the events that PostgreSQL said were processed before: those
         are the ones a catch-up meets again. Caching every event just applied cost as much as
         the rest of the batch (one SET per event) for entries a rebuild never reads."""
+        if not self.cached:
+            return
         self.cache.mark(self.handler, self.epoch, batch.already_processed)
         self.ask = not self.rebuild and bool(batch.already_processed or self.hits)
         self.hits = 0

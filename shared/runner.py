@@ -162,7 +162,9 @@ class _SliceRun:
             ctx.throttle, job.job_id, ctx.settings.batch_size, job.max_events_per_second,
             self._standing,
         )  # fmt: skip
-        self.known = hooks.KnownEvents(ctx.cache, handler.name, job.cache_epoch, rebuild=job.reset)
+        self.known = hooks.KnownEvents(
+            ctx.cache, handler.name, job.cache_epoch, rebuild=job.reset, cached=not self.in_order
+        )
         self.hooks: list[hooks.Hook] = [self.pace, self.known]
         if progress is not None:
             report = hooks.ProgressReport(progress, self.processed, current.total_events)
