@@ -5,7 +5,8 @@
 -- name: lock_markers
 -- Taken by a rebuild's planning before it freezes its scope, held until it commits: no
 -- processed marker can be committed between the freeze and the reset (shared/planning.py).
-LOCK TABLE processed_event, handler_progress IN SHARE ROW EXCLUSIVE MODE;
+-- handler_progress first: a claim takes it before processed_event (no lock cycle with one).
+LOCK TABLE handler_progress, processed_event IN SHARE ROW EXCLUSIVE MODE;
 
 -- name: insert_job
 -- The planned job, written once with its final values; %(ended)s for a job with nothing to
