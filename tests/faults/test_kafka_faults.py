@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +37,7 @@ from tests.support import count
 
 pytest.importorskip("confluent_kafka", reason="the Kafka extra is not installed")
 # after the skip: the integration suite's Kafka module imports confluent_kafka
+from tests.integration import test_kafka
 from tests.integration.test_kafka import (
     burst,
     committed,
@@ -65,21 +66,10 @@ KILLS = 3
 BOOTSTRAP_ENV = kafka_source.BOOTSTRAP_ENV
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
-    """The embedded broker, and REPLAY_KAFKA_BOOTSTRAP pointing at it in this process (where
-    the coordinator plans) and so in every process the cluster starts."""
-    log = tmp_path_factory.mktemp("kafka") / "tansu.log"
-    before = os.environ.get(BOOTSTRAP_ENV)
-    with EmbeddedKafka(log_path=log) as found:
-        os.environ[BOOTSTRAP_ENV] = found.bootstrap
-        try:
-            yield found
-        finally:
-            if before is None:
-                os.environ.pop(BOOTSTRAP_ENV, None)
-            else:
-                os.environ[BOOTSTRAP_ENV] = before
+# test_kafka's broker fixture (assigned, not imported: the tests' parameter of this name is the
+# fixture): REPLAY_KAFKA_BOOTSTRAP points at it in this process, where the coordinator plans, and
+# so in every process the cluster starts.
+broker = test_kafka.broker
 
 
 @pytest.fixture(scope="module")
