@@ -59,6 +59,7 @@ from shared.sources.kafka_client import (
     close_later,
     consumer,
     fetch,
+    fetch_until_idle,
     kafka_module,
     log_ends,
     offset_at,
@@ -183,6 +184,10 @@ class PartitionReader(SliceReader):
             self._next = None
             check_retained(self._client, self.topic, partition, offset, end)
             raise
+        if at_end and not messages:
+            # The broker says the log ends here; tansu says so short of its true end: read on
+            # until nothing comes before taking it at its word.
+            messages = fetch_until_idle(self._client, self.topic, partition, offset, want)
         messages = [m for m in messages if m.offset() < end]
         self._next = None if at_end or not messages else messages[-1].offset() + 1
         if not messages:

@@ -177,12 +177,38 @@ def fetch(
             if error is not None:
                 if error.code() == kafka.KafkaError._PARTITION_EOF:
                     return messages, True
-                where = f"reading partition {partition} of topic {topic} from offset {offset}"
-                if error.name() in GONE:
-                    raise SourceLost(f"{where}: {error.str()}{LOST_WAYS_OUT}")
-                raise SourceUnavailable(f"{where}: {error.str()}")
+                raise read_error(error, topic, partition, offset)
             messages.append(message)
     return messages, False
+
+
+def read_error(error: Any, topic: str, partition: int, offset: int) -> Exception:
+    """A read's error: ``SourceLost`` for what the broker no longer has, else
+    ``SourceUnavailable``."""
+    where = f"reading partition {partition} of topic {topic} from offset {offset}"
+    if error.name() in GONE:
+        return SourceLost(f"{where}: {error.str()}{LOST_WAYS_OUT}")
+    return SourceUnavailable(f"{where}: {error.str()}")
+
+
+def fetch_until_idle(client: Any, topic: str, partition: int, offset: int, count: int) -> list[Any]:
+    """Up to ``count`` messages from ``offset``, read until none comes for
+    ``END_IDLE_SECONDS``, whatever end the broker signals: tansu signals its end at its high
+    watermark, which falls short of the log's end (see ``log_ends``)."""
+    kafka = kafka_module()
+    client.assign([kafka.TopicPartition(topic, partition, offset)])
+    messages: list[Any] = []
+    while len(messages) < count:
+        got = client.consume(count - len(messages), timeout=END_IDLE_SECONDS)
+        if not got:
+            break
+        for message in got:
+            error = message.error()
+            if error is None:
+                messages.append(message)
+            elif error.code() != kafka.KafkaError._PARTITION_EOF:
+                raise read_error(error, topic, partition, offset)
+    return messages
 
 
 LOST_WAYS_OUT = (
