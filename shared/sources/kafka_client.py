@@ -191,15 +191,20 @@ def read_error(error: Any, topic: str, partition: int, offset: int) -> Exception
     return SourceUnavailable(f"{where}: {error.str()}")
 
 
+#: how long a slice's reader waits for a message past an end signal before it believes it, in
+#: seconds: long enough for a loaded broker, paid once at the end of a slice
+CONFIRM_END_SECONDS = 3.0
+
+
 def fetch_until_idle(client: Any, topic: str, partition: int, offset: int, count: int) -> list[Any]:
     """Up to ``count`` messages from ``offset``, read until none comes for
-    ``END_IDLE_SECONDS``, whatever end the broker signals: tansu signals its end at its high
+    ``CONFIRM_END_SECONDS``, whatever end the broker signals: tansu signals its end at its high
     watermark, which falls short of the log's end (see ``log_ends``)."""
     kafka = kafka_module()
     client.assign([kafka.TopicPartition(topic, partition, offset)])
     messages: list[Any] = []
     while len(messages) < count:
-        got = client.consume(count - len(messages), timeout=END_IDLE_SECONDS)
+        got = client.consume(count - len(messages), timeout=CONFIRM_END_SECONDS)
         if not got:
             break
         for message in got:
