@@ -216,6 +216,7 @@ def finalize_job(conn: Connection, job_id: UUID) -> Status:
         _close_job(conn, job_id, new, totals, error if new is Status.FAILED else None)
         if new is Status.COMPLETED:  # if it was a full rebuild, what it covers is now processed
             conn.execute(QUERIES["complete_rebuild"], {"job_id": job_id})
+            conn.execute(QUERIES["drop_starts"], {"job_id": job_id})  # a catch-up's, if any
         return new
 
 

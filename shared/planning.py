@@ -79,6 +79,8 @@ def plan(
             _claim(conn, handler.name)
             _check_event_types(conn, source, scope)
             covered, epoch = _prepare_handler(conn, job_id, request, handler, source, frozen)
+            if not request.reset:
+                frozen = source.narrow(conn, scope, frozen, request.slice_by, handler.name, job_id)
             count = request.slices
             if count is None:
                 count = slicing.default_slice_count(source.count(conn, scope, frozen))

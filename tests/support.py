@@ -77,7 +77,8 @@ def __getattr__(name: str) -> str:
 
 # Tables the tests write; emptied between tests (the seeded events stay).
 STATE_TABLES = (
-    "order_summary, email_outbox, processed_event, handler_progress, replay_job, replay_slice,"
+    "order_summary, email_outbox, processed_event, handler_progress, replay_job, replay_start,"
+    " replay_slice,"
     " parked_event,"
     " handler_state, strict_order_state, poison_rule, slice_heartbeat, live_audit,"
     " live_checkpoint, snapshot"

@@ -66,3 +66,87 @@ WITH RECURSIVE t AS (
       FROM t WHERE t.event_type IS NOT NULL
 )
 SELECT event_type FROM t WHERE event_type IS NOT NULL LIMIT %s;
+
+-- name: freeze_starts
+-- A catch-up's starts (0011_catch_up_starts): for every aggregate ({aggregates}: all of them by
+-- a loose index scan, or the scope's one), the handler's watermark and the number of events of
+-- the scope after it; only aggregates with some are kept. An aggregate the handler is up to date
+-- on costs one index probe: its events are not read.
+WITH RECURSIVE aggregates (aggregate_id) AS ({aggregates})
+INSERT INTO replay_start (job_id, aggregate_id, after_sequence, events)
+SELECT %(job_id)s, a.aggregate_id, coalesce(w.watermark, 0), fresh.n
+  FROM aggregates a
+  LEFT JOIN handler_progress w
+         ON w.handler_name = %(handler)s AND w.aggregate_id = a.aggregate_id
+ CROSS JOIN LATERAL (SELECT count(*) AS n FROM event
+                      WHERE aggregate_id = a.aggregate_id
+                        AND sequence_num > coalesce(w.watermark, 0) AND {where}) fresh
+ WHERE a.aggregate_id IS NOT NULL AND fresh.n > 0;
+
+-- name: every_aggregate
+-- Distinct aggregate ids by a loose index scan: one probe of the (aggregate_id, sequence_num)
+-- index per aggregate, however many events each has.
+(SELECT aggregate_id FROM event ORDER BY aggregate_id LIMIT 1)
+UNION ALL
+SELECT (SELECT e.aggregate_id FROM event e WHERE e.aggregate_id > a.aggregate_id
+         ORDER BY e.aggregate_id LIMIT 1)
+  FROM aggregates a WHERE a.aggregate_id IS NOT NULL
+
+-- name: one_aggregate
+SELECT %(aggregate_id)s::varchar AS aggregate_id
+
+-- name: count_starts
+SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s;
+
+-- name: plan_starts
+-- plan_by_aggregate over a catch-up's starts: only aggregates with events to read.
+WITH running AS (
+    SELECT aggregate_id, events AS n,
+           sum(events) OVER (ORDER BY aggregate_id) - events AS before,
+           sum(events) OVER () AS total
+      FROM replay_start WHERE job_id = %(starts)s
+)
+SELECT floor(before * %(slices)s / total)::int AS bucket,
+       min(aggregate_id) AS first_aggregate,
+       max(aggregate_id) AS last_aggregate,
+       sum(n)::bigint AS events
+  FROM running
+ GROUP BY 1
+ ORDER BY 1;
+
+-- name: select_after_starts
+-- A batch of a catch-up planned from progress: for each aggregate of its starts in the slice
+-- ({first} and {last}), in order, the events after its start that {where} picks. The walk
+-- visits only the next starts whose events can fill the batch (replay_start.events, counted at
+-- planning; one index probe each), so the sort is of about one batch whatever plan PostgreSQL
+-- picks, and aggregates without a start are never read.
+WITH RECURSIVE walk AS (
+    (SELECT s.aggregate_id, s.after_sequence, s.events AS upto FROM replay_start s
+      WHERE s.job_id = %(starts)s AND {first} AND {last}
+      ORDER BY s.aggregate_id LIMIT 1)
+    UNION ALL
+    SELECT s.aggregate_id, s.after_sequence, w.upto + s.events
+      FROM walk w
+     CROSS JOIN LATERAL (SELECT s.aggregate_id, s.after_sequence, s.events FROM replay_start s
+                          WHERE s.job_id = %(starts)s AND s.aggregate_id > w.aggregate_id
+                            AND {last}
+                          ORDER BY s.aggregate_id LIMIT 1) s
+     WHERE w.upto < %(limit)s
+)
+SELECT e.* FROM walk s
+ CROSS JOIN LATERAL (SELECT {columns} FROM event
+                      WHERE aggregate_id = s.aggregate_id AND sequence_num > s.after_sequence
+                        AND {where}
+                      ORDER BY sequence_num LIMIT %(limit)s) AS e
+ ORDER BY s.aggregate_id, e.sequence_num LIMIT %(limit)s;
+
+-- name: batch_extents
+-- What a batch ({batch}, a slice batch's SELECT) holds of each aggregate: its first and last
+-- sequence_num, how many events, and whether any is covered by the handler's last full rebuild
+-- ({covered}: the batch's _covered flag, or false). A catch-up folds a batch in SQL only when
+-- these say it continues every aggregate's watermark without a gap (shared/runner.py).
+SELECT aggregate_id, min(sequence_num) AS first, max(sequence_num) AS last, count(*) AS n,
+       bool_or({covered}) AS covered
+  FROM ({batch}) AS batch
+ GROUP BY aggregate_id
+ ORDER BY aggregate_id;

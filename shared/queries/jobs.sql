@@ -161,3 +161,7 @@ SELECT pg_advisory_unlock(%(key)s);
 
 -- name: job_error
 SELECT error FROM replay_job WHERE job_id = %(job_id)s;
+
+-- name: drop_starts
+-- A completed catch-up's starts (0011_catch_up_starts): nothing will read them again.
+DELETE FROM replay_start WHERE job_id = %(job_id)s;

@@ -44,6 +44,18 @@ class Folded:
     last: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class Extent:
+    """What one batch holds of one aggregate (``SliceReader.extents``)."""
+
+    aggregate_id: str
+    first: int
+    last: int
+    count: int
+    #: some of them belong to the handler's last completed full rebuild
+    covered: bool
+
+
 @dataclass
 class SliceReader:
     """Reads one slice of a job, batch by batch, each strictly after the checkpoint it is given.
@@ -75,6 +87,11 @@ class SliceReader:
     def checkpoint_after(self, event: Mapping[str, Any]) -> Checkpoint:
         """The checkpoint (JSON-able) that resumes right after ``event`` of this slice."""
         raise NotImplementedError
+
+    def extents(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> list[Extent]:
+        """Optional (``can_fold``, slices by aggregate): what the batch that ``read`` would
+        return holds of each aggregate, in aggregate order, without its events."""
+        raise NotImplementedError(f"{type(self).__name__} cannot describe a batch")
 
     def committed(self, job_id: UUID, checkpoint: Checkpoint) -> None:
         """After a batch's transaction committed ``checkpoint`` (the truth, in PostgreSQL): a
@@ -134,6 +151,22 @@ class Source:
     def known_event_types(self, conn: Connection, limit: int = 30) -> list[str]:
         """Some event types the source has, for an error message."""
         raise NotImplementedError
+
+    def narrow(
+        self,
+        conn: Connection,
+        scope: Scope,
+        frozen: str,
+        slice_by: SliceBy,
+        handler_name: str,
+        job_id: UUID,
+    ) -> str:
+        """For a catch-up (a job without reset), in the planning transaction right after
+        ``freeze``: the frozen scope narrowed to what ``handler_name`` has not processed, which
+        ``count``, ``plan`` and the readers then cover (the event table's skips what the
+        handler's watermarks say; see 0011_catch_up_starts). By default the scope as frozen:
+        the claim in each batch skips what was processed."""
+        return frozen
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
         """The number of events in ``scope`` as frozen."""

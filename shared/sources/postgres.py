@@ -25,7 +25,7 @@ from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
-from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader, Source
+from shared.sources.interface import Batch, Checkpoint, Extent, Folded, SliceReader, Source
 
 QUERIES = queries.load("events")
 
@@ -56,6 +56,14 @@ _STREAM = sql.SQL(
 )
 # Committed after snapshot prev and visible in snapshot now (0005_live.sql says why a snapshot,
 # not a sequence, is a live position).
+# A catch-up's range of starts in a slice (select_after_starts): what _AGG_START/_AGG_AFTER and
+# _AGG_END say of its events, said of replay_start's aggregates so the others are not visited.
+_STARTS_FROM = sql.SQL("s.aggregate_id >= %(first_aggregate)s")
+_STARTS_AFTER = sql.SQL("s.aggregate_id >= %(after_aggregate)s")
+_STARTS_END = sql.SQL("s.aggregate_id <= %(last_aggregate)s")
+#: what a catch-up planned from progress adds to its frozen scope (the snapshot): the job whose
+#: replay_start rows it reads after (0011_catch_up_starts)
+_AFTER_PROGRESS = " after the progress kept for job "
 _COMMITTED_BETWEEN = sql.SQL(
     "txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
     " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
@@ -78,6 +86,13 @@ STREAM = select_events(_STREAM, _AGG_ORDER)
 #: live processing (shared/live.py): the events committed after snapshot %(prev)s and visible
 #: in snapshot %(now)s, in per-aggregate order
 NEW_EVENTS = select_events(_COMMITTED_BETWEEN, _AGG_ORDER)
+
+
+def unfreeze(frozen: str) -> tuple[str, UUID | None]:
+    """A job's frozen scope as the snapshot, and the job whose starts a catch-up planned from
+    progress reads after (None for any other job)."""
+    snapshot, _, job = frozen.partition(_AFTER_PROGRESS)
+    return snapshot, UUID(job) if job else None
 
 
 def where(scope: Scope, snapshot: str | None) -> tuple[list[sql.Composable], dict[str, Any]]:
@@ -123,9 +138,11 @@ class EventTableReader(SliceReader):
     can_fold: ClassVar[bool] = True
 
     _base: tuple[list[sql.Composable], dict[str, Any]] = field(init=False, repr=False)
+    _starts: UUID | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._base = where(self.scope, self.frozen)
+        snapshot, self._starts = unfreeze(self.frozen)
+        self._base = where(self.scope, snapshot)
 
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         query, params = self.query(checkpoint, limit)
@@ -175,8 +192,25 @@ class EventTableReader(SliceReader):
         if self.covered is not None:
             cols = sql.SQL(", ").join([EVENT_COLUMNS, _COVERED])
             params["covered"] = self.covered
+        if self._starts is not None and not b.by_time:
+            return self._after_starts(conds, cols, params, checkpoint)
         limited = sql.SQL(" ").join([order, _LIMIT])
         return select_events(where_clause(conds), limited, cols), params
+
+    def _after_starts(
+        self,
+        conds: list[sql.Composable],
+        cols: sql.Composable,
+        params: dict[str, Any],
+        checkpoint: Checkpoint | None,
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """``query`` for a catch-up planned from progress: the same conditions, read only after
+        each aggregate's start, and only for aggregates with one (``select_after_starts``)."""
+        first = _STARTS_FROM if checkpoint is None else _STARTS_AFTER
+        query = sql.SQL(QUERIES["select_after_starts"]).format(
+            columns=cols, where=where_clause(conds), first=first, last=_STARTS_END
+        )
+        return query, {**params, "starts": self._starts}
 
     def fold(
         self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int
@@ -191,6 +225,15 @@ class EventTableReader(SliceReader):
         )
         row = conn.execute(query, params).fetchone()
         return None if row is None else Folded(int(row["n"]), row)
+
+    def extents(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> list[Extent]:
+        batch, params = self.query(checkpoint, limit)
+        covered = sql.SQL("_covered" if self.covered is not None else "false")
+        query = sql.SQL(QUERIES["batch_extents"]).format(batch=batch, covered=covered)
+        rows = conn.execute(query, params).fetchall()
+        return [
+            Extent(r["aggregate_id"], r["first"], r["last"], r["n"], r["covered"]) for r in rows
+        ]
 
     def checkpoint_after(self, event: Mapping[str, Any]) -> Checkpoint:
         if not self.bounds.by_time:
@@ -220,7 +263,33 @@ class PostgresSource(Source):
         rows = conn.execute(QUERIES["known_event_types"], (limit,)).fetchall()
         return [r["event_type"] for r in rows]
 
+    def narrow(
+        self,
+        conn: Connection,
+        scope: Scope,
+        frozen: str,
+        slice_by: SliceBy,
+        handler_name: str,
+        job_id: UUID,
+    ) -> str:
+        """A catch-up sliced by aggregate covers, of each aggregate, the events after the
+        handler's watermark as it stands now (0011_catch_up_starts), and only the aggregates with
+        some: the aggregates it is up to date on are not read."""
+        if slice_by is not SliceBy.AGGREGATE:
+            return frozen
+        conds, params = where(scope, frozen)
+        aggregates = QUERIES["every_aggregate" if scope.aggregate_id is None else "one_aggregate"]
+        query = sql.SQL(QUERIES["freeze_starts"]).format(
+            aggregates=sql.SQL(aggregates), where=where_clause(conds)
+        )
+        conn.execute(query, {**params, "job_id": job_id, "handler": handler_name})
+        return f"{frozen}{_AFTER_PROGRESS}{job_id}"
+
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
+        frozen, starts = unfreeze(frozen)
+        if starts is not None:
+            row = conn.execute(QUERIES["count_starts"], {"starts": starts}).fetchone()
+            return int(row["n"]) if row else 0
         conds, params = where(scope, frozen)
         query = sql.SQL(QUERIES["count"]).format(where=where_clause(conds))
         row = conn.execute(query, params).fetchone()
@@ -229,9 +298,13 @@ class PostgresSource(Source):
     def plan(
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
+        snapshot, starts = unfreeze(frozen)
         if slice_by is SliceBy.TIME:
-            return plan_by_time(conn, scope, frozen, slices)
-        return plan_by_aggregate(conn, scope, frozen, slices)
+            return plan_by_time(conn, scope, snapshot, slices)
+        if starts is not None:
+            rows = conn.execute(QUERIES["plan_starts"], {"starts": starts, "slices": slices})
+            return _aggregate_ranges(rows.fetchall())
+        return plan_by_aggregate(conn, scope, snapshot, slices)
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         ids = [str(e) for e in event_ids]
@@ -252,6 +325,10 @@ def plan_by_aggregate(
     conds, params = where(scope, snapshot)
     query = sql.SQL(QUERIES["plan_by_aggregate"]).format(where=where_clause(conds))
     rows = conn.execute(query, {**params, "slices": slices}).fetchall()
+    return _aggregate_ranges(rows)
+
+
+def _aggregate_ranges(rows: Sequence[Mapping[str, Any]]) -> list[PlannedSlice]:
     return [
         PlannedSlice(
             slice_no=i,

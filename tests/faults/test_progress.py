@@ -114,8 +114,11 @@ def test_one_handler_through_every_path_processes_each_event_once(
         # 4. A catch-up of new events whose worker is SIGKILLed mid-job, resumed by the
         #    reconciler on a new worker.
         later = append_items(conn, aggregates[-LATER_AGGREGATES:], 3)
-        job_id = coordinator.submit(HANDLER, slices=8, max_events_per_second=8_000)
-        wait_until(lambda: running(coordinator, job_id, at_least=20_000), 60, "the catch-up")
+        # planned after the watermarks: it reads only the new events (600), slowly enough to
+        # be killed halfway
+        job_id = coordinator.submit(HANDLER, slices=8, max_events_per_second=60)
+        assert coordinator.get(job_id)["total_events"] == len(later)
+        wait_until(lambda: running(coordinator, job_id, at_least=120), 60, "the catch-up")
         cluster.live_workers()[0].kill()
         cluster.start_worker()
         coordinator.throttle(job_id, None)

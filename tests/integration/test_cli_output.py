@@ -44,7 +44,11 @@ def four_jobs(coordinator: Coordinator) -> dict[str, str]:
     requests: list[tuple[str, dict[str, Any]]] = [
         ("order_summary", {"slices": 3}),
         ("order_notifications", {"replay_type": "event_type", "event_types": ["OrderShipped"]}),
-        ("order_summary", {"replay_type": "aggregate", "aggregate_id": "order-7-0000042"}),
+        # a reset: a catch-up of it would have nothing left to read after the first job
+        (
+            "order_summary",
+            {"replay_type": "aggregate", "aggregate_id": "order-7-0000042", "reset": True},
+        ),
     ]
     statuses = {}
     for consumer, options in requests:  # one active job per consumer: each waited for
