@@ -30,6 +30,7 @@ import redis
 from shared import queries
 from shared.db import Connection
 from shared.handlers import Event
+from shared.sources.interface import Extent
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,28 @@ class _Progress:
                  "watermarks": [self.progress[a][0] for a in moved],
                  "marked": [self.progress[a][1] for a in moved]},
             )  # fmt: skip
+
+
+def advance_over_prefixes(conn: Connection, handler_name: str, extents: Sequence[Extent]) -> bool:
+    """For a batch folded in SQL (no event reaches Python): lock the progress rows of its
+    aggregates and, if for every one the batch holds exactly the events right after the
+    watermark (no gap, none marked or covered: all of them new), move each watermark to the
+    batch's last event of it and return True. Otherwise change nothing and return False: the
+    batch goes through ``claim_in_order``."""
+    aggregates = [x.aggregate_id for x in extents]  # in aggregate order: locked in that order
+    rows = conn.execute(
+        QUERIES["lock_progress"], {"handler": handler_name, "aggregates": aggregates}
+    ).fetchall()
+    progress = {r["aggregate_id"]: (r["watermark"], r["marked_max"]) for r in rows}
+    for x in extents:
+        watermark, marked_max = progress[x.aggregate_id]
+        prefix = x.first == watermark + 1 and x.last - x.first + 1 == x.count
+        if not prefix or x.covered or marked_max > watermark:
+            return False
+    params = {"handler": handler_name, "aggregates": aggregates,
+              "watermarks": [x.last for x in extents]}  # fmt: skip
+    conn.execute(QUERIES["advance_watermarks"], params)
+    return True
 
 
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:

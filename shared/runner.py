@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from shared import db, hooks, jobs, slices, sources
+from shared import db, hooks, idempotency, jobs, slices, sources
 from shared.applying import BatchResult, apply_batch
 from shared.context import Context
 from shared.db import Connection
@@ -27,6 +27,7 @@ from shared.errors import SourceUnavailable
 from shared.handlers import Event, IdempotentEventHandler
 from shared.heartbeat import Heartbeat
 from shared.hooks import Committed
+from shared.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,15 @@ class _Stop(Exception):
     def __init__(self, outcome: SliceOutcome) -> None:
         super().__init__(outcome)
         self.outcome = outcome
+
+
+class _NotFoldable(Exception):
+    """The batch is not one a catch-up can fold in SQL: the next way takes it (not a failure)."""
+
+
+def _gapless(scope: Scope) -> bool:
+    """A scope that takes every event of its aggregates: its batches continue watermarks."""
+    return scope.from_time is None and scope.to_time is None and not scope.event_types
 
 
 def _propagates(exc: Exception) -> bool:
@@ -180,12 +190,15 @@ class _SliceRun:
             _Way(self._event_by_event, ""),  # the last: handler errors go to the error policy
         ]
         fold_sql = self.handler.rebuild_sql
-        if self.positional and sql_folds and fold_sql is not None and self.reader.can_fold:
-            # A set-based fold fails on a malformed event, say: the Python path then takes the
-            # batch, and finds the event if need be.
-            fold = functools.partial(self._fold, fold_sql)
-            ways.insert(0, _Way(fold, "SQL fold of slice %s of job %s failed; batch by batch"
-                                " in Python"))  # fmt: skip
+        if not (sql_folds and fold_sql is not None and self.reader.can_fold):
+            return ways
+        # A set-based fold fails on a malformed event, say: the Python path then takes the
+        # batch, and finds the event if need be.
+        failure = "SQL fold of slice %s of job %s failed; batch by batch in Python"
+        if self.positional:
+            ways.insert(0, _Way(functools.partial(self._fold, fold_sql), failure))
+        elif self.in_order and _gapless(self.job.scope):
+            ways.insert(0, _Way(functools.partial(self._catch_up_fold, fold_sql), failure))
         return ways
 
     def result(self, outcome: SliceOutcome) -> SliceResult:
@@ -217,6 +230,8 @@ class _SliceRun:
         for way in fallible:
             try:
                 return self._in_transaction(way.apply)
+            except _NotFoldable:
+                continue
             except Exception as exc:
                 if _propagates(exc):
                     raise
@@ -266,6 +281,22 @@ class _SliceRun:
         if folded is None:
             self._complete()
             return None
+        n = folded.count
+        return Committed(n, n, [], self._record(folded.last, processed=n, applied=n))
+
+    def _catch_up_fold(self, fold_sql: str) -> Committed | None:
+        """A catch-up's batch as one statement, when every event of it is new and continues
+        its aggregate's watermark (the common case: a handler's first catch-up, or new events
+        appended to its aggregates); the watermarks move with it, and no per-event marker is
+        needed. Any other batch (a gap, a marker, an event of a rebuild) is the Python path's."""
+        extents = self.reader.extents(self.conn, self.checkpoint, self.pace.limit)
+        if not extents:
+            self._complete()
+            return None
+        if not idempotency.advance_over_prefixes(self.conn, self.handler.name, extents):
+            raise _NotFoldable
+        folded = self.reader.fold(self.conn, self.checkpoint, fold_sql, self.pace.limit)
+        assert folded is not None and folded.count == sum(x.count for x in extents)
         n = folded.count
         return Committed(n, n, [], self._record(folded.last, processed=n, applied=n))
 

@@ -87,3 +87,10 @@ DELETE FROM handler_progress WHERE handler_name = %(handler)s;
 
 -- name: clear_aggregate_progress
 DELETE FROM handler_progress WHERE handler_name = %(handler)s AND aggregate_id = %(aggregate_id)s;
+
+-- name: advance_watermarks
+-- A batch folded in SQL (idempotency.advance_over_prefixes): each aggregate's watermark moves
+-- to the batch's last event of it.
+UPDATE handler_progress w SET watermark = v.watermark
+  FROM unnest(%(aggregates)s::text[], %(watermarks)s::bigint[]) AS v (aggregate_id, watermark)
+ WHERE w.handler_name = %(handler)s AND w.aggregate_id = v.aggregate_id;

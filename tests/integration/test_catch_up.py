@@ -1,0 +1,135 @@
+"""Catch-ups planned from the handler's watermarks (issue 15): an incremental catch-up reads what
+is new, and a batch of new events is folded in SQL under a guard that keeps it exactly-once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from examples.orders import seed
+from scheduler.coordinator import Coordinator
+from shared import idempotency, store
+from shared.db import Connection
+from shared.sources.interface import Extent
+from tests.folds import fold_order_summary, read_order_summary
+from tests.integration.conftest import TOTAL_SEEDED, events_where
+from tests.support import count
+
+pytestmark = pytest.mark.integration
+
+HANDLER = "order_summary"
+LATE = "late-sku"
+
+
+def run(coordinator: Coordinator, **kwargs: Any) -> dict[str, Any]:
+    job = coordinator.wait(coordinator.submit(HANDLER, **kwargs), timeout=120)
+    assert job["status"] == "completed", job.get("error")
+    return job
+
+
+@pytest.fixture
+def late(conn: Connection) -> Iterator[None]:
+    """Events appended by a test are removed after it."""
+    yield
+    conn.execute("DELETE FROM event WHERE payload->>'sku' = %s", (LATE,))
+
+
+def append_items(conn: Connection, aggregate_id: str, n: int) -> None:
+    version = store.stream_version(conn, aggregate_id)
+    items = [store.NewEvent("ItemAdded", {"sku": LATE, "qty": 1, "price": "2.50"})] * n
+    store.append(conn, aggregate_id, "Order", items, expected_version=version)
+
+
+def test_an_incremental_catch_up_reads_only_the_aggregates_with_new_events(
+    coordinator: Coordinator, conn: Connection, late: None
+) -> None:
+    first = run(coordinator, slices=4)
+    assert first["applied_count"] == first["total_events"] == TOTAL_SEEDED
+    touched = [seed.aggregate_id(7, i) for i in (3, 40, 41)]
+    for n, aggregate_id in enumerate(touched, start=1):
+        append_items(conn, aggregate_id, n)
+
+    job_id = coordinator.submit(HANDLER, slices=4)
+    # Planned from the watermarks: exactly the 6 new events, in slices that span only the
+    # aggregates that have some (the others are not read).
+    planned = coordinator.get(job_id)
+    assert planned["total_events"] == 6
+    starts = conn.execute(
+        "SELECT aggregate_id, events FROM replay_start WHERE job_id = %s ORDER BY 1", (job_id,)
+    ).fetchall()
+    assert [(r["aggregate_id"], r["events"]) for r in starts] == [
+        (touched[0], 1), (touched[1], 2), (touched[2], 3)
+    ]  # fmt: skip
+    for s in planned["slices"]:
+        assert s["first_aggregate"] in touched and s["last_aggregate"] in touched
+
+    job = coordinator.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job.get("error")
+    assert job["applied_count"] == job["processed_count"] == 6
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    # every event said by a watermark (no marker), and the job's starts are gone
+    assert count(conn, "SELECT count(*) FROM processed_event") == 0
+    assert count(conn, "SELECT count(*) FROM replay_start") == 0
+    at_head = (
+        "SELECT count(*) FROM handler_progress w WHERE watermark ="
+        " (SELECT max(sequence_num) FROM event e WHERE e.aggregate_id = w.aggregate_id)"
+    )
+    heads = count(conn, at_head)
+    assert heads == count(conn, "SELECT count(DISTINCT aggregate_id) FROM event")
+
+
+def test_a_catch_up_after_a_time_range_replay_skips_exactly_what_it_processed(
+    coordinator: Coordinator, conn: Connection
+) -> None:
+    ranged = run(coordinator, replay_type="time_range", from_time="2026-02-01T00:00:00Z")
+    assert 0 < ranged["applied_count"] < TOTAL_SEEDED
+    marked = count(conn, "SELECT count(*) FROM processed_event")
+    assert marked > 0
+    job = run(coordinator, slices=4)
+    # Beyond a gap, the ranged events are markers: read again, skipped, never applied twice;
+    # those that continued a prefix are below a watermark, and not read at all.
+    assert job["applied_count"] == TOTAL_SEEDED - ranged["applied_count"]
+    assert job["skipped_count"] == marked
+
+    # (the status of an order is its last status event applied, here out of order: left out)
+    def counts(summary: dict[str, Any]) -> dict[str, Any]:
+        return {order: (n, total, version) for order, (n, total, _, version) in summary.items()}
+
+    assert counts(read_order_summary(conn)) == counts(fold_order_summary(events_where(conn)))
+    assert count(conn, "SELECT count(*) FROM processed_event") == 0  # absorbed by watermarks
+
+
+def extent(aggregate_id: str, first: int, last: int, covered: bool = False) -> Extent:
+    return Extent(aggregate_id, first, last, last - first + 1, covered)
+
+
+@pytest.mark.parametrize(
+    ("extents", "folds"),
+    [
+        ([extent("a", 6, 9), extent("new", 1, 3)], True),  # both continue their prefix
+        ([extent("a", 7, 9)], False),  # a gap after the watermark
+        ([Extent("a", 6, 9, 3, False)], False),  # a gap inside the batch
+        ([extent("a", 6, 9, covered=True)], False),  # a rebuild's events
+        ([extent("marked", 4, 5)], False),  # a marker lies beyond the watermark
+        ([extent("a", 6, 9), extent("new", 2, 3)], False),  # one refusal refuses the batch
+    ],
+)
+def test_a_batch_is_folded_only_when_every_event_continues_its_watermark(
+    conn: Connection, extents: list[Extent], folds: bool
+) -> None:
+    conn.execute("DELETE FROM handler_progress WHERE handler_name = 'guard'")
+    conn.execute(
+        "INSERT INTO handler_progress VALUES ('guard', 'a', 5, 0), ('guard', 'marked', 3, 7)"
+    )
+    with conn.transaction():
+        assert idempotency.advance_over_prefixes(conn, "guard", extents) is folds
+    rows = conn.execute(
+        "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = 'guard'"
+    ).fetchall()
+    watermarks = {r["aggregate_id"]: r["watermark"] for r in rows}
+    if folds:
+        assert watermarks == {"a": 9, "new": 3, "marked": 3}
+    else:  # the caller rolls the batch back: here only the watermarks are checked
+        assert watermarks["a"] == 5 and watermarks["marked"] == 3
