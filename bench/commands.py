@@ -35,8 +35,9 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--keep-data", action="store_true", help="reuse the bench database if seeded")
     s.add_argument(
         "--measures",
-        default="rebuild1,rebuild2,rebuild2py,catchup",
-        help="project runs (baseline and ceiling always run): rebuild1,rebuild2,rebuild2py,catchup",
+        default="rebuild1,rebuild2,rebuild2py,catchup,incremental",
+        help="project runs (baseline and ceiling always run):"
+        " rebuild1,rebuild2,rebuild2py,catchup,incremental",
     )
 
     s = add(sub, cmd_bench_live, "live latency: idle, during a replay, throttled",

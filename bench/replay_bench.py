@@ -10,8 +10,10 @@ measured side by side in one run, on the same data.
 * ceiling: the events streamed out of PostgreSQL in (aggregate_id, sequence_num) order with
   ``COPY ... TO STDOUT`` and discarded: the most the database can hand over.
 * this project: a full rebuild (reset) of order_summary through real worker processes (1 and
-  2 processes), and the first catch-up of a handler that never processed anything (every event
-  claimed: its aggregate's watermark moved); wall time from submit to completed.
+  2 processes), the first catch-up of a handler that never processed anything (every event
+  claimed: its aggregate's watermark moved), and an incremental catch-up of 5 % new events
+  appended across random existing orders (its rate: new events per second); wall time from
+  submit to completed. The incremental measure appends its events to the bench database.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from shared.settings import Settings
 SUFFIX = "_bench"
 
 BASELINE_HANDLER = "bench_baseline"
-MEASURES = ("baseline", "ceiling", "rebuild1", "rebuild2", "rebuild2py", "catchup")
+MEASURES = ("baseline", "ceiling", "rebuild1", "rebuild2", "rebuild2py", "catchup", "incremental")
 STATUS = {"OrderPlaced": "placed", "PaymentProcessed": "paid", "OrderShipped": "shipped"}
 CACHE_SECONDS = 86400  # the seed design's marker TTL in Redis
 
@@ -78,6 +80,26 @@ FORGET_ORDER_SUMMARY = (
     "UPDATE handler_state SET rebuild_snapshot = NULL, rebuild_job_id = NULL"
     " WHERE handler_name = 'order_summary'",
 )
+# New events across random existing orders (ItemAdded, each after its order's last event): what
+# an incremental catch-up has to apply.
+APPEND_ACROSS_AGGREGATES = """
+WITH aggregates AS (
+    SELECT aggregate_id, max(sequence_num) AS head, row_number() OVER (ORDER BY aggregate_id) AS i
+      FROM event GROUP BY aggregate_id
+), picks AS (
+    SELECT 1 + floor(random() * (SELECT count(*) FROM aggregates))::bigint AS i
+      FROM generate_series(1, %(events)s)
+), numbered AS (
+    SELECT a.aggregate_id, a.head + row_number() OVER (PARTITION BY a.aggregate_id) AS seq
+      FROM picks JOIN aggregates a USING (i)
+)
+INSERT INTO event (aggregate_id, aggregate_type, event_type, payload, metadata, sequence_num,
+                   occurred_at)
+SELECT aggregate_id, 'Order', 'ItemAdded',
+       jsonb_build_object('sku', 'SKU-0001', 'qty', 1 + seq %% 5, 'price', 9.99),
+       '{"source": "bench"}', seq, now()
+  FROM numbered
+"""
 CANCEL_ACTIVE_JOBS = "UPDATE replay_job SET status = %s WHERE status = ANY(%s)"
 
 
@@ -202,6 +224,33 @@ def project_run(
     return m
 
 
+def incremental_run(
+    settings: Settings, name: str, workers: int, runs: int, appended: int, logs: Path
+) -> Measure:
+    """After every event was processed: ``appended`` new events across random existing
+    orders, then a catch-up; its rate is the new events' (what it has to apply) per second."""
+    m = Measure(name, appended)
+    for run in range(runs):
+        with running_workers(settings, workers, f"bench{workers}x{run}i", logs) as procs:
+            coordinator = Coordinator(settings)
+            # up to date first (nothing to do after the catch-up measure), untimed
+            coordinator.wait(coordinator.submit("order_summary"))
+            with db.connect(settings) as conn:
+                conn.execute(APPEND_ACROSS_AGGREGATES, {"events": appended})
+            started = time.perf_counter()
+            job = coordinator.wait(coordinator.submit("order_summary"))
+            m.seconds.append(time.perf_counter() - started)
+            coordinator.close()
+            if job["status"] != Status.COMPLETED or job["applied_count"] != appended:
+                raise RuntimeError(f"{name}: {job['status']}, {job['applied_count']} applied")
+            m.planning_ms.append(int(job["planning_ms"]))
+            m.peak_rss_mb.append(peak_rss_mb([p.pid for p in procs]))
+        with db.connect(settings) as conn:
+            if not verify_order_summary(conn).ok:
+                raise RuntimeError(f"{name}: the read model differs from the fold of the events")
+    return m
+
+
 @dataclass
 class BenchConfig:
     aggregates: int = 10_000
@@ -275,6 +324,15 @@ def _planned(bench: Settings, config: BenchConfig) -> list[Callable[[], Measure]
         ),
         "catchup": lambda: project_run(
             bench, "first catch-up, 2 processes", 2, runs, reset=False, logs=logs
+        ),
+        # 5 % of the events, new: the issue's 50,000 after 1,000,000
+        "incremental": lambda: incremental_run(
+            bench,
+            "incremental catch-up (new events), 2 processes",
+            2,
+            runs,
+            max(1, config.aggregates * config.events_per_aggregate // 20),
+            logs,
         ),
     }
     return [measure for name, measure in planned.items() if name in config.measures]
