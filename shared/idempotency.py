@@ -28,9 +28,8 @@ from uuid import UUID
 import redis
 
 from shared import queries
-from shared.db import Connection
+from shared.db import Connection, sql
 from shared.handlers import Event
-from shared.sources.interface import Extent
 
 log = logging.getLogger(__name__)
 
@@ -130,26 +129,29 @@ class _Progress:
             )  # fmt: skip
 
 
-def advance_over_prefixes(conn: Connection, handler_name: str, extents: Sequence[Extent]) -> bool:
-    """For a batch folded in SQL (no event reaches Python): lock the progress rows of its
-    aggregates and, if for every one the batch holds exactly the events right after the
-    watermark (no gap, none marked or covered: all of them new), move each watermark to the
-    batch's last event of it and return True. Otherwise change nothing and return False: the
-    batch goes through ``claim_in_order``."""
-    aggregates = [x.aggregate_id for x in extents]  # in aggregate order: locked in that order
-    rows = conn.execute(
-        QUERIES["lock_progress"], {"handler": handler_name, "aggregates": aggregates}
-    ).fetchall()
-    progress = {r["aggregate_id"]: (r["watermark"], r["marked_max"]) for r in rows}
-    for x in extents:
-        watermark, marked_max = progress[x.aggregate_id]
-        prefix = x.first == watermark + 1 and x.last - x.first + 1 == x.count
-        if not prefix or x.covered or marked_max > watermark:
-            return False
-    params = {"handler": handler_name, "aggregates": aggregates,
-              "watermarks": [x.last for x in extents]}  # fmt: skip
-    conn.execute(QUERIES["advance_watermarks"], params)
-    return True
+def advance_over_batch(
+    conn: Connection,
+    handler_name: str,
+    batch: sql.Composable,
+    params: Mapping[str, Any],
+    *,
+    covered: bool,
+) -> int | None:
+    """For a batch to be folded in SQL (no event reaches Python; ``batch`` is its SELECT, with a
+    ``_covered`` column if ``covered``): lock the progress rows of its aggregates and, if for
+    every one the batch holds exactly the events right after the watermark (no gap, none
+    marked or covered: all of them new), move each watermark to the batch's last event of it.
+    Returns the batch's size (0: empty), or None when it cannot be so: the caller must then roll
+    the transaction back, and the batch goes through ``claim_in_order``."""
+    query = sql.SQL(QUERIES["advance_over_batch"]).format(
+        batch=batch, covered=sql.SQL("_covered" if covered else "false")
+    )
+    rows = conn.execute(query, {**params, "handler": handler_name}).fetchall()
+    for r in rows:
+        whole = r["last"] - r["first"] + 1 == r["n"] and not r["covered"]
+        if not (whole and r["moved"] and (r["first"] == 1 or not r["created"])):
+            return None
+    return sum(int(r["n"]) for r in rows)
 
 
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:

@@ -289,14 +289,18 @@ class _SliceRun:
         its aggregate's watermark (the common case: a handler's first catch-up, or new events
         appended to its aggregates); the watermarks move with it, and no per-event marker is
         needed. Any other batch (a gap, a marker, an event of a rebuild) is the Python path's."""
-        extents = self.reader.extents(self.conn, self.checkpoint, self.pace.limit)
-        if not extents:
+        batch, params = self.reader.query(self.checkpoint, self.pace.limit)
+        covered = self.reader.covered is not None
+        n = idempotency.advance_over_batch(
+            self.conn, self.handler.name, batch, params, covered=covered
+        )
+        if n == 0:
             self._complete()
             return None
-        if not idempotency.advance_over_prefixes(self.conn, self.handler.name, extents):
+        if n is None:
             raise _NotFoldable
         folded = self.reader.fold(self.conn, self.checkpoint, fold_sql, self.pace.limit)
-        assert folded is not None and folded.count == sum(x.count for x in extents)
+        assert folded is not None and folded.count == n
         n = folded.count
         return Committed(n, n, [], self._record(folded.last, processed=n, applied=n))
 

@@ -139,14 +139,3 @@ SELECT e.* FROM walk s
                         AND {where}
                       ORDER BY sequence_num LIMIT %(limit)s) AS e
  ORDER BY s.aggregate_id, e.sequence_num LIMIT %(limit)s;
-
--- name: batch_extents
--- What a batch ({batch}, a slice batch's SELECT) holds of each aggregate: its first and last
--- sequence_num, how many events, and whether any is covered by the handler's last full rebuild
--- ({covered}: the batch's _covered flag, or false). A catch-up folds a batch in SQL only when
--- these say it continues every aggregate's watermark without a gap (shared/runner.py).
-SELECT aggregate_id, min(sequence_num) AS first, max(sequence_num) AS last, count(*) AS n,
-       bool_or({covered}) AS covered
-  FROM ({batch}) AS batch
- GROUP BY aggregate_id
- ORDER BY aggregate_id;

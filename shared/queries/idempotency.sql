@@ -88,9 +88,25 @@ DELETE FROM handler_progress WHERE handler_name = %(handler)s;
 -- name: clear_aggregate_progress
 DELETE FROM handler_progress WHERE handler_name = %(handler)s AND aggregate_id = %(aggregate_id)s;
 
--- name: advance_watermarks
--- A batch folded in SQL (idempotency.advance_over_prefixes): each aggregate's watermark moves
--- to the batch's last event of it.
-UPDATE handler_progress w SET watermark = v.watermark
-  FROM unnest(%(aggregates)s::text[], %(watermarks)s::bigint[]) AS v (aggregate_id, watermark)
- WHERE w.handler_name = %(handler)s AND w.aggregate_id = v.aggregate_id;
+-- name: advance_over_batch
+-- A catch-up's batch ({batch}, a slice batch's SELECT; {covered}: its _covered flag, or false)
+-- to be folded in SQL (idempotency.advance_over_batch): what it holds of each aggregate, and
+-- each aggregate's progress row created or locked in aggregate order, its watermark moved to the
+-- batch's last event of it only where the batch starts right after the watermark
+-- (EXCLUDED.marked_max carries first - 1) and no marker lies beyond it. A row created here must
+-- start at 1. The caller checks every row, and rolls back the batch if one is not moved.
+WITH batch AS ({batch}),
+extents AS (
+    SELECT aggregate_id, min(sequence_num) AS first, max(sequence_num) AS last, count(*) AS n,
+           bool_or({covered}) AS covered
+      FROM batch GROUP BY aggregate_id
+), moved AS (
+    INSERT INTO handler_progress AS w (handler_name, aggregate_id, watermark, marked_max)
+    SELECT %(handler)s, aggregate_id, last, first - 1 FROM extents ORDER BY aggregate_id
+        ON CONFLICT (handler_name, aggregate_id) DO UPDATE SET watermark = EXCLUDED.watermark
+     WHERE w.watermark = EXCLUDED.marked_max AND w.marked_max <= w.watermark
+    RETURNING aggregate_id, xmax = 0 AS created
+)
+SELECT x.aggregate_id, x.first, x.last, x.n, x.covered, m.aggregate_id IS NOT NULL AS moved,
+       coalesce(m.created, false) AS created
+  FROM extents x LEFT JOIN moved m USING (aggregate_id);

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from uuid import UUID
 
-from shared.db import Connection
+from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy
@@ -42,18 +42,6 @@ class Folded:
 
     count: int
     last: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Extent:
-    """What one batch holds of one aggregate (``SliceReader.extents``)."""
-
-    aggregate_id: str
-    first: int
-    last: int
-    count: int
-    #: some of them belong to the handler's last completed full rebuild
-    covered: bool
 
 
 @dataclass
@@ -88,10 +76,13 @@ class SliceReader:
         """The checkpoint (JSON-able) that resumes right after ``event`` of this slice."""
         raise NotImplementedError
 
-    def extents(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> list[Extent]:
-        """Optional (``can_fold``, slices by aggregate): what the batch that ``read`` would
-        return holds of each aggregate, in aggregate order, without its events."""
-        raise NotImplementedError(f"{type(self).__name__} cannot describe a batch")
+    def query(
+        self, checkpoint: Checkpoint | None, limit: int | None = None
+    ) -> tuple[sql.Composable, dict[str, Any]]:
+        """Optional (``can_fold``): the next batch after ``checkpoint`` as one SELECT and its
+        parameters, for set-based work in the database (with a ``_covered`` column when
+        ``covered`` is set)."""
+        raise NotImplementedError(f"{type(self).__name__} has no batch SELECT")
 
     def committed(self, job_id: UUID, checkpoint: Checkpoint) -> None:
         """After a batch's transaction committed ``checkpoint`` (the truth, in PostgreSQL): a

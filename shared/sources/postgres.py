@@ -25,7 +25,7 @@ from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import EVENT_COLUMNS, Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
-from shared.sources.interface import Batch, Checkpoint, Extent, Folded, SliceReader, Source
+from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader, Source
 
 QUERIES = queries.load("events")
 
@@ -226,15 +226,6 @@ class EventTableReader(SliceReader):
         row = conn.execute(query, params).fetchone()
         return None if row is None else Folded(int(row["n"]), row)
 
-    def extents(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> list[Extent]:
-        batch, params = self.query(checkpoint, limit)
-        covered = sql.SQL("_covered" if self.covered is not None else "false")
-        query = sql.SQL(QUERIES["batch_extents"]).format(batch=batch, covered=covered)
-        rows = conn.execute(query, params).fetchall()
-        return [
-            Extent(r["aggregate_id"], r["first"], r["last"], r["n"], r["covered"]) for r in rows
-        ]
-
     def checkpoint_after(self, event: Mapping[str, Any]) -> Checkpoint:
         if not self.bounds.by_time:
             return {"aggregate_id": event["aggregate_id"], "sequence_num": event["sequence_num"]}
@@ -277,7 +268,9 @@ class PostgresSource(Source):
         some: the aggregates it is up to date on are not read."""
         if slice_by is not SliceBy.AGGREGATE:
             return frozen
-        conds, params = where(scope, frozen)
+        # No visibility condition: planning's snapshot is the frozen one (``freeze`` is its
+        # first statement), and without it the counts can be answered from the index alone.
+        conds, params = where(scope, None)
         aggregates = QUERIES["every_aggregate" if scope.aggregate_id is None else "one_aggregate"]
         query = sql.SQL(QUERIES["freeze_starts"]).format(
             aggregates=sql.SQL(aggregates), where=where_clause(conds)

@@ -11,8 +11,7 @@ import pytest
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
 from shared import idempotency, store
-from shared.db import Connection
-from shared.sources.interface import Extent
+from shared.db import Connection, sql
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where
 from tests.support import count
@@ -101,35 +100,48 @@ def test_a_catch_up_after_a_time_range_replay_skips_exactly_what_it_processed(
     assert count(conn, "SELECT count(*) FROM processed_event") == 0  # absorbed by watermarks
 
 
-def extent(aggregate_id: str, first: int, last: int, covered: bool = False) -> Extent:
-    return Extent(aggregate_id, first, last, last - first + 1, covered)
+def batch(*extents: tuple[str, list[int]], covered: bool = False) -> sql.Composable:
+    """A batch's SELECT holding, of each aggregate, the given sequence numbers (none: empty)."""
+    if not extents:
+        return sql.SQL("SELECT 'x' AS aggregate_id, 1::bigint AS sequence_num WHERE false")
+    rows = [
+        sql.SQL("({}, {}::bigint, {})").format(aggregate_id, seq, covered)
+        for aggregate_id, seqs in extents
+        for seq in seqs
+    ]
+    return sql.SQL("SELECT * FROM (VALUES {}) AS b (aggregate_id, sequence_num, _covered)").format(
+        sql.SQL(", ").join(rows)
+    )
 
 
 @pytest.mark.parametrize(
-    ("extents", "folds"),
+    ("extents", "covered", "folds"),
     [
-        ([extent("a", 6, 9), extent("new", 1, 3)], True),  # both continue their prefix
-        ([extent("a", 7, 9)], False),  # a gap after the watermark
-        ([Extent("a", 6, 9, 3, False)], False),  # a gap inside the batch
-        ([extent("a", 6, 9, covered=True)], False),  # a rebuild's events
-        ([extent("marked", 4, 5)], False),  # a marker lies beyond the watermark
-        ([extent("a", 6, 9), extent("new", 2, 3)], False),  # one refusal refuses the batch
+        ([("a", [6, 7, 8, 9]), ("new", [1, 2, 3])], False, True),  # each continues its prefix
+        ([("a", [7, 8, 9])], False, False),  # a gap after the watermark
+        ([("a", [6, 7, 9])], False, False),  # a gap inside the batch
+        ([("a", [6, 7])], True, False),  # a rebuild's events
+        ([("marked", [4, 5])], False, False),  # a marker lies beyond the watermark
+        ([("a", [6, 7]), ("new", [2, 3])], False, False),  # a new aggregate must start at 1
     ],
 )
 def test_a_batch_is_folded_only_when_every_event_continues_its_watermark(
-    conn: Connection, extents: list[Extent], folds: bool
+    conn: Connection, extents: list[tuple[str, list[int]]], covered: bool, folds: bool
 ) -> None:
     conn.execute("DELETE FROM handler_progress WHERE handler_name = 'guard'")
     conn.execute(
         "INSERT INTO handler_progress VALUES ('guard', 'a', 5, 0), ('guard', 'marked', 3, 7)"
     )
+    size = sum(len(seqs) for _, seqs in extents)
     with conn.transaction():
-        assert idempotency.advance_over_prefixes(conn, "guard", extents) is folds
-    rows = conn.execute(
-        "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = 'guard'"
-    ).fetchall()
-    watermarks = {r["aggregate_id"]: r["watermark"] for r in rows}
-    if folds:
-        assert watermarks == {"a": 9, "new": 3, "marked": 3}
-    else:  # the caller rolls the batch back: here only the watermarks are checked
-        assert watermarks["a"] == 5 and watermarks["marked"] == 3
+        n = idempotency.advance_over_batch(
+            conn, "guard", batch(*extents, covered=covered), {}, covered=covered
+        )
+        assert n == (size if folds else None)
+        rows = conn.execute(
+            "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = 'guard'"
+        ).fetchall()
+        watermarks = {r["aggregate_id"]: r["watermark"] for r in rows}
+        if folds:
+            assert watermarks == {"a": 9, "new": 3, "marked": 3}
+    assert idempotency.advance_over_batch(conn, "guard", batch(), {}, covered=False) == 0
