@@ -121,7 +121,11 @@ SELECT floor(before * %(slices)s / total)::int AS bucket,
 -- planning; one index probe each), so the sort is of about one batch whatever plan PostgreSQL
 -- picks, and aggregates without a start are never read.
 WITH RECURSIVE walk AS (
-    (SELECT s.aggregate_id, s.after_sequence, s.events AS upto FROM replay_start s
+    -- the aggregate a batch resumes in (%(resume_at)s) may have nothing left: it counts for
+    -- nothing, so the walk goes on to starts that fill the batch
+    (SELECT s.aggregate_id, s.after_sequence,
+            CASE WHEN s.aggregate_id = %(resume_at)s::text THEN 0 ELSE s.events END AS upto
+       FROM replay_start s
       WHERE s.job_id = %(starts)s AND {first} AND {last}
       ORDER BY s.aggregate_id LIMIT 1)
     UNION ALL

@@ -210,7 +210,8 @@ class EventTableReader(SliceReader):
         query = sql.SQL(QUERIES["select_after_starts"]).format(
             columns=cols, where=where_clause(conds), first=first, last=_STARTS_END
         )
-        return query, {**params, "starts": self._starts}
+        resume_at = None if checkpoint is None else checkpoint["aggregate_id"]
+        return query, {**params, "starts": self._starts, "resume_at": resume_at}
 
     def fold(
         self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int

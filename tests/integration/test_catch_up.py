@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from uuid import uuid4
 
+import psycopg
 import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
 from shared import idempotency, store
 from shared.db import Connection, sql
+from shared.scope import Scope, SliceBounds
+from shared.slicing import SliceBy
+from shared.sources.postgres import EventTableReader, PostgresSource
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where
 from tests.support import count
@@ -103,15 +108,18 @@ def test_a_catch_up_after_a_time_range_replay_skips_exactly_what_it_processed(
 def batch(*extents: tuple[str, list[int]], covered: bool = False) -> sql.Composable:
     """A batch's SELECT holding, of each aggregate, the given sequence numbers (none: empty)."""
     if not extents:
-        return sql.SQL("SELECT 'x' AS aggregate_id, 1::bigint AS sequence_num WHERE false")
+        return sql.SQL(
+            "SELECT 'x' AS aggregate_id, 1::bigint AS sequence_num,"
+            " gen_random_uuid() AS event_id, false AS _covered WHERE false"
+        )
     rows = [
-        sql.SQL("({}, {}::bigint, {})").format(aggregate_id, seq, covered)
+        sql.SQL("({}, {}::bigint, {}, gen_random_uuid())").format(aggregate_id, seq, covered)
         for aggregate_id, seqs in extents
         for seq in seqs
     ]
-    return sql.SQL("SELECT * FROM (VALUES {}) AS b (aggregate_id, sequence_num, _covered)").format(
-        sql.SQL(", ").join(rows)
-    )
+    return sql.SQL(
+        "SELECT * FROM (VALUES {}) AS b (aggregate_id, sequence_num, _covered, event_id)"
+    ).format(sql.SQL(", ").join(rows))
 
 
 @pytest.mark.parametrize(
@@ -132,16 +140,58 @@ def test_a_batch_is_folded_only_when_every_event_continues_its_watermark(
     conn.execute(
         "INSERT INTO handler_progress VALUES ('guard', 'a', 5, 0), ('guard', 'marked', 3, 7)"
     )
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS folded (aggregate_id text, sequence_num int)")
+    conn.execute("TRUNCATE folded")
+    fold_sql = "INSERT INTO folded SELECT aggregate_id, sequence_num FROM batch"
     size = sum(len(seqs) for _, seqs in extents)
-    with conn.transaction():
-        n = idempotency.advance_over_batch(
-            conn, "guard", batch(*extents, covered=covered), {}, covered=covered
+
+    def fold(query: sql.Composable) -> tuple[int, Any]:
+        return idempotency.fold_in_order(
+            conn, "guard", query, {}, covered=covered, fold_sql=fold_sql
         )
-        assert n == (size if folds else None)
-        rows = conn.execute(
-            "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = 'guard'"
-        ).fetchall()
-        watermarks = {r["aggregate_id"]: r["watermark"] for r in rows}
+
+    with conn.transaction():
         if folds:
-            assert watermarks == {"a": 9, "new": 3, "marked": 3}
-    assert idempotency.advance_over_batch(conn, "guard", batch(), {}, covered=False) == 0
+            n, last = fold(batch(*extents, covered=covered))
+            assert n == size == count(conn, "SELECT count(*) FROM folded")
+            assert (last["aggregate_id"], last["sequence_num"]) == ("new", 3)
+            rows = conn.execute(
+                "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = 'guard'"
+            ).fetchall()
+            assert {r["aggregate_id"]: r["watermark"] for r in rows} == {
+                "a": 9, "new": 3, "marked": 3
+            }  # fmt: skip
+        else:
+            with pytest.raises(idempotency.NotInOrder):
+                fold(batch(*extents, covered=covered))
+            # the fold read the batch through the verdict: it applied nothing
+            assert count(conn, "SELECT count(*) FROM folded") == 0
+    assert fold(batch()) == (0, None)
+
+
+@pytest.mark.parametrize("limit", [7, 150, 1000])
+def test_a_slice_after_starts_reads_every_event_once_whatever_the_batch_size(
+    conn: Connection, limit: int
+) -> None:
+    """Batches smaller than an aggregate (a throttled job's), and resumed after an aggregate's
+    last event: every event of the scope in order, none twice, none missed."""
+    rows = conn.execute("SELECT event_id FROM event ORDER BY aggregate_id, sequence_num")
+    expected = [r["event_id"] for r in rows]
+    bounds = conn.execute(
+        "SELECT min(aggregate_id) AS first, max(aggregate_id) AS last FROM event"
+    ).fetchone()
+    source = PostgresSource()
+    with conn.transaction():
+        frozen = source.freeze(conn)
+        frozen = source.narrow(conn, Scope(), frozen, SliceBy.AGGREGATE, "nobody", uuid4())
+        reader = EventTableReader(
+            Scope(), SliceBounds(bounds["first"], bounds["last"]), frozen, limit
+        )
+        read: list[Any] = []
+        checkpoint = None
+        while events := reader.read(conn, checkpoint, limit).events:
+            assert len(events) <= limit
+            read += [e["event_id"] for e in events]
+            checkpoint = reader.checkpoint_after(events[-1])
+        assert read == expected
+        raise psycopg.Rollback  # the starts' job does not exist
