@@ -129,29 +129,35 @@ class _Progress:
             )  # fmt: skip
 
 
-def advance_over_batch(
+def fold_in_order(
     conn: Connection,
     handler_name: str,
     batch: sql.Composable,
     params: Mapping[str, Any],
     *,
     covered: bool,
-) -> int | None:
-    """For a batch to be folded in SQL (no event reaches Python; ``batch`` is its SELECT, with a
-    ``_covered`` column if ``covered``): lock the progress rows of its aggregates and, if for
-    every one the batch holds exactly the events right after the watermark (no gap, none
-    marked or covered: all of them new), move each watermark to the batch's last event of it.
-    Returns the batch's size (0: empty), or None when it cannot be so: the caller must then roll
-    the transaction back, and the batch goes through ``claim_in_order``."""
-    query = sql.SQL(QUERIES["advance_over_batch"]).format(
-        batch=batch, covered=sql.SQL("_covered" if covered else "false")
+    fold_sql: str,
+) -> tuple[int, Mapping[str, Any] | None]:
+    """Apply a batch of the event table with the handler's set-based fold (no event reaches
+    Python; ``batch`` is its SELECT in aggregate order, with a ``_covered`` column if
+    ``covered``), if for every aggregate the batch holds exactly the events right after its
+    watermark (no gap, none marked or covered: all of them new); the watermarks move to the
+    batch's last event of each, and no marker is written. Returns the batch's size and its last
+    event ((0, None): empty). Raises ``NotInOrder`` when the batch is not so; the caller must
+    roll the transaction back, and the batch goes through ``claim_in_order``."""
+    query = sql.SQL(QUERIES["fold_in_order"]).format(
+        batch=batch, covered=sql.SQL("_covered" if covered else "false"), fold=sql.SQL(fold_sql)
     )
-    rows = conn.execute(query, {**params, "handler": handler_name}).fetchall()
-    for r in rows:
-        whole = r["last"] - r["first"] + 1 == r["n"] and not r["covered"]
-        if not (whole and r["moved"] and (r["first"] == 1 or not r["created"])):
-            return None
-    return sum(int(r["n"]) for r in rows)
+    row = conn.execute(query, {**params, "handler": handler_name}).fetchone()
+    if row is None:
+        return 0, None
+    if not row["ok"]:
+        raise NotInOrder(f"a batch of {handler_name!r} does not continue its watermarks")
+    return int(row["n"]), row
+
+
+class NotInOrder(Exception):
+    """A batch that ``fold_in_order`` cannot apply (its transaction must be rolled back)."""
 
 
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:

@@ -75,10 +75,6 @@ class _Stop(Exception):
         self.outcome = outcome
 
 
-class _NotFoldable(Exception):
-    """The batch is not one a catch-up can fold in SQL: the next way takes it (not a failure)."""
-
-
 def _gapless(scope: Scope) -> bool:
     """A scope that takes every event of its aggregates: its batches continue watermarks."""
     return scope.from_time is None and scope.to_time is None and not scope.event_types
@@ -197,7 +193,7 @@ class _SliceRun:
         failure = "SQL fold of slice %s of job %s failed; batch by batch in Python"
         if self.positional:
             ways.insert(0, _Way(functools.partial(self._fold, fold_sql), failure))
-        elif self.in_order and _gapless(self.job.scope):
+        elif self.in_order and _gapless(self.job.scope) and not self.reader.bounds.by_time:
             ways.insert(0, _Way(functools.partial(self._catch_up_fold, fold_sql), failure))
         return ways
 
@@ -230,8 +226,8 @@ class _SliceRun:
         for way in fallible:
             try:
                 return self._in_transaction(way.apply)
-            except _NotFoldable:
-                continue
+            except idempotency.NotInOrder:
+                continue  # not a failure: the batch is the next way's
             except Exception as exc:
                 if _propagates(exc):
                     raise
@@ -290,19 +286,14 @@ class _SliceRun:
         appended to its aggregates); the watermarks move with it, and no per-event marker is
         needed. Any other batch (a gap, a marker, an event of a rebuild) is the Python path's."""
         batch, params = self.reader.query(self.checkpoint, self.pace.limit)
-        covered = self.reader.covered is not None
-        n = idempotency.advance_over_batch(
-            self.conn, self.handler.name, batch, params, covered=covered
-        )
-        if n == 0:
+        n, last = idempotency.fold_in_order(
+            self.conn, self.handler.name, batch, params,
+            covered=self.reader.covered is not None, fold_sql=fold_sql,
+        )  # fmt: skip
+        if last is None:
             self._complete()
             return None
-        if n is None:
-            raise _NotFoldable
-        folded = self.reader.fold(self.conn, self.checkpoint, fold_sql, self.pace.limit)
-        assert folded is not None and folded.count == n
-        n = folded.count
-        return Committed(n, n, [], self._record(folded.last, processed=n, applied=n))
+        return Committed(n, n, [], self._record(last, processed=n, applied=n))
 
     def _whole_batch(self) -> Committed | None:
         """The batch's events handed over together."""

@@ -88,25 +88,36 @@ DELETE FROM handler_progress WHERE handler_name = %(handler)s;
 -- name: clear_aggregate_progress
 DELETE FROM handler_progress WHERE handler_name = %(handler)s AND aggregate_id = %(aggregate_id)s;
 
--- name: advance_over_batch
--- A catch-up's batch ({batch}, a slice batch's SELECT; {covered}: its _covered flag, or false)
--- to be folded in SQL (idempotency.advance_over_batch): what it holds of each aggregate, and
--- each aggregate's progress row created or locked in aggregate order, its watermark moved to the
--- batch's last event of it only where the batch starts right after the watermark
--- (EXCLUDED.marked_max carries first - 1) and no marker lies beyond it. A row created here must
--- start at 1. The caller checks every row, and rolls back the batch if one is not moved.
-WITH batch AS ({batch}),
+-- name: fold_in_order
+-- A catch-up's batch folded in SQL (idempotency.fold_in_order), in one statement: {batch} is a
+-- slice batch's SELECT in aggregate order ({covered}: its _covered flag, or false), {fold} the
+-- handler's rebuild_sql. First what the batch holds of each aggregate; then each aggregate's
+-- progress row created or locked, in aggregate order, and its watermark moved to the batch's
+-- last event of it only where the batch starts right after the watermark (EXCLUDED.marked_max
+-- carries first - 1) and no marker lies beyond it (a row created here must start at 1); the
+-- verdict: every aggregate so. The fold reads the batch through the verdict, so it runs only
+-- after every progress row is locked (the order a claim takes them in: no lock cycle with live
+-- processing), and applies nothing if one aggregate is not right: the caller then rolls back.
+-- Returns the verdict, the batch's size and its last event (no row: an empty batch).
+WITH raw AS ({batch}),
 extents AS (
     SELECT aggregate_id, min(sequence_num) AS first, max(sequence_num) AS last, count(*) AS n,
            bool_or({covered}) AS covered
-      FROM batch GROUP BY aggregate_id
+      FROM raw GROUP BY aggregate_id
 ), moved AS (
     INSERT INTO handler_progress AS w (handler_name, aggregate_id, watermark, marked_max)
     SELECT %(handler)s, aggregate_id, last, first - 1 FROM extents ORDER BY aggregate_id
         ON CONFLICT (handler_name, aggregate_id) DO UPDATE SET watermark = EXCLUDED.watermark
      WHERE w.watermark = EXCLUDED.marked_max AND w.marked_max <= w.watermark
     RETURNING aggregate_id, xmax = 0 AS created
-)
-SELECT x.aggregate_id, x.first, x.last, x.n, x.covered, m.aggregate_id IS NOT NULL AS moved,
-       coalesce(m.created, false) AS created
-  FROM extents x LEFT JOIN moved m USING (aggregate_id);
+), verdict AS (
+    SELECT coalesce(bool_and(x.last - x.first + 1 = x.n AND NOT x.covered
+                             AND m.aggregate_id IS NOT NULL AND (x.first = 1 OR NOT m.created)),
+                    true) AS ok
+      FROM extents x LEFT JOIN moved m USING (aggregate_id)
+), batch AS (
+    SELECT * FROM raw WHERE (SELECT ok FROM verdict)
+), folded AS ({fold})
+SELECT (SELECT ok FROM verdict) AS ok, aggregate_id, sequence_num, event_id,
+       count(*) OVER () AS n
+  FROM raw ORDER BY aggregate_id DESC, sequence_num DESC LIMIT 1;
