@@ -252,28 +252,40 @@ def log_ends(client: Any, topic: str, marks: dict[int, tuple[int, int]]) -> dict
 
     tansu (the embedded broker) reports as high watermark the first offset of the partition's
     last record batch plus one, not past the batch (nor does it signal the partition's end):
-    reading every partition from there until no message comes for ``END_IDLE_SECONDS`` finds
-    the true ends. On Kafka one message per partition is read, and the broker signals each end
-    at once. Messages that keep coming are read for ``FETCH_TIMEOUT_SECONDS`` at most."""
+    reading every partition from there finds the true ends: a partition is at its end once its
+    last batch has arrived and the broker signals the end or nothing more comes for
+    ``END_IDLE_SECONDS`` (an idle read before that batch arrives, under load, proves nothing).
+    On Kafka one message per partition is read, and the broker signals each end at once.
+    Messages that keep coming are read for ``FETCH_TIMEOUT_SECONDS`` at most; a partition that
+    never answers in that time is ``SourceUnavailable``."""
     kafka = kafka_module()
     ends = {p: high for p, (_, high) in marks.items()}
     pending = {p for p, (low, high) in marks.items() if high > low}
     if not pending:
         return ends
     client.assign([kafka.TopicPartition(topic, p, ends[p] - 1) for p in sorted(pending)])
+    arrived: set[int] = set()  # partitions whose message at high - 1 (and its batch) came
     deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
     while pending and time.monotonic() < deadline:
         got = client.consume(10_000, timeout=END_IDLE_SECONDS)
         if not got:
-            break
+            pending -= arrived
         for message in got:
-            error = message.error()
+            error, p = message.error(), message.partition()
             if error is None:
-                ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+                ends[p] = max(ends[p], message.offset() + 1)
+                arrived.add(p)
             elif error.code() == kafka.KafkaError._PARTITION_EOF:
-                pending.discard(message.partition())
+                if p in arrived:
+                    pending.discard(p)
             else:
                 raise SourceUnavailable(f"reading the ends of topic {topic}: {error.str()}")
+    if pending:
+        silent = ", ".join(map(str, sorted(pending)))
+        raise SourceUnavailable(
+            f"reading the ends of topic {topic}: partition(s) {silent} sent nothing"
+            f" in {FETCH_TIMEOUT_SECONDS:.0f} s"
+        )
     return ends
 
 
