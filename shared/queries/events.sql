@@ -23,12 +23,11 @@ SELECT pg_current_snapshot()::text AS s;
 SELECT count(*) AS n FROM event WHERE {where};
 
 -- name: plan_by_aggregate
--- Counts per aggregate, then cuts the running total into %(slices)s equal parts. Aggregates are
--- never split (their events must be processed in order by one task), so a very large aggregate
--- makes its slice larger and the number of slices can come out lower than asked.
-WITH per_aggregate AS (
-    SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
-), running AS (
+-- Counts per aggregate ({per_aggregate}: count_per_aggregate or count_per_start), then cuts the
+-- running total into %(slices)s equal parts. Aggregates are never split (their events must be
+-- processed in order by one task), so a very large aggregate makes its slice larger and the
+-- number of slices can come out lower than asked.
+WITH per_aggregate AS ({per_aggregate}), running AS (
     SELECT aggregate_id, n,
            sum(n) OVER (ORDER BY aggregate_id) - n AS before,
            sum(n) OVER () AS total
@@ -98,21 +97,12 @@ SELECT %(aggregate_id)s::varchar AS aggregate_id
 -- name: count_starts
 SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s;
 
--- name: plan_starts
--- plan_by_aggregate over a catch-up's starts: only aggregates with events to read.
-WITH running AS (
-    SELECT aggregate_id, events AS n,
-           sum(events) OVER (ORDER BY aggregate_id) - events AS before,
-           sum(events) OVER () AS total
-      FROM replay_start WHERE job_id = %(starts)s
-)
-SELECT floor(before * %(slices)s / total)::int AS bucket,
-       min(aggregate_id) AS first_aggregate,
-       max(aggregate_id) AS last_aggregate,
-       sum(n)::bigint AS events
-  FROM running
- GROUP BY 1
- ORDER BY 1;
+-- name: count_per_aggregate
+SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
+
+-- name: count_per_start
+-- A catch-up's starts: only aggregates with events to read, counted at planning.
+SELECT aggregate_id, events AS n FROM replay_start WHERE job_id = %(starts)s
 
 -- name: select_after_starts
 -- A batch of a catch-up planned from progress: for each aggregate of its starts in the slice

@@ -296,7 +296,9 @@ class PostgresSource(Source):
         if slice_by is SliceBy.TIME:
             return plan_by_time(conn, scope, snapshot, slices)
         if starts is not None:
-            rows = conn.execute(QUERIES["plan_starts"], {"starts": starts, "slices": slices})
+            counts = sql.SQL(QUERIES["count_per_start"])
+            query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
+            rows = conn.execute(query, {"starts": starts, "slices": slices})
             return _aggregate_ranges(rows.fetchall())
         return plan_by_aggregate(conn, scope, snapshot, slices)
 
@@ -317,7 +319,8 @@ def plan_by_aggregate(
     conn: Connection, scope: Scope, snapshot: str, slices: int
 ) -> list[PlannedSlice]:
     conds, params = where(scope, snapshot)
-    query = sql.SQL(QUERIES["plan_by_aggregate"]).format(where=where_clause(conds))
+    counts = sql.SQL(QUERIES["count_per_aggregate"]).format(where=where_clause(conds))
+    query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
     rows = conn.execute(query, {**params, "slices": slices}).fetchall()
     return _aggregate_ranges(rows)
 
