@@ -161,8 +161,8 @@ class NotInOrder(Exception):
 
 
 def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None) -> int:
-    """Forget what ``handler_name`` processed (of one aggregate, or all): its markers and its
-    progress per aggregate; bump its cache epoch."""
+    """Forget what ``handler_name`` processed (of one aggregate, or all): its markers, its
+    progress per aggregate and what it was caught up to; bump its cache epoch."""
     params = {"handler": handler_name, "aggregate_id": aggregate_id}
     whole = aggregate_id is None
     cur = conn.execute(QUERIES["clear_markers" if whole else "clear_aggregate_markers"], params)
@@ -172,7 +172,8 @@ def clear_markers(conn: Connection, handler_name: str, aggregate_id: str | None)
 
 
 def bump_epoch(conn: Connection, handler_name: str) -> str:
-    """Give the handler a new cache epoch: every cached marker of an older one becomes a miss."""
+    """Give the handler a new cache epoch: every cached marker of an older one becomes a miss,
+    and it is caught up to nothing (0012_caught_up)."""
     row = conn.execute(QUERIES["bump_epoch"], {"handler": handler_name}).fetchone()
     assert row is not None
     return str(row["cache_epoch"])

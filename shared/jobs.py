@@ -149,6 +149,8 @@ def insert_job(
     ]
     with conn.cursor() as cur:
         cur.executemany(QUERIES["insert_slice"], rows)
+    if job.status is Status.COMPLETED:  # nothing to replay: completed as it is planned
+        _completed(conn, job.job_id, poisoned=False)
 
 
 def load_job(conn: Connection, job_id: UUID) -> Job:
@@ -214,10 +216,19 @@ def finalize_job(conn: Connection, job_id: UUID) -> Status:
         else:
             return status
         _close_job(conn, job_id, new, totals, error if new is Status.FAILED else None)
-        if new is Status.COMPLETED:  # if it was a full rebuild, what it covers is now processed
-            conn.execute(QUERIES["complete_rebuild"], {"job_id": job_id})
-            conn.execute(QUERIES["drop_starts"], {"job_id": job_id})  # a catch-up's, if any
+        if new is Status.COMPLETED:
+            _completed(conn, job_id, poisoned=bool(totals["poisoned"]))
         return new
+
+
+def _completed(conn: Connection, job_id: UUID, *, poisoned: bool) -> None:
+    """What a completed job leaves: if it was a full rebuild, what it covers is now processed;
+    if a catch-up of the whole table that skipped or parked nothing, all it saw is; a catch-up's
+    starts are read no more."""
+    conn.execute(QUERIES["complete_rebuild"], {"job_id": job_id})
+    if not poisoned:
+        conn.execute(QUERIES["complete_catch_up"], {"job_id": job_id})
+    conn.execute(QUERIES["drop_starts"], {"job_id": job_id})
 
 
 def job_error(conn: Connection, job_id: UUID) -> str:

@@ -67,32 +67,97 @@ WITH RECURSIVE t AS (
 SELECT event_type FROM t WHERE event_type IS NOT NULL LIMIT %s;
 
 -- name: freeze_starts
--- A catch-up's starts (0011_catch_up_starts): for every aggregate ({aggregates}: all of them by
--- a loose index scan, or the scope's one), the handler's watermark and the number of events of
--- the scope after it; only aggregates with some are kept. An aggregate the handler is up to date
--- on costs one index probe: its events are not read.
-WITH RECURSIVE aggregates (aggregate_id) AS ({aggregates})
-INSERT INTO replay_start (job_id, aggregate_id, after_sequence, events)
-SELECT %(job_id)s, a.aggregate_id, coalesce(w.watermark, 0), fresh.n
-  FROM aggregates a
-  LEFT JOIN handler_progress w
-         ON w.handler_name = %(handler)s AND w.aggregate_id = a.aggregate_id
- CROSS JOIN LATERAL (SELECT count(*) AS n FROM event
-                      WHERE aggregate_id = a.aggregate_id
-                        AND sequence_num > coalesce(w.watermark, 0) AND {where}) fresh
- WHERE a.aggregate_id IS NOT NULL AND fresh.n > 0;
+-- A catch-up's starts (0011_catch_up_starts): {counted} names aggregates, each with the event it
+-- starts after, the number of events of the scope after it (n) and whether all of them are read
+-- or only the new ones (read_all); those with some are kept, numbered in batch order (before:
+-- the job's events in the starts before it).
+WITH RECURSIVE {counted}
+INSERT INTO replay_start (job_id, aggregate_id, after_sequence, events, before, read_all)
+SELECT %(job_id)s, aggregate_id, after_sequence, n, sum(n) OVER (ORDER BY aggregate_id) - n,
+       read_all
+  FROM counted
+ WHERE n > 0;
 
--- name: every_aggregate
--- Distinct aggregate ids by a loose index scan: one probe of the (aggregate_id, sequence_num)
--- index per aggregate, however many events each has.
-(SELECT aggregate_id FROM event ORDER BY aggregate_id LIMIT 1)
-UNION ALL
-SELECT (SELECT e.aggregate_id FROM event e WHERE e.aggregate_id > a.aggregate_id
-         ORDER BY e.aggregate_id LIMIT 1)
-  FROM aggregates a WHERE a.aggregate_id IS NOT NULL
+-- name: starts_of_every_aggregate
+-- Every aggregate, after the handler's watermark. The aggregates come from a loose index scan:
+-- one probe of the (aggregate_id, sequence_num) index per aggregate, however many events each
+-- has, and an aggregate the handler is up to date on costs one more probe (its count).
+aggregates (aggregate_id) AS (
+    (SELECT aggregate_id FROM event ORDER BY aggregate_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.aggregate_id FROM event e WHERE e.aggregate_id > a.aggregate_id
+             ORDER BY e.aggregate_id LIMIT 1)
+      FROM aggregates a WHERE a.aggregate_id IS NOT NULL
+), starts AS (
+    SELECT a.aggregate_id, coalesce(w.watermark, 0) AS after_sequence
+      FROM aggregates a
+      LEFT JOIN handler_progress w
+             ON w.handler_name = %(handler)s AND w.aggregate_id = a.aggregate_id
+     WHERE a.aggregate_id IS NOT NULL
+),
 
--- name: one_aggregate
-SELECT %(aggregate_id)s::varchar AS aggregate_id
+-- name: starts_of_one_aggregate
+starts AS (
+    SELECT %(aggregate_id)s::varchar AS aggregate_id,
+           coalesce((SELECT watermark FROM handler_progress
+                      WHERE handler_name = %(handler)s AND aggregate_id = %(aggregate_id)s),
+                    0) AS after_sequence
+),
+
+-- name: count_after_starts
+-- The events of the scope ({where}) after each start: an index range each.
+counted AS (
+    SELECT s.aggregate_id, s.after_sequence, fresh.n, true AS read_all
+      FROM starts s
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM event
+                          WHERE aggregate_id = s.aggregate_id
+                            AND sequence_num > s.after_sequence AND {where}) fresh
+)
+
+-- name: counted_since_caught_up
+-- When every event visible in snapshot %(since)s is processed (0012_caught_up), the catch-up
+-- reads only the events of the scope ({where}) committed since: found by the txid index, in
+-- proportion to what is new, and counted as they are found. Each aggregate starts before its
+-- first new event, or after its watermark if that is further (live processing took some); what
+-- lies before a start is processed. Where markers lie beyond the start (an event committed after
+-- one numbered after it), every event after the start is read (read_all), so that the claim
+-- absorbs them into the watermark. Only in those two cases are events counted again, by the
+-- aggregate's index. The planner sees one new event (the txid range is past its statistics): the
+-- events are grouped before they are joined to anything.
+fresh AS MATERIALIZED (
+    SELECT aggregate_id, min(sequence_num) AS first, count(*) AS n
+      FROM event
+     WHERE txid >= pg_snapshot_xmin(%(since)s::pg_snapshot)
+       AND NOT pg_visible_in_snapshot(txid, %(since)s::pg_snapshot) AND {where}
+     GROUP BY aggregate_id
+), counted AS (
+    SELECT f.aggregate_id, s.after_sequence, s.read_all,
+           CASE WHEN s.read_all OR w.watermark >= f.first
+                THEN (SELECT count(*) FROM event
+                       WHERE aggregate_id = f.aggregate_id AND sequence_num > s.after_sequence
+                         AND (s.read_all
+                              OR NOT pg_visible_in_snapshot(txid, %(since)s::pg_snapshot))
+                         AND {where})
+                ELSE f.n
+           END AS n
+      FROM fresh f
+      LEFT JOIN handler_progress w
+             ON w.handler_name = %(handler)s AND w.aggregate_id = f.aggregate_id
+     CROSS JOIN LATERAL (
+           SELECT greatest(w.watermark, f.first - 1) AS after_sequence,
+                  coalesce(w.marked_max > greatest(w.watermark, f.first - 1), false) AS read_all
+     ) s
+)
+
+-- name: caught_up
+-- The snapshot the handler is caught up to (0012_caught_up), if any; and, for a catch-up of the
+-- whole table (%(whole)s), this job and its snapshot recorded, to become it when the job
+-- completes with nothing skipped or parked (jobs.finalize_job).
+UPDATE handler_state
+   SET catching_up_job = CASE WHEN %(whole)s THEN %(job_id)s ELSE catching_up_job END,
+       catching_up = CASE WHEN %(whole)s THEN %(snapshot)s::pg_snapshot ELSE catching_up END
+ WHERE handler_name = %(handler)s
+RETURNING caught_up::text AS caught_up;
 
 -- name: count_starts
 SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s;
@@ -106,28 +171,26 @@ SELECT aggregate_id, events AS n FROM replay_start WHERE job_id = %(starts)s
 
 -- name: select_after_starts
 -- A batch of a catch-up planned from progress: for each aggregate of its starts in the slice
--- ({first} and {last}), in order, the events after its start that {where} picks. The walk
--- visits only the next starts whose events can fill the batch (replay_start.events, counted at
--- planning; one index probe each), so the sort is of about one batch whatever plan PostgreSQL
+-- ({first} and {last}), in order, the events after its start that {where} picks. The first start
+-- (where the batch resumes, possibly with nothing left), then the starts whose events fill a
+-- batch after it, found by one range of replay_start_batch_idx (before: the events before each
+-- start, counted at planning); so the sort is of at most two batches whatever plan PostgreSQL
 -- picks, and aggregates without a start are never read.
-WITH RECURSIVE walk AS (
-    -- the aggregate a batch resumes in (%(resume_at)s) may have nothing left: it counts for
-    -- nothing, so the walk goes on to starts that fill the batch
-    (SELECT s.aggregate_id, s.after_sequence,
-            CASE WHEN s.aggregate_id = %(resume_at)s::text THEN 0 ELSE s.events END AS upto
-       FROM replay_start s
-      WHERE s.job_id = %(starts)s AND {first} AND {last}
-      ORDER BY s.aggregate_id LIMIT 1)
-    UNION ALL
-    SELECT s.aggregate_id, s.after_sequence, w.upto + s.events
-      FROM walk w
-     CROSS JOIN LATERAL (SELECT s.aggregate_id, s.after_sequence, s.events FROM replay_start s
-                          WHERE s.job_id = %(starts)s AND s.aggregate_id > w.aggregate_id
-                            AND {last}
-                          ORDER BY s.aggregate_id LIMIT 1) s
-     WHERE w.upto < %(limit)s
+WITH resumed AS (
+    SELECT s.aggregate_id, s.after_sequence, s.read_all, s.before + s.events AS next
+      FROM replay_start s
+     WHERE s.job_id = %(starts)s AND {first} AND {last}
+     ORDER BY s.aggregate_id LIMIT 1
+), starts AS (
+    SELECT aggregate_id, after_sequence, read_all FROM resumed
+     UNION ALL
+    SELECT s.aggregate_id, s.after_sequence, s.read_all
+      FROM resumed r
+      JOIN replay_start s
+        ON s.job_id = %(starts)s AND s.before >= r.next AND s.before < r.next + %(limit)s
+     WHERE {last}
 )
-SELECT e.* FROM walk s
+SELECT e.* FROM starts s
  CROSS JOIN LATERAL (SELECT {columns} FROM event
                       WHERE aggregate_id = s.aggregate_id AND sequence_num > s.after_sequence
                         AND {where}

@@ -86,6 +86,12 @@ UPDATE replay_job
 UPDATE handler_state SET rebuild_completed = true, updated_at = now()
  WHERE rebuild_job_id = %(job_id)s;
 
+-- name: complete_catch_up
+-- A catch-up of the whole event table that completed with nothing skipped or parked: every event
+-- visible in its snapshot is now processed (0012_caught_up).
+UPDATE handler_state SET caught_up = catching_up, updated_at = now()
+ WHERE catching_up_job = %(job_id)s;
+
 -- name: end_unfinished_slices
 -- A failed or cancelled job's unfinished slices (%(active)s) end with it (%(status)s); a
 -- running copy stops at its next batch (its compare-and-set requires a running slice).

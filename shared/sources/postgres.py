@@ -62,8 +62,13 @@ _STARTS_FROM = sql.SQL("s.aggregate_id >= %(first_aggregate)s")
 _STARTS_AFTER = sql.SQL("s.aggregate_id >= %(after_aggregate)s")
 _STARTS_END = sql.SQL("s.aggregate_id <= %(last_aggregate)s")
 #: what a catch-up planned from progress adds to its frozen scope (the snapshot): the job whose
-#: replay_start rows it reads after (0011_catch_up_starts)
+#: replay_start rows it reads after (0011_catch_up_starts), and, when it was planned from what
+#: the handler was caught up to, that snapshot: it reads only the events committed since
+#: (0012_caught_up)
 _AFTER_PROGRESS = " after the progress kept for job "
+_NEW_SINCE = ", new since "
+#: (in select_after_starts: s is the start)
+_NEW = sql.SQL("(s.read_all OR NOT pg_visible_in_snapshot(txid, %(since)s::pg_snapshot))")
 _COMMITTED_BETWEEN = sql.SQL(
     "txid >= pg_snapshot_xmin(%(prev)s::pg_snapshot)"
     " AND NOT pg_visible_in_snapshot(txid, %(prev)s::pg_snapshot)"
@@ -88,11 +93,27 @@ STREAM = select_events(_STREAM, _AGG_ORDER)
 NEW_EVENTS = select_events(_COMMITTED_BETWEEN, _AGG_ORDER)
 
 
-def unfreeze(frozen: str) -> tuple[str, UUID | None]:
-    """A job's frozen scope as the snapshot, and the job whose starts a catch-up planned from
-    progress reads after (None for any other job)."""
-    snapshot, _, job = frozen.partition(_AFTER_PROGRESS)
-    return snapshot, UUID(job) if job else None
+@dataclass(frozen=True)
+class Frozen:
+    """A job's frozen scope: the snapshot; for a catch-up planned from progress, the job whose
+    starts it reads after, and the snapshot whose events it leaves out, if any."""
+
+    snapshot: str
+    starts: UUID | None = None
+    since: str | None = None
+
+    def __str__(self) -> str:
+        if self.starts is None:
+            return self.snapshot
+        since = "" if self.since is None else f"{_NEW_SINCE}{self.since}"
+        return f"{self.snapshot}{_AFTER_PROGRESS}{self.starts}{since}"
+
+
+def unfreeze(frozen: str) -> Frozen:
+    """The frozen scope that ``str(Frozen)`` wrote."""
+    snapshot, _, rest = frozen.partition(_AFTER_PROGRESS)
+    job, _, since = rest.partition(_NEW_SINCE)
+    return Frozen(snapshot, UUID(job) if job else None, since or None)
 
 
 def where(scope: Scope, snapshot: str | None) -> tuple[list[sql.Composable], dict[str, Any]]:
@@ -141,8 +162,13 @@ class EventTableReader(SliceReader):
     _starts: UUID | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        snapshot, self._starts = unfreeze(self.frozen)
-        self._base = where(self.scope, snapshot)
+        frozen = unfreeze(self.frozen)
+        self._starts = frozen.starts
+        conds, params = where(self.scope, frozen.snapshot)
+        if frozen.since is not None:
+            conds.append(_NEW)
+            params["since"] = frozen.since
+        self._base = conds, params
 
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         query, params = self.query(checkpoint, limit)
@@ -210,8 +236,7 @@ class EventTableReader(SliceReader):
         query = sql.SQL(QUERIES["select_after_starts"]).format(
             columns=cols, where=where_clause(conds), first=first, last=_STARTS_END
         )
-        resume_at = None if checkpoint is None else checkpoint["aggregate_id"]
-        return query, {**params, "starts": self._starts, "resume_at": resume_at}
+        return query, {**params, "starts": self._starts}
 
     def fold(
         self, conn: Connection, checkpoint: Checkpoint | None, fold_sql: str, limit: int
@@ -266,21 +291,30 @@ class PostgresSource(Source):
     ) -> str:
         """A catch-up sliced by aggregate covers, of each aggregate, the events after the
         handler's watermark as it stands now (0011_catch_up_starts), and only the aggregates with
-        some: the aggregates it is up to date on are not read."""
+        some: the aggregates it is up to date on are not read. When the handler is caught up to
+        a snapshot (0012_caught_up), only the aggregates of events committed since are visited."""
+        params = {"job_id": job_id, "handler": handler_name, "whole": scope == Scope()}
+        row = conn.execute(QUERIES["caught_up"], {**params, "snapshot": frozen}).fetchone()
         if slice_by is not SliceBy.AGGREGATE:
             return frozen
+        since = row["caught_up"] if row is not None and scope.aggregate_id is None else None
         # No visibility condition: planning's snapshot is the frozen one (``freeze`` is its
         # first statement), and without it the counts can be answered from the index alone.
-        conds, params = where(scope, None)
-        aggregates = QUERIES["every_aggregate" if scope.aggregate_id is None else "one_aggregate"]
+        conds, scope_params = where(scope, None)
+        if since is not None:
+            counted = QUERIES["counted_since_caught_up"]
+        else:
+            one = scope.aggregate_id is not None
+            starts = QUERIES["starts_of_one_aggregate" if one else "starts_of_every_aggregate"]
+            counted = f"{starts}\n{QUERIES['count_after_starts']}"
         query = sql.SQL(QUERIES["freeze_starts"]).format(
-            aggregates=sql.SQL(aggregates), where=where_clause(conds)
+            counted=sql.SQL(counted).format(where=where_clause(conds))
         )
-        conn.execute(query, {**params, "job_id": job_id, "handler": handler_name})
-        return f"{frozen}{_AFTER_PROGRESS}{job_id}"
+        conn.execute(query, {**params, **scope_params, "since": since})
+        return str(Frozen(frozen, job_id, since))
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
-        frozen, starts = unfreeze(frozen)
+        starts = unfreeze(frozen).starts
         if starts is not None:
             row = conn.execute(QUERIES["count_starts"], {"starts": starts}).fetchone()
             return int(row["n"]) if row else 0
@@ -292,15 +326,15 @@ class PostgresSource(Source):
     def plan(
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
-        snapshot, starts = unfreeze(frozen)
+        scoped = unfreeze(frozen)
         if slice_by is SliceBy.TIME:
-            return plan_by_time(conn, scope, snapshot, slices)
-        if starts is not None:
+            return plan_by_time(conn, scope, scoped.snapshot, slices)
+        if scoped.starts is not None:
             counts = sql.SQL(QUERIES["count_per_start"])
             query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
-            rows = conn.execute(query, {"starts": starts, "slices": slices})
+            rows = conn.execute(query, {"starts": scoped.starts, "slices": slices})
             return _aggregate_ranges(rows.fetchall())
-        return plan_by_aggregate(conn, scope, snapshot, slices)
+        return plan_by_aggregate(conn, scope, scoped.snapshot, slices)
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         ids = [str(e) for e in event_ids]

@@ -12,11 +12,12 @@ import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import idempotency, store
+from shared import context, db, idempotency, live, store
 from shared.db import Connection, sql
 from shared.scope import Scope, SliceBounds
+from shared.settings import Settings
 from shared.slicing import SliceBy
-from shared.sources.postgres import EventTableReader, PostgresSource
+from shared.sources.postgres import EventTableReader, Frozen, PostgresSource, unfreeze
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where
 from tests.support import count
@@ -195,3 +196,99 @@ def test_a_slice_after_starts_reads_every_event_once_whatever_the_batch_size(
             checkpoint = reader.checkpoint_after(events[-1])
         assert read == expected
         raise psycopg.Rollback  # the starts' job does not exist
+
+
+def caught_up(conn: Connection, handler: str = HANDLER) -> str | None:
+    row = conn.execute(
+        "SELECT caught_up::text AS s FROM handler_state WHERE handler_name = %s", (handler,)
+    ).fetchone()
+    return None if row is None else row["s"]
+
+
+def frozen(conn: Connection, job: dict[str, Any]) -> Frozen:
+    row = conn.execute(
+        "SELECT frozen_scope FROM replay_job WHERE job_id = %s", (job["job_id"],)
+    ).fetchone()
+    assert row is not None
+    return unfreeze(row["frozen_scope"])
+
+
+def new_items(conn: Connection, aggregate_id: str) -> list[Any]:
+    rows = conn.execute(
+        "SELECT event_id FROM event WHERE aggregate_id = %s AND payload->>'sku' = %s"
+        " ORDER BY sequence_num",
+        (aggregate_id, LATE),
+    )
+    return [r["event_id"] for r in rows]
+
+
+def test_a_catch_up_after_one_that_saw_everything_reads_only_what_was_committed_since(
+    coordinator: Coordinator, conn: Connection, ctx: context.Context, settings: Settings,
+    late: None,
+) -> None:  # fmt: skip
+    first = run(coordinator, slices=4)
+    # Every event visible in its snapshot is processed: the handler is caught up to it.
+    first_scope = str(frozen(conn, first))
+    assert caught_up(conn) == unfreeze(first_scope).snapshot
+    a, b, c = (seed.aggregate_id(7, i) for i in (5, 6, 7))
+    append_items(conn, a, 3)
+    append_items(conn, b, 2)
+    # Live processing applies two of a's new events before the catch-up is planned: a starts
+    # after its watermark, not before its first new event.
+    live.process_live(ctx, HANDLER, new_items(conn, a)[:2])
+    # Two writers of c that number its events themselves, committed out of order: the event
+    # numbered after the other one is visible to the next catch-up, the other one is not.
+    head = store.stream_version(conn, c)
+    with db.connect(settings) as slow, slow.transaction():
+        insert = (
+            "INSERT INTO event (aggregate_id, aggregate_type, event_type, payload, sequence_num)"
+            " VALUES (%s, 'Order', 'ItemAdded', %s, %s)"
+        )
+        payload = db.Jsonb({"sku": LATE, "qty": 1, "price": "2.50"})
+        slow.execute(insert, (c, payload, head + 1))  # committed after the catch-up
+        conn.execute(insert, (c, payload, head + 2))
+        second = run(coordinator, slices=4)
+    planned = frozen(conn, second)
+    assert planned.since == unfreeze(first_scope).snapshot
+    # a's third event, b's two, c's second; c's second lies beyond a gap (a marker)
+    assert second["total_events"] == second["applied_count"] == 4
+    assert caught_up(conn) == planned.snapshot
+
+    third = run(coordinator, slices=4)
+    # Only c's late first event is new since. The one after it is processed, by a marker: it is
+    # read again (and skipped) so that the watermark absorbs it.
+    assert frozen(conn, third).since == planned.snapshot
+    assert (third["total_events"], third["applied_count"], third["skipped_count"]) == (2, 1, 1)
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    assert count(conn, "SELECT count(*) FROM processed_event") == 0  # absorbed by watermarks
+
+
+def test_a_reset_or_a_skipped_event_leaves_the_handler_caught_up_to_nothing_newer(
+    coordinator: Coordinator, conn: Connection, late: None
+) -> None:
+    run(coordinator, slices=2)
+    assert caught_up(conn) is not None
+    # A reset, even of one aggregate, forgets what was processed: caught up to nothing.
+    aggregate = seed.aggregate_id(7, 9)
+    run(coordinator, replay_type="aggregate", aggregate_id=aggregate, reset=True)
+    assert caught_up(conn) is None
+    after_reset = run(coordinator, slices=2)  # planned from every aggregate's watermark
+    assert frozen(conn, after_reset).since is None
+    assert after_reset["total_events"] == 0
+    assert caught_up(conn) == frozen(conn, after_reset).snapshot
+
+    # A catch-up that skipped an event did not process everything it saw: the handler stays
+    # caught up to the older snapshot, and the next catch-up reads the skipped event again.
+    before = caught_up(conn)
+    append_items(conn, aggregate, 2)
+    bad = new_items(conn, aggregate)[0]
+    conn.execute("INSERT INTO poison_rule (event_id) VALUES (%s)", (bad,))
+    job = coordinator.wait(coordinator.submit("poisonable_summary", on_error="skip"))
+    assert job["status"] == "completed" and job["poison_count"] == 1
+    assert caught_up(conn, "poisonable_summary") is None
+    run(coordinator, slices=2)
+    assert caught_up(conn) != before
+    conn.execute("DELETE FROM poison_rule")
+    retried = coordinator.wait(coordinator.submit("poisonable_summary"))
+    assert retried["status"] == "completed" and retried["applied_count"] == 1
+    assert caught_up(conn, "poisonable_summary") is not None
