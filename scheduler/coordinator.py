@@ -189,7 +189,11 @@ class Coordinator:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get(key)
-            if job["status"] in jobs.FINAL_STATUSES:
+            # a completed shadow rebuild has ended once its shadow caught up (ready)
+            settling = job["status"] == jobs.Status.COMPLETED and job["shadow_phase"] in (
+                "rebuilding", "catching_up"
+            )  # fmt: skip
+            if job["status"] in jobs.FINAL_STATUSES and not settling:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeout(
@@ -269,6 +273,7 @@ def submit_replay(
     topic: str | None = None,
     group: str | None = None,
     decoder: str | None = None,
+    shadow: bool = False,
 ) -> str:
     """Plan a replay job and dispatch it to the workers; returns its id. Raises a
     ``shared.errors.InvalidRequest`` subclass (and writes nothing) for a bad request, and
@@ -279,7 +284,9 @@ def submit_replay(
     from/to those times, without them the whole retained topic. ``group``: the consumer group
     its progress is committed to (``replay-<job id>`` by default; one that has offsets for the
     topic already, a live consumer's, is refused). ``decoder``: a decoder declared with
-    ``@decoder`` in a module of ``REPLAY_HANDLER_MODULES`` (JSON events by default)."""
+    ``@decoder`` in a module of ``REPLAY_HANDLER_MODULES`` (JSON events by default).
+    ``shadow``: with ``reset``, a full rebuild into shadow copies of the handler's ``tables``,
+    the live ones untouched (then ``diff``, ``cutover``, ``rollback``, ``discard``)."""
     return default_coordinator().submit(
         consumer,
         replay_type=replay_type,
@@ -296,6 +303,7 @@ def submit_replay(
         topic=topic,
         group=group,
         decoder=decoder,
+        shadow=shadow,
     )
 
 

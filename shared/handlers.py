@@ -56,6 +56,9 @@ class IdempotentEventHandler:
     #: event travels to Python; if it fails on a batch, that batch goes through ``handle_batch``.
     #: No ``%`` in it (it is composed with the batch query's parameters).
     rebuild_sql: ClassVar[str | None] = None
+    #: The tables this handler's state lives in (unqualified names, as its SQL writes them): what
+    #: a shadow rebuild (``shared.shadow``) copies, compares and swaps. None declared: no shadow.
+    tables: ClassVar[tuple[str, ...]] = ()
 
     def setup(self, conn: Connection) -> None:
         """Create this handler's tables if they are missing (run by ``replay migrate``)."""

@@ -13,7 +13,7 @@ import time
 import uuid
 from uuid import UUID
 
-from shared import db, idempotency, jobs, queries, slicing, sources
+from shared import db, idempotency, jobs, queries, shadow, slicing, sources
 from shared.db import IsolationLevel
 from shared.errors import ActiveJobExists, InvalidJobState, InvalidRequest
 from shared.handlers import IdempotentEventHandler
@@ -67,7 +67,7 @@ def plan(
         idempotency.current_epoch(conn, handler.name)
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         with conn.transaction():
-            if request.reset:
+            if request.reset and not request.shadow:
                 # Before the scope is frozen (LOCK takes no snapshot), held until commit: no
                 # marker can be committed between the freeze and the reset, where live
                 # processing would apply an event whose effect the reset then wipes while its
@@ -141,7 +141,11 @@ def _prepare_handler(
     """Reset the handler if asked, record a positional rebuild, and return what the job is
     planned with: its coverage (the frozen scope of the handler's last completed full rebuild,
     which a catch-up skips; only for a source with coverage, a rebuild applies everything
-    again) and the handler's cache epoch (a reset starts a new one)."""
+    again) and the handler's cache epoch (a reset starts a new one). A shadow rebuild resets
+    nothing: it makes the shadow's tables and ledger (``shadow.prepare``)."""
+    if request.shadow:  # the live handler is left alone: the shadow has a ledger of its own
+        made = shadow.prepare(conn, job_id, handler, frozen)
+        return None, idempotency.current_epoch(conn, made.ledger)
     full_rebuild = request.reset and request.scope == Scope()
     rebuild = idempotency.latest_rebuild(conn, handler.name) if source.coverage else None
     if rebuild is not None and not rebuild.completed and not full_rebuild:

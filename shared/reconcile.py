@@ -24,8 +24,9 @@ from typing import Any
 
 from celery import Celery
 
-from shared import broker, db, jobs, queries, slices
+from shared import broker, db, jobs, queries, shadow, slices
 from shared.dispatch import send_slice
+from shared.handlers import load_registry
 from shared.jobs import Status
 from shared.settings import Settings
 
@@ -70,10 +71,21 @@ def reconcile(settings: Settings, app: Celery) -> ReconcileReport:
             for job_id in jobs.unfinished_jobs(conn):
                 if jobs.finalize_job(conn, job_id).final:
                     report.finalized.append(str(job_id))
+            _settle_shadows(conn, settings)
             _repair_stale_slices(conn, settings, app, report)
         finally:
             conn.execute(QUERIES["release_reconciler_lock"], {"key": _LOCK_KEY})
     return report
+
+
+def _settle_shadows(conn: db.Connection, settings: Settings) -> None:
+    """Shadow rebuilds whose job completed but which are not ready yet (a finalization that
+    did not run, or a crash while catching up): caught up and made ready."""
+    unsettled = shadow.unsettled(conn)
+    if unsettled:
+        registry = load_registry(settings.handler_modules)
+        for job_id in unsettled:
+            shadow.settle(conn, registry, job_id)
 
 
 def _repair_stale_slices(

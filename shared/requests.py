@@ -46,6 +46,8 @@ class ReplayRequest:
     max_events_per_second: float | None = None
     #: the registered name of the source the job reads (``shared.sources``)
     source: str = sources.DEFAULT
+    #: a rebuild into shadow copies of the handler's tables, beside the live ones (shared.shadow)
+    shadow: bool = False
 
 
 def parse_timestamp(value: Any, name: str) -> datetime | None:
@@ -200,6 +202,7 @@ def build_request(
     topic: Any = None,
     group: Any = None,
     decoder: Any = None,
+    shadow: Any = False,
 ) -> ReplayRequest:
     """Check every argument that can be checked without the database or the registry.
 
@@ -226,6 +229,7 @@ def build_request(
         )
     if not isinstance(reset, bool):
         raise errors.InvalidRequest(f"reset must be true or false, got {shorten(reset)}")
+    _check_shadow(shadow, reset, scope, found.name)
     if reset and (
         replay_type not in (ReplayType.FULL, ReplayType.AGGREGATE)
         or scope.from_time or scope.to_time or scope.event_types
@@ -238,8 +242,19 @@ def build_request(
     return ReplayRequest(
         consumer, ReplayType(replay_type), scope, slices, SliceBy(slice_by), reset,
         OnError(on_error), rate,
-        found.name,
+        found.name, shadow,
     )  # fmt: skip
+
+
+def _check_shadow(shadow: Any, reset: bool, scope: Scope, source: str) -> None:
+    if not isinstance(shadow, bool):
+        raise errors.InvalidRequest(f"shadow must be true or false, got {shorten(shadow)}")
+    if shadow and (not reset or scope != Scope() or source != sources.DEFAULT):
+        raise errors.InvalidRequest(
+            "a shadow rebuild is a full rebuild of the event table (reset, no aggregate, time or"
+            " event-type filter, no other source): the shadow must hold the whole state to be"
+            " swapped in"
+        )
 
 
 MAX_RATE = 100_000_000

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from shared import db, hooks, idempotency, jobs, slices, sources
+from shared import db, hooks, idempotency, jobs, shadow, slices, sources
 from shared.applying import BatchResult, apply_batch
 from shared.context import Context
 from shared.db import Connection
@@ -110,7 +110,11 @@ def run_slice(
             return SliceResult(job_id, slice_no, f"not taken ({current.status})", 0, 0)
         assert current.owner is not None
         try:
-            run = _SliceRun(ctx, conn, job, current, ctx.registry.get(job.consumer_name), progress)
+            handler = ctx.registry.get(job.consumer_name)
+            into = shadow.find(conn, job_id) if job.full_rebuild else None
+            if into is not None:  # the same handler, under the shadow's ledger and schema
+                handler = shadow.in_shadow(handler, into)
+            run = _SliceRun(ctx, conn, job, current, handler, progress, into)
             beat = Heartbeat(
                 ctx.pool, job.job_id, slice_no, current.owner, ctx.settings.heartbeat_seconds
             )
@@ -151,9 +155,10 @@ class _SliceRun:
         current: slices.Slice,
         handler: IdempotentEventHandler,
         progress: Progress | None,
+        into: shadow.Shadow | None = None,
     ) -> None:
         assert current.owner is not None
-        self.conn, self.job, self.handler = conn, job, handler
+        self.conn, self.job, self.handler, self.into = conn, job, handler, into
         self.key = hooks.SliceKey(job.job_id, current.slice_no, current.owner, handler.name)
         source = sources.get(job.source)
         # A full rebuild of a source with coverage is positional: no per-event markers.
@@ -237,6 +242,8 @@ class _SliceRun:
     def _in_transaction(self, apply: Callable[[], Committed | None]) -> Committed | None:
         with self.conn.transaction():
             self._lock()
+            if self.into is not None:
+                shadow.enter(self.conn, self.into)
             return apply()
 
     def _advance(self, done: Committed) -> None:

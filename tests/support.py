@@ -78,7 +78,7 @@ def __getattr__(name: str) -> str:
 # Tables the tests write; emptied between tests (the seeded events stay).
 STATE_TABLES = (
     "order_summary, email_outbox, processed_event, handler_progress, replay_job, replay_start,"
-    " replay_slice,"
+    " replay_slice, replay_shadow,"
     " parked_event,"
     " handler_state, strict_order_state, poison_rule, slice_heartbeat, live_audit,"
     " live_checkpoint, snapshot"
@@ -122,7 +122,17 @@ def flush(url: str) -> None:
 
 def reset_state(settings: Settings, conn: db.Connection) -> None:
     conn.execute(f"TRUNCATE {STATE_TABLES}")
+    drop_shadow_schemas(conn)
     flush(settings.redis_url)
+
+
+def drop_shadow_schemas(conn: db.Connection) -> None:
+    """The schemas that shadow rebuilds made (shared.shadow), dropped with their tables."""
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname ~ '^replay_(shadow|old)_[0-9a-f]{32}$'"
+    ).fetchall()
+    for row in rows:
+        conn.execute(db.sql.SQL("DROP SCHEMA {} CASCADE").format(db.sql.Identifier(row["nspname"])))
 
 
 def events_where(

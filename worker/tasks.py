@@ -10,7 +10,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
-from shared import context, jobs, live, runner
+from shared import context, jobs, live, runner, shadow
 from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable, ReplayFailed, SourceUnavailable
 from shared.settings import Settings
@@ -77,10 +77,13 @@ def finalize(_results: Any = None, *, job_id: str) -> dict[str, Any]:
     positional argument in-process, with (request, exc, traceback); this one it sends as a
     task, with the failed task's id as ``_results``."""
     key = UUID(job_id)
-    with _context().pool.connection() as conn:
+    ctx = _context()
+    with ctx.pool.connection() as conn:
         status = jobs.finalize_job(conn, key)
         if status is jobs.Status.FAILED:
             raise ReplayFailed(f"job {job_id} failed: {jobs.job_error(conn, key)}")
+        if status is jobs.Status.COMPLETED:  # a shadow rebuild's: caught up and ready
+            shadow.settle(conn, ctx.registry, key)
     return {"job_id": job_id, "status": str(status)}
 
 

@@ -82,6 +82,7 @@ class OrderSummary(IdempotentEventHandler):
     name = "order_summary"
     requires_order = True
     rebuild_sql = REBUILD_ORDER_SUMMARY
+    tables = ("order_summary",)
 
     def setup(self, conn: Connection) -> None:
         conn.execute(

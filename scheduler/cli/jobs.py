@@ -63,6 +63,12 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--slice-by", default=SliceBy.AGGREGATE.value, help=" | ".join(SLICE_BY))
     s.add_argument("--reset", action="store_true", help="rebuild: clear state and markers first")
     s.add_argument(
+        "--shadow",
+        action="store_true",
+        help="with --reset: rebuild into shadow copies of the handler's tables, live ones untouched"
+        " (then replay diff / cutover / rollback / discard)",
+    )
+    s.add_argument(
         "--on-error",
         default=OnError.FAIL.value,
         help="a handler error on one event: fail (stop there; resume after a fix) | skip | park",
@@ -133,6 +139,7 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
         slices=args.slices,
         slice_by=args.slice_by,
         reset=args.reset,
+        shadow=args.shadow,
         on_error=args.on_error,
         max_events_per_second=args.max_rate,
         source=args.source,

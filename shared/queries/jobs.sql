@@ -131,8 +131,9 @@ SELECT j.job_id::text AS job_id, j.consumer_name AS consumer, j.replay_type, j.f
        j.on_error, j.poison_count, j.max_events_per_second::float8 AS max_events_per_second,
        j.last_event_id::text AS last_event_id, j.error, j.planning_ms,
        j.created_at, j.started_at, j.completed_at, coalesce(s.n, 0) AS slice_count,
-       now() AS read_at
+       sh.phase AS shadow_phase, now() AS read_at
   FROM replay_job j
+  LEFT JOIN replay_shadow sh ON sh.job_id = j.job_id
   LEFT JOIN LATERAL (
         SELECT count(*) AS n, sum(processed_count)::bigint AS processed,
                sum(applied_count)::bigint AS applied, sum(skipped_count)::bigint AS skipped

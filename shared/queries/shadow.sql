@@ -1,0 +1,49 @@
+-- Shadow rebuilds (shared/shadow.py, 0013_shadow).
+
+-- name: table_schema
+-- The schema a handler's table resolves to for its unqualified name (the search path).
+SELECT n.nspname AS schema
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = to_regclass(%(table)s) AND c.relkind IN ('r', 'p');
+
+-- name: insert_shadow
+INSERT INTO replay_shadow (job_id, consumer, shadow_schema, old_schema, live_schema, tables)
+VALUES (%(job_id)s, %(consumer)s, %(shadow_schema)s, %(old_schema)s, %(live_schema)s,
+        %(tables)s);
+
+-- name: open_shadow
+-- The consumer's shadow that is not discarded yet, if any.
+SELECT job_id, phase FROM replay_shadow
+ WHERE consumer = %(consumer)s AND phase NOT IN ('discarded', 'failed');
+
+-- name: shadow
+SELECT s.*, j.status AS job_status, j.frozen_scope
+  FROM replay_shadow s JOIN replay_job j USING (job_id)
+ WHERE s.job_id = %(job_id)s;
+
+-- name: lock_shadow
+SELECT s.*, j.status AS job_status, j.frozen_scope
+  FROM replay_shadow s JOIN replay_job j USING (job_id)
+ WHERE s.job_id = %(job_id)s
+   FOR UPDATE OF s;
+
+-- name: unsettled
+SELECT s.job_id FROM replay_shadow s JOIN replay_job j USING (job_id)
+ WHERE s.phase IN ('rebuilding', 'catching_up') AND j.status = %(done)s;
+
+-- name: set_phase
+UPDATE replay_shadow SET phase = %(phase)s::varchar, updated_at = now(),
+       cut_over_at = CASE WHEN %(phase)s::varchar = 'cut_over' THEN now() ELSE cut_over_at END
+ WHERE job_id = %(job_id)s;
+
+-- name: enter
+-- The batch's transaction resolves unqualified names to the shadow schema first: the handler's
+-- SQL, unchanged, writes the shadow tables (everything else is found where it was).
+SELECT set_config('search_path', quote_ident(%(schema)s) || ', ' || current_setting('search_path'),
+                  true);
+
+-- name: start_position
+-- The shadow's live position: the job's snapshot, so that its catch-up applies exactly the events
+-- committed after it.
+INSERT INTO live_checkpoint (handler_name, snapshot) VALUES (%(ledger)s, %(snapshot)s::pg_snapshot)
+    ON CONFLICT (handler_name) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now();

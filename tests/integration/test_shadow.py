@@ -1,0 +1,122 @@
+"""Shadow rebuilds (issue 16): a handler rebuilt into copies of its tables while the live ones
+keep serving and being written, with real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from examples.orders import seed
+from scheduler.coordinator import Coordinator
+from shared import store
+from shared.db import Connection, sql
+from shared.errors import InvalidJobState, InvalidRequest
+from tests.folds import fold_order_summary, read_order_summary
+from tests.integration.conftest import events_where
+from tests.support import count
+
+pytestmark = pytest.mark.integration
+
+HANDLER = "order_summary"
+LATE = "shadow-late-sku"
+
+
+@pytest.fixture
+def late(conn: Connection) -> Iterator[None]:
+    yield
+    conn.execute("DELETE FROM event WHERE payload->>'sku' = %s", (LATE,))
+
+
+def append_items(conn: Connection, aggregate_id: str, n: int) -> None:
+    version = store.stream_version(conn, aggregate_id)
+    items = [store.NewEvent("ItemAdded", {"sku": LATE, "qty": 1, "price": "1.25"})] * n
+    store.append(conn, aggregate_id, "Order", items, expected_version=version)
+
+
+def read_shadow(conn: Connection, schema: str) -> dict[str, Any]:
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL search_path = {}").format(sql.Identifier(schema)))
+        return read_order_summary(conn)
+
+
+def shadow_schema(conn: Connection, job_id: str) -> str:
+    row = conn.execute(
+        "SELECT shadow_schema FROM replay_shadow WHERE job_id = %s", (job_id,)
+    ).fetchone()
+    assert row is not None
+    return str(row["shadow_schema"])
+
+
+def test_a_shadow_rebuild_leaves_the_live_tables_alone_and_catches_up(
+    coordinator: Coordinator, conn: Connection, late: None
+) -> None:
+    first = coordinator.wait(coordinator.submit(HANDLER, slices=4))
+    assert first["status"] == "completed"
+    # The live read model, corrupted: the repair must not touch it until it is cut over.
+    corrupted = conn.execute(
+        "UPDATE order_summary SET total = total + 1000"
+        " WHERE order_id IN (SELECT order_id FROM order_summary ORDER BY order_id LIMIT 37)"
+    ).rowcount
+    assert corrupted == 37
+    live_before = read_order_summary(conn)
+    progress_before = conn.execute(
+        "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = %s ORDER BY 1",
+        (HANDLER,),
+    ).fetchall()
+
+    job_id = coordinator.submit(HANDLER, reset=True, shadow=True, slices=4)
+    # Events committed after the job's snapshot: the shadow catches up with them once its
+    # slices are done.
+    append_items(conn, seed.aggregate_id(7, 3), 2)
+    append_items(conn, seed.aggregate_id(7, 8), 1)
+    job = coordinator.wait(job_id, timeout=120)
+    assert job["status"] == "completed", job.get("error")
+    assert job["shadow_phase"] == "ready"
+
+    schema = shadow_schema(conn, job_id)
+    assert read_shadow(conn, schema) == fold_order_summary(events_where(conn))
+    # Live: what it was (the corruption included), and its bookkeeping untouched.
+    assert read_order_summary(conn) == live_before
+    assert (
+        conn.execute(
+            "SELECT aggregate_id, watermark FROM handler_progress WHERE handler_name = %s"
+            " ORDER BY 1",
+            (HANDLER,),
+        ).fetchall()
+        == progress_before
+    )
+    # The shadow's bookkeeping is its own ledger's.
+    ledger = f"shadow:{job_id}"
+    assert count(conn, "SELECT count(*) FROM live_checkpoint WHERE handler_name = %s", (ledger,))
+    assert (
+        count(conn, "SELECT count(*) FROM live_checkpoint WHERE handler_name = %s", (HANDLER,)) == 0
+    )
+
+    # One shadow at a time per consumer.
+    with pytest.raises(InvalidJobState, match="replay discard"):
+        coordinator.submit(HANDLER, reset=True, shadow=True)
+
+
+@pytest.mark.parametrize(
+    ("consumer", "kwargs", "error", "message"),
+    [
+        (HANDLER, {"reset": True, "shadow": True, "replay_type": "time_range",
+                   "from_time": "2026-02-01T00:00:00Z"}, InvalidRequest, "full rebuild"),
+        (HANDLER, {"shadow": True}, InvalidRequest, "full rebuild"),
+        (HANDLER, {"reset": True, "shadow": "yes"}, InvalidRequest, "true or false"),
+        ("order_notifications", {"reset": True, "shadow": True}, InvalidRequest, "no tables"),
+    ],
+)  # fmt: skip
+def test_a_shadow_rebuild_is_refused_for_what_it_cannot_swap(
+    coordinator: Coordinator, conn: Connection, consumer: str, kwargs: dict[str, Any],
+    error: type[Exception], message: str,
+) -> None:  # fmt: skip
+    with pytest.raises(error, match=message):
+        coordinator.submit(consumer, **kwargs)
+    assert count(conn, "SELECT count(*) FROM replay_job") == 0
+    assert count(conn, "SELECT count(*) FROM replay_shadow") == 0
+    assert (
+        count(conn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'replay_shadow_%%'") == 0
+    )
