@@ -20,7 +20,18 @@ from typing import Any
 from celery import Celery
 
 from scheduler import pools
-from shared import celeryconf, db, dispatch, jobs, planning, reconcile, sources, views
+from shared import (
+    celeryconf,
+    db,
+    dispatch,
+    jobs,
+    planning,
+    reconcile,
+    shadow_diff,
+    shadow_ops,
+    sources,
+    views,
+)
 from shared.celeryconf import sender_config
 from shared.errors import BrokerUnavailable, JobTimeout
 from shared.handlers import Registry, load_registry
@@ -154,6 +165,34 @@ class Coordinator:
         rate = parse_rate(rate)
         with self.connection() as conn:
             jobs.set_rate(conn, key, rate)
+        return self.get(key)
+
+    # --- shadow rebuilds (shared.shadow): compare, swap in, swap back, drop ----------------------
+    def diff(self, job_id: Any) -> dict[str, Any]:
+        """A shadow rebuild's tables against the live ones (``shadow_diff.diff``)."""
+        key = parse_job_id(job_id)
+        with self.connection() as conn:
+            return shadow_diff.diff(conn, self.registry, key)
+
+    def cutover(self, job_id: Any) -> dict[str, Any]:
+        """Swap a ready shadow in, in one transaction (``shadow_ops.cutover``)."""
+        return self._shadow_op(shadow_ops.cutover, job_id)
+
+    def rollback(self, job_id: Any) -> dict[str, Any]:
+        """Swap the tables a cutover replaced back in (``shadow_ops.rollback``)."""
+        return self._shadow_op(shadow_ops.rollback, job_id)
+
+    def discard(self, job_id: Any) -> dict[str, Any]:
+        """Drop a shadow's side that is not live (``shadow_ops.discard``)."""
+        key = parse_job_id(job_id)
+        with self.connection() as conn:
+            shadow_ops.discard(conn, key)
+        return self.get(key)
+
+    def _shadow_op(self, op: Any, job_id: Any) -> dict[str, Any]:
+        key = parse_job_id(job_id)
+        with self.connection() as conn:
+            op(conn, self.registry, key)
         return self.get(key)
 
     def reconcile(self) -> reconcile.ReconcileReport:

@@ -12,6 +12,11 @@ from shared import idempotency
 from shared.db import Connection
 from shared.handlers import Event, IdempotentEventHandler
 
+#: the shared side of the lock that a cutover takes (``pause_live`` in shadow.sql)
+PAUSE_SHARED = (
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('replay-live:' || %(consumer)s, 0))"
+)
+
 
 @dataclass(frozen=True)
 class BatchResult:
@@ -57,5 +62,7 @@ def apply_live(
     """``apply_batch`` with ``is_replay=False``, for live processing: events of the handler's
     last full rebuild are that rebuild's business (processed by it, or to be, if it has not
     completed yet), so they count as processed."""
+    # held off while a shadow of this handler is swapped in or out (shared.shadow_ops)
+    conn.execute(PAUSE_SHARED, {"consumer": handler.name})
     owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
     return apply_batch(conn, handler, events, is_replay=False, known_processed=owned, in_order=True)

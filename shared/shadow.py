@@ -147,14 +147,13 @@ def find(conn: Connection, job_id: UUID) -> Shadow | None:
     return None if row is None else Shadow.of(row)
 
 
-def in_shadow(handler: IdempotentEventHandler, shadow: Shadow) -> IdempotentEventHandler:
+def in_shadow(
+    handler: IdempotentEventHandler, shadow: Shadow, name: str | None = None
+) -> IdempotentEventHandler:
     """The handler as the shadow's slices and catch-ups run it: the same code under the
-    shadow's ledger name (its bookkeeping), never a live handler."""
-    twin_class = type(
-        f"{type(handler).__name__}InShadow",
-        (type(handler),),
-        {"name": shadow.ledger, "live": False},
-    )
+    shadow's ledger name (or ``name``: its bookkeeping), never a live handler."""
+    attributes = {"name": name or shadow.ledger, "live": False}
+    twin_class = type(f"{type(handler).__name__}InShadow", (type(handler),), attributes)
     twin = copy.copy(handler)
     twin.__class__ = twin_class
     return twin
@@ -165,11 +164,13 @@ def enter(conn: Connection, shadow: Shadow) -> None:
     conn.execute(QUERIES["enter"], {"schema": shadow.shadow_schema})
 
 
-def catch_up(conn: Connection, handler: IdempotentEventHandler, shadow: Shadow) -> int:
+def catch_up(
+    conn: Connection, handler: IdempotentEventHandler, shadow: Shadow, name: str | None = None
+) -> int:
     """Apply to the shadow, exactly once each, the events committed since its last catch-up (at
-    first: since the job's snapshot): a live step of its ledger, in the shadow schema. Returns
-    how many events it saw."""
-    twin = in_shadow(handler, shadow)
+    first: since the job's snapshot): a live step of its ledger (or ``name``), in the shadow
+    schema. Returns how many events it saw."""
+    twin = in_shadow(handler, shadow, name)
     with conn.transaction():
         enter(conn, shadow)
         return live.step(conn, twin).events
@@ -187,10 +188,10 @@ def settle(conn: Connection, registry: Registry, job_id: UUID) -> Phase | None:
             return shadow.phase
         if row["job_status"] != Status.COMPLETED:
             return shadow.phase
-        _set_phase(conn, job_id, Phase.CATCHING_UP)
+        set_phase(conn, job_id, Phase.CATCHING_UP)
     seen = catch_up(conn, registry.get(shadow.consumer), shadow)
     with conn.transaction():
-        _set_phase(conn, job_id, Phase.READY)
+        set_phase(conn, job_id, Phase.READY)
     log.info("shadow of job %s is ready (%d events caught up)", job_id, seen)
     return Phase.READY
 
@@ -201,5 +202,5 @@ def unsettled(conn: Connection) -> list[UUID]:
     return [r["job_id"] for r in rows]
 
 
-def _set_phase(conn: Connection, job_id: UUID, phase: Phase) -> None:
+def set_phase(conn: Connection, job_id: UUID, phase: Phase) -> None:
     conn.execute(QUERIES["set_phase"], {"job_id": job_id, "phase": phase})

@@ -47,3 +47,54 @@ SELECT set_config('search_path', quote_ident(%(schema)s) || ', ' || current_sett
 -- committed after it.
 INSERT INTO live_checkpoint (handler_name, snapshot) VALUES (%(ledger)s, %(snapshot)s::pg_snapshot)
     ON CONFLICT (handler_name) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now();
+
+-- name: pause_live
+-- A cutover or rollback holds the consumer's live processing off (live batches take this lock
+-- shared, shared/applying.py) until it commits: no batch writes the tables as they are swapped.
+SELECT pg_advisory_xact_lock(hashtextextended('replay-live:' || %(consumer)s, 0));
+
+-- name: live_position
+-- Where a ledger's catch-up starts after a swap: the live position the consumer had, or now.
+INSERT INTO live_checkpoint (handler_name, snapshot)
+SELECT %(ledger)s, coalesce((SELECT snapshot FROM live_checkpoint WHERE handler_name = %(consumer)s),
+                            pg_current_snapshot())
+    ON CONFLICT (handler_name) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now();
+
+-- name: rename_ledger
+-- Everything kept under handler name %(from)s moves to %(to)s (progress, markers, state).
+WITH progress AS (
+    UPDATE handler_progress SET handler_name = %(to)s WHERE handler_name = %(from)s
+), markers AS (
+    UPDATE processed_event SET handler_name = %(to)s WHERE handler_name = %(from)s
+)
+UPDATE handler_state SET handler_name = %(to)s, updated_at = now() WHERE handler_name = %(from)s;
+
+-- name: forget_ledger
+-- A ledger's bookkeeping, gone with its tables.
+WITH progress AS (
+    DELETE FROM handler_progress WHERE handler_name = %(ledger)s
+), markers AS (
+    DELETE FROM processed_event WHERE handler_name = %(ledger)s
+), position AS (
+    DELETE FROM live_checkpoint WHERE handler_name = %(ledger)s
+)
+DELETE FROM handler_state WHERE handler_name = %(ledger)s;
+
+-- name: drop_position
+DELETE FROM live_checkpoint WHERE handler_name = %(ledger)s;
+
+-- name: primary_key
+-- A table's primary key columns, in key order (replay diff matches rows on them).
+SELECT a.attname AS name
+  FROM pg_index i
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+ WHERE i.indrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
+   AND i.indisprimary
+ ORDER BY array_position(i.indkey::int2[], a.attnum);
+
+-- name: columns
+SELECT attname AS name
+  FROM pg_attribute
+ WHERE attrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
+   AND attnum > 0 AND NOT attisdropped
+ ORDER BY attnum;

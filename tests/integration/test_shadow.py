@@ -10,7 +10,7 @@ import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import store
+from shared import context, live, store
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, InvalidRequest
 from tests.folds import fold_order_summary, read_order_summary
@@ -120,3 +120,72 @@ def test_a_shadow_rebuild_is_refused_for_what_it_cannot_swap(
     assert (
         count(conn, "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'replay_shadow_%%'") == 0
     )
+
+
+def test_diff_cutover_rollback_and_discard(
+    coordinator: Coordinator, conn: Connection, ctx: context.Context, late: None
+) -> None:
+    run = coordinator.wait(coordinator.submit(HANDLER, slices=4))
+    assert run["status"] == "completed"
+    bad = conn.execute(
+        "UPDATE order_summary SET item_count = item_count + 5"
+        " WHERE order_id IN (SELECT order_id FROM order_summary ORDER BY order_id LIMIT 37)"
+        " RETURNING order_id"
+    ).fetchall()
+    corrupted = {r["order_id"] for r in bad}
+    job_id = coordinator.submit(HANDLER, reset=True, shadow=True, slices=4)
+    with pytest.raises(InvalidJobState, match="cannot cut over"):
+        coordinator.cutover(job_id)  # not ready yet (or, at the latest, refused as such)
+    assert coordinator.wait(job_id, timeout=120)["shadow_phase"] == "ready"
+
+    # An order the shadow has and live does not: an event no live processing applied yet.
+    newcomer = seed.aggregate_id(7, 41)  # not among the 37
+    append_items(conn, newcomer, 1)
+    report = coordinator.diff(job_id)
+    (table,) = report["tables"]
+    assert (table["table"], table["key"]) == ("order_summary", ["order_id"])
+    assert table["changed"] == 38 and table["only_live"] == table["only_shadow"] == 0
+    assert table["changed_columns"] == {"item_count": 38, "total": 1, "version": 1}
+    example = table["examples"]["changed"][0]
+    assert example["columns"] == ["item_count"]
+    assert example["live"]["item_count"] == example["shadow"]["item_count"] + 5
+    with pytest.raises(InvalidJobState, match="cannot roll back"):
+        coordinator.rollback(job_id)
+
+    live.process_live(ctx, HANDLER, new_items(conn, newcomer))  # live applies it too
+    assert coordinator.cutover(job_id)["shadow_phase"] == "cut_over"
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    # Live processing goes on against the new tables, with their bookkeeping: an event the
+    # shadow applied is not applied again, a new one is.
+    assert not live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied
+    append_items(conn, newcomer, 2)
+    assert len(live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied) == 2
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+
+    # Rollback: the previous tables (the corruption included), caught up with what was
+    # committed since the cutover, each event once.
+    assert coordinator.rollback(job_id)["shadow_phase"] == "rolled_back"
+    previous = read_order_summary(conn)
+    expected = fold_order_summary(events_where(conn))
+    assert {k for k in previous if previous[k] != expected[k]} == corrupted
+    assert previous[newcomer] == expected[newcomer]
+    append_items(conn, newcomer, 1)
+    assert len(live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied) == 1
+    assert read_order_summary(conn)[newcomer] == fold_order_summary(events_where(conn))[newcomer]
+
+    schema = shadow_schema(conn, job_id)
+    assert coordinator.discard(job_id)["shadow_phase"] == "discarded"
+    assert count(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,)) == 0
+    ledgers = "SELECT count(*) FROM handler_state WHERE handler_name LIKE %s"
+    assert count(conn, ledgers, (f"%{job_id}",)) == 0
+    with pytest.raises(InvalidJobState, match="cannot cut over"):
+        coordinator.cutover(job_id)
+
+
+def new_items(conn: Connection, aggregate_id: str) -> list[Any]:
+    rows = conn.execute(
+        "SELECT event_id FROM event WHERE aggregate_id = %s AND payload->>'sku' = %s"
+        " ORDER BY sequence_num",
+        (aggregate_id, LATE),
+    )
+    return [r["event_id"] for r in rows]
