@@ -82,8 +82,11 @@ def finalize(_results: Any = None, *, job_id: str) -> dict[str, Any]:
         status = jobs.finalize_job(conn, key)
         if status is jobs.Status.FAILED:
             raise ReplayFailed(f"job {job_id} failed: {jobs.job_error(conn, key)}")
+        phase = None
         if status is jobs.Status.COMPLETED:  # a shadow rebuild's: caught up and ready
-            shadow.settle(conn, ctx.registry, key)
+            phase = shadow.settle(conn, ctx.registry, key)
+    if phase is not None:  # Flower shows it in the finalization's result
+        return {"job_id": job_id, "status": str(status), "shadow_phase": str(phase)}
     return {"job_id": job_id, "status": str(status)}
 
 

@@ -159,6 +159,18 @@ def figures(job: dict[str, Any]) -> str:
     return DOT.join(p for p in parts if p)
 
 
+#: what a shadow rebuild's phase means to its operator, and what comes next
+SHADOW_PHASES = {
+    "rebuilding": "rebuilding (the live tables are untouched)",
+    "catching_up": "catching up with the events committed since its snapshot",
+    "ready": "ready for cutover (replay diff, then replay cutover or replay discard)",
+    "cut_over": "cut over (replay rollback to undo, replay discard to drop the old tables)",
+    "rolled_back": "rolled back (the previous tables are live; replay discard drops the shadow)",
+    "discarded": "discarded",
+    "failed": "failed",
+}
+
+
 def summary(job: dict[str, Any]) -> list[str]:
     """A job in one line (its counts, run time, rate and, while it runs, its ETA), then one line
     for its poison events and one for its error, if it has them."""
@@ -177,6 +189,10 @@ def summary(job: dict[str, Any]) -> list[str]:
         f" ({count(job['applied_count'])} applied,"
         f" {count(job['skipped_count'])} already processed); {timing}"
     ]
+    if job.get("shadow_phase"):
+        lines.append(
+            f"shadow rebuild: {SHADOW_PHASES.get(job['shadow_phase'], job['shadow_phase'])}"
+        )
     if job.get("poison_count"):
         lines.append(
             f"{count(job['poison_count'])} event(s) skipped or parked by on_error={job['on_error']}"

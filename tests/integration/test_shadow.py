@@ -3,6 +3,7 @@ keep serving and being written, with real workers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +14,10 @@ from scheduler.coordinator import Coordinator
 from shared import context, live, store
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, InvalidRequest
+from shared.settings import Settings
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import events_where
+from tests.integration.test_cli_output import ok, replay
 from tests.support import count
 
 pytestmark = pytest.mark.integration
@@ -189,3 +192,30 @@ def new_items(conn: Connection, aggregate_id: str) -> list[Any]:
         (aggregate_id, LATE),
     )
     return [r["event_id"] for r in rows]
+
+
+def test_the_shadow_verbs_from_the_command_line(
+    coordinator: Coordinator, conn: Connection, settings: Settings
+) -> None:
+    assert coordinator.wait(coordinator.submit(HANDLER, slices=2))["status"] == "completed"
+    conn.execute("UPDATE order_summary SET status = 'lost' WHERE order_id = %s",
+                 (seed.aggregate_id(7, 2),))  # fmt: skip
+    out = ok(replay(settings, "submit", HANDLER, "--reset", "--shadow", "--slices", "2", "--wait"))
+    job_id = coordinator.list(1)[0]["job_id"]
+    assert job_id in out
+    assert "shadow rebuild: ready for cutover" in ok(replay(settings, "status", job_id))
+    text = ok(replay(settings, "diff", job_id))
+    assert "changed 1 (columns: status 1)" in text and seed.aggregate_id(7, 2) in text
+    report = json.loads(ok(replay(settings, "diff", job_id, "--json")))
+    assert report["tables"][0]["changed"] == 1
+
+    refused = replay(settings, "rollback", job_id)
+    assert refused.returncode == 2 and "cannot roll back" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    ok(replay(settings, "cutover", job_id))
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
+    ok(replay(settings, "discard", job_id))
+    assert "shadow rebuild: discarded" in ok(replay(settings, "status", job_id))
+    plain = coordinator.list(5)[-1]["job_id"]  # the first job: no shadow
+    refused = replay(settings, "diff", plain)
+    assert refused.returncode == 2 and "not a shadow rebuild" in refused.stderr
