@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import aggregate_load, kafka_bench, live_latency, replay_bench
+from bench import aggregate_load, diff_bench, kafka_bench, live_latency, replay_bench
 from examples.orders import seed
 from scheduler.cli.commands import Subcommands, add, check_count, scratch_arguments
 from scheduler.cli.display import console
@@ -56,6 +56,12 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--output", default="bench/results/aggregate_load.json")
     s.add_argument("--force", action="store_true", help="drop <db>_aggbench whatever it is")
 
+    s = add(sub, cmd_bench_diff, "replay diff on a read model of 1,000,000 rows", migrates=True)
+    s.add_argument("--rows", type=int, default=1_000_000)
+    s.add_argument("--runs", type=int, default=3, help="comparisons (the median is quoted)")
+    s.add_argument("--output", default="bench/results/diff.json")
+    s.add_argument("--force", action="store_true", help="drop <db>_diffbench whatever it is")
+
     s = add(sub, cmd_bench_kafka,
             "the design's Kafka loop (kafka-python, a commit per message) against a Kafka job",
             migrates=True)  # fmt: skip
@@ -103,6 +109,13 @@ def cmd_bench_live(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_bench_aggregate(settings: Settings, args: argparse.Namespace) -> int:
     check_count("--runs", args.runs, MAX_AGGREGATE_BENCH_RUNS)
     aggregate_load.run(settings, args.runs, Path(args.output), console, force=args.force)
+    return 0
+
+
+def cmd_bench_diff(settings: Settings, args: argparse.Namespace) -> int:
+    check_count("--rows", args.rows, seed.MAX_EVENTS)
+    check_count("--runs", args.runs, MAX_BENCH_RUNS)
+    diff_bench.run(settings, args.rows, args.runs, Path(args.output), console, force=args.force)
     return 0
 
 

@@ -42,14 +42,15 @@ def diff(conn: Connection, registry: Registry, job_id: UUID) -> dict[str, Any]:
             f"cannot diff job {job_id}: its shadow is {found.phase.value.replace('_', ' ')}"
             " (it must be ready, cut over or rolled back)"
         )
-    tables = [_table(conn, found.live_schema, other, t) for t in found.tables]
+    tables = [compare_table(conn, found.live_schema, other, t) for t in found.tables]
     return {
         "job_id": str(job_id), "phase": found.phase.value, "compared": compared,
         "tables": tables,
     }  # fmt: skip
 
 
-def _table(conn: Connection, live: str, other: str, table: str) -> dict[str, Any]:
+def compare_table(conn: Connection, live: str, other: str, table: str) -> dict[str, Any]:
+    """One table of ``diff``: ``live``.``table`` against ``other``.``table``."""
     names = {"schema": live, "table": table}
     key = [r["name"] for r in conn.execute(QUERIES["primary_key"], names)]
     if not key:
@@ -63,7 +64,7 @@ def _table(conn: Connection, live: str, other: str, table: str) -> dict[str, Any
         "live_rows": totals["live_rows"], "shadow_rows": totals["shadow_rows"],
         "only_live": totals["only_live"], "only_shadow": totals["only_shadow"],
         "changed": totals["changed"], "changed_columns": changed_columns,
-        "examples": _examples(conn, join),
+        "examples": _examples(conn, join, totals),
     }  # fmt: skip
 
 
@@ -89,6 +90,14 @@ class _Join:
     def both(self) -> sql.Composable:
         return sql.SQL("l.{k} IS NOT NULL AND s.{k} IS NOT NULL").format(k=self.first)
 
+    def kinds(self) -> dict[str, sql.Composable]:
+        """What makes a row of the join only live, only in the other table, or changed."""
+        return {
+            "only_live": sql.SQL("s.{k} IS NULL").format(k=self.first),
+            "only_shadow": sql.SQL("l.{k} IS NULL").format(k=self.first),
+            "changed": self.changed(),
+        }
+
     def changed(self) -> sql.Composable:
         return sql.SQL("{both} AND ({differs})").format(
             both=self.both(), differs=_differs(self.values)
@@ -103,6 +112,14 @@ def _counts(conn: Connection, join: _Join) -> Any:
         sql.SQL("count(*) FILTER (WHERE l.{k} IS NULL) AS only_shadow").format(k=k),
         sql.SQL("count(*) FILTER (WHERE {c}) AS changed").format(c=join.changed()),
     ]
+    # a few keys of each kind, gathered in the same pass: the examples are then fetched by key
+    key_of = sql.SQL("coalesce(l.{k}, s.{k})").format(k=k)
+    for kind, cond in join.kinds().items():
+        counts.append(
+            sql.SQL("(array_agg({key} ORDER BY {key}) FILTER (WHERE {c}))[1:{n}] AS {a}").format(
+                key=key_of, c=cond, n=sql.Literal(EXAMPLES), a=sql.Identifier(f"{kind}_keys")
+            )
+        )
     for i, column in enumerate(join.values):
         counts.append(
             sql.SQL(
@@ -117,22 +134,27 @@ def _counts(conn: Connection, join: _Join) -> Any:
     return totals
 
 
-def _examples(conn: Connection, join: _Join) -> dict[str, list[dict[str, Any]]]:
+def _examples(conn: Connection, join: _Join, totals: Any) -> dict[str, list[dict[str, Any]]]:
+    """The rows of the keys that ``_counts`` gathered, by an index lookup each."""
     order = sql.SQL(", ").join(
         sql.SQL("coalesce(l.{c}, s.{c})").format(c=sql.Identifier(c)) for c in join.key
     )
-    kinds = {
-        "only_live": sql.SQL("s.{k} IS NULL").format(k=join.first),
-        "only_shadow": sql.SQL("l.{k} IS NULL").format(k=join.first),
-        "changed": join.changed(),
-    }
-    examples = {}
-    for kind, cond in kinds.items():
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for kind, cond in join.kinds().items():
+        keys = totals[f"{kind}_keys"] or []
+        if not keys:
+            examples[kind] = []
+            continue
+        side = "s" if kind == "only_shadow" else "l"
         query = sql.SQL(
             "SELECT to_jsonb(l) AS live, to_jsonb(s) AS shadow FROM {source}"
-            " WHERE {cond} ORDER BY {order} LIMIT {n}"
-        ).format(source=join.source(), cond=cond, order=order, n=sql.Literal(EXAMPLES))
-        examples[kind] = [_example(r, join.key, join.values) for r in conn.execute(query)]
+            " WHERE {side}.{k} = ANY(%(keys)s) AND {cond} ORDER BY {order} LIMIT {n}"
+        ).format(
+            source=join.source(), side=sql.Identifier(side), k=join.first, cond=cond,
+            order=order, n=sql.Literal(EXAMPLES),
+        )  # fmt: skip
+        rows = conn.execute(query, {"keys": keys})
+        examples[kind] = [_example(r, join.key, join.values) for r in rows]
     return examples
 
 

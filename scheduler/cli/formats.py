@@ -21,6 +21,7 @@ from uuid import UUID
 from rich.cells import cell_len
 
 from shared.jobs import Status
+from shared.shadow import Phase
 
 #: what a table assumes when neither COLUMNS nor a terminal says (output to a pipe or a file)
 DEFAULT_WIDTH = 80
@@ -161,13 +162,13 @@ def figures(job: dict[str, Any]) -> str:
 
 #: what a shadow rebuild's phase means to its operator, and what comes next
 SHADOW_PHASES = {
-    "rebuilding": "rebuilding (the live tables are untouched)",
-    "catching_up": "catching up with the events committed since its snapshot",
-    "ready": "ready for cutover (replay diff, then replay cutover or replay discard)",
-    "cut_over": "cut over (replay rollback to undo, replay discard to drop the old tables)",
-    "rolled_back": "rolled back (the previous tables are live; replay discard drops the shadow)",
-    "discarded": "discarded",
-    "failed": "failed",
+    Phase.REBUILDING: "rebuilding (the live tables are untouched)",
+    Phase.CATCHING_UP: "catching up with the events committed since its snapshot",
+    Phase.READY: "ready for cutover (replay diff, then replay cutover or replay discard)",
+    Phase.CUT_OVER: "cut over (replay rollback to undo, replay discard to drop the old tables)",
+    Phase.ROLLED_BACK: "rolled back (the previous tables are live again; replay discard drops it)",
+    Phase.DISCARDED: "discarded",
+    Phase.FAILED: "given up",
 }
 
 
