@@ -27,6 +27,7 @@ from shared import (
     jobs,
     planning,
     reconcile,
+    shadow,
     shadow_diff,
     shadow_ops,
     sources,
@@ -154,6 +155,9 @@ class Coordinator:
         key = parse_job_id(job_id)
         dispatch.check_reachable(self.celery)
         with self.connection() as conn:
+            found = shadow.find(conn, key)
+            if found is not None:  # a discarded shadow must not be rebuilt into live tables
+                shadow.check_writable(found)
             slices = jobs.prepare_resume(conn, key)
         if slices:
             self._send(key, slices)

@@ -57,7 +57,11 @@ def apply_batch(
 
 
 def apply_live(
-    conn: Connection, handler: IdempotentEventHandler, events: Sequence[Event]
+    conn: Connection,
+    handler: IdempotentEventHandler,
+    events: Sequence[Event],
+    *,
+    is_replay: bool = False,
 ) -> BatchResult:
     """``apply_batch`` with ``is_replay=False``, for live processing: events of the handler's
     last full rebuild are that rebuild's business (processed by it, or to be, if it has not
@@ -65,4 +69,6 @@ def apply_live(
     # held off while a shadow of this handler is swapped in or out (shared.shadow_ops)
     conn.execute(PAUSE_SHARED, {"consumer": handler.name})
     owned = idempotency.covered(conn, handler.name, [e["event_id"] for e in events])
-    return apply_batch(conn, handler, events, is_replay=False, known_processed=owned, in_order=True)
+    return apply_batch(
+        conn, handler, events, is_replay=is_replay, known_processed=owned, in_order=True
+    )

@@ -43,8 +43,12 @@ class StepResult:
     applied: int
 
 
-def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
-    """Handle everything committed since the handler's live position; move the position."""
+def step(
+    conn: Connection, handler: IdempotentEventHandler, *, is_replay: bool = False
+) -> StepResult:
+    """Handle everything committed since the handler's live position; move the position.
+    ``is_replay``: a shadow rebuild's catch-up (shared.shadow), which must not repeat side
+    effects."""
     applied = seen = 0
     with conn.transaction():
         row = conn.execute(QUERIES["lock_checkpoint"], {"handler": handler.name}).fetchone()
@@ -62,7 +66,7 @@ def step(conn: Connection, handler: IdempotentEventHandler) -> StepResult:
             cur.execute(postgres.NEW_EVENTS, params)
             while batch := cur.fetchmany(BATCH):
                 events: list[Event] = batch  # type: ignore[assignment]
-                result = applying.apply_live(conn, handler, events)
+                result = applying.apply_live(conn, handler, events, is_replay=is_replay)
                 seen += len(events)
                 applied += len(result.applied)
         conn.execute(

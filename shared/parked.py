@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from shared import db, jobs, slices, sources
+from shared import db, jobs, shadow, slices, sources
 from shared.applying import apply_batch
 from shared.context import Context
 from shared.errors import SourceUnavailable
@@ -27,10 +27,16 @@ def retry_parked(ctx: Context, job_id: UUID) -> RetryResult:
     with ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
         handler = ctx.registry.get(job.consumer_name)
+        into = shadow.find(conn, job_id)
+        if into is not None:  # a shadow rebuild's: into its tables, under its ledger
+            shadow.check_writable(into)
+            handler = shadow.in_shadow(handler, into)
         source = sources.get(job.source)
         parked = slices.parked_events(conn, job_id, unresolved_only=True)
         for p in parked:
             with conn.transaction():
+                if into is not None:
+                    shadow.enter(conn, into)
                 try:
                     with conn.transaction():
                         # read again inside: a message that still cannot be decoded stays parked

@@ -85,7 +85,10 @@ def _settle_shadows(conn: db.Connection, settings: Settings) -> None:
     if unsettled:
         registry = load_registry(settings.handler_modules)
         for job_id in unsettled:
-            shadow.settle(conn, registry, job_id)
+            try:
+                shadow.settle(conn, registry, job_id)
+            except Exception:  # one shadow must not stop the repair of every job
+                log.exception("the shadow of job %s could not be settled; next pass", job_id)
 
 
 def _repair_stale_slices(

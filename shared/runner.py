@@ -113,6 +113,7 @@ def run_slice(
             handler = ctx.registry.get(job.consumer_name)
             into = shadow.find(conn, job_id) if job.full_rebuild else None
             if into is not None:  # the same handler, under the shadow's ledger and schema
+                shadow.check_writable(into)
                 handler = shadow.in_shadow(handler, into)
             run = _SliceRun(ctx, conn, job, current, handler, progress, into)
             beat = Heartbeat(

@@ -159,6 +159,18 @@ def in_shadow(
     return twin
 
 
+def check_writable(shadow: Shadow) -> None:
+    """A shadow's job writes its tables only while it is being built (or its parked events
+    retried before a cutover): once cut over, rolled back or discarded its schema is not its
+    own, and writing through a search path without it would write the live tables."""
+    if shadow.phase not in (Phase.REBUILDING, Phase.CATCHING_UP, Phase.READY):
+        phase = shadow.phase.value.replace("_", " ")
+        raise InvalidJobState(
+            f"job {shadow.job_id} is a shadow rebuild that is {phase}: its tables are not its own"
+            " to write; submit a new one"
+        )
+
+
 def enter(conn: Connection, shadow: Shadow) -> None:
     """In the current transaction, unqualified names resolve to the shadow's tables first."""
     conn.execute(QUERIES["enter"], {"schema": shadow.shadow_schema})
@@ -173,7 +185,7 @@ def catch_up(
     twin = in_shadow(handler, shadow, name)
     with conn.transaction():
         enter(conn, shadow)
-        return live.step(conn, twin).events
+        return live.step(conn, twin, is_replay=True).events
 
 
 def settle(conn: Connection, registry: Registry, job_id: UUID) -> Phase | None:
@@ -191,6 +203,9 @@ def settle(conn: Connection, registry: Registry, job_id: UUID) -> Phase | None:
         set_phase(conn, job_id, Phase.CATCHING_UP)
     seen = catch_up(conn, registry.get(shadow.consumer), shadow)
     with conn.transaction():
+        row = conn.execute(QUERIES["lock_shadow"], {"job_id": job_id}).fetchone()
+        if row is None or row["phase"] != Phase.CATCHING_UP:  # discarded meanwhile
+            return None if row is None else Phase(row["phase"])
         set_phase(conn, job_id, Phase.READY)
     log.info("shadow of job %s is ready (%d events caught up)", job_id, seen)
     return Phase.READY

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from shared import idempotency, queries
+from shared import idempotency, jobs, queries
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, NotFound
 from shared.handlers import Registry
@@ -46,14 +46,26 @@ def _locked(conn: Connection, job_id: UUID, allowed: tuple[Phase, ...], verb: st
     return found
 
 
+def _no_job_running(conn: Connection, found: Shadow, verb: str) -> None:
+    """A swap under a running job of the consumer would let it apply, under the new
+    bookkeeping, what it planned with the old one: refused until it ends."""
+    conn.execute(QUERIES["lock_consumer"], {"consumer": found.consumer})
+    active = jobs.active_job_id(conn, found.consumer)
+    if active is not None:
+        raise InvalidJobState(
+            f"cannot {verb} job {found.job_id}: consumer {found.consumer!r} has a job running"
+            f" ({active}); wait for it or `replay cancel {active}`, then {verb} again"
+        )
+
+
 def cutover(conn: Connection, registry: Registry, job_id: UUID) -> Phase:
     """Swap the ready shadow in (see the module's docstring); returns the new phase."""
     with conn.transaction():
         found = _locked(conn, job_id, (Phase.READY, Phase.ROLLED_BACK), "cut over")
+        _no_job_running(conn, found, "cut over")
         handler = registry.get(found.consumer)
         conn.execute(QUERIES["pause_live"], {"consumer": found.consumer})
         catch_up(conn, handler, found)
-        _swap(conn, found, out_to=found.old_schema, in_from=found.shadow_schema)
         old = old_ledger(job_id)
         conn.execute(QUERIES["live_position"], {"ledger": old, "consumer": found.consumer})
         conn.execute(QUERIES["drop_position"], {"ledger": found.ledger})
@@ -61,6 +73,8 @@ def cutover(conn: Connection, registry: Registry, job_id: UUID) -> Phase:
         _rename(conn, found.ledger, found.consumer)
         idempotency.bump_epoch(conn, found.consumer)
         set_phase(conn, job_id, Phase.CUT_OVER)
+        # last: the tables' locks, which readers wait on, are held only for the swap itself
+        _swap(conn, found, out_to=found.old_schema, in_from=found.shadow_schema)
     return Phase.CUT_OVER
 
 
@@ -70,6 +84,7 @@ def rollback(conn: Connection, registry: Registry, job_id: UUID) -> Phase:
     discard)."""
     with conn.transaction():
         found = _locked(conn, job_id, (Phase.CUT_OVER,), "roll back")
+        _no_job_running(conn, found, "roll back")
         handler = registry.get(found.consumer)
         conn.execute(QUERIES["pause_live"], {"consumer": found.consumer})
         old = old_ledger(job_id)
@@ -78,14 +93,14 @@ def rollback(conn: Connection, registry: Registry, job_id: UUID) -> Phase:
             found.tables, found.phase,
         )  # fmt: skip
         catch_up(conn, handler, previous, old)
-        _swap(conn, found, out_to=found.shadow_schema, in_from=found.old_schema)
         conn.execute(QUERIES["live_position"], {"ledger": found.ledger, "consumer": found.consumer})
         conn.execute(QUERIES["drop_position"], {"ledger": old})
         _rename(conn, found.consumer, found.ledger)
         _rename(conn, old, found.consumer)
         idempotency.bump_epoch(conn, found.consumer)
-        conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(found.old_schema)))
         set_phase(conn, job_id, Phase.ROLLED_BACK)
+        _swap(conn, found, out_to=found.shadow_schema, in_from=found.old_schema)
+        conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(found.old_schema)))
     return Phase.ROLLED_BACK
 
 
@@ -115,8 +130,16 @@ def discard(conn: Connection, job_id: UUID) -> Phase:
 def _swap(conn: Connection, found: Shadow, *, out_to: str, in_from: str) -> None:
     """Each live table to schema ``out_to``, and its counterpart from ``in_from`` in its
     place (``out_to`` is created if missing)."""
+    conn.execute(QUERIES["lock_timeout"])
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(out_to)))
     for table in found.tables:
+        owned = conn.execute(
+            QUERIES["owned_sequences"], {"schema": found.live_schema, "table": table}
+        ).fetchall()
+        for seq in owned:  # unowned, it stays where it is when the table moves
+            conn.execute(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY NONE").format(sql.SQL(seq["sequence"]))
+            )
         conn.execute(
             sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
                 sql.Identifier(found.live_schema, table), sql.Identifier(out_to)
@@ -127,6 +150,13 @@ def _swap(conn: Connection, found: Shadow, *, out_to: str, in_from: str) -> None
                 sql.Identifier(in_from, table), sql.Identifier(found.live_schema)
             )
         )
+        for seq in owned:  # the sequence belongs to the table that went live
+            conn.execute(
+                sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
+                    sql.SQL(seq["sequence"]),
+                    sql.Identifier(found.live_schema, table, seq["column_name"]),
+                )
+            )
 
 
 def _rename(conn: Connection, old: str, new: str) -> None:

@@ -149,3 +149,22 @@ def count(conn: db.Connection, query: str, params: Any = ()) -> int:
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return int(next(iter(row.values())))
+
+
+def append_items(conn: db.Connection, aggregate_id: str, n: int, sku: str) -> None:
+    """``n`` ItemAdded events of ``sku`` at the end of the aggregate (a test's late events)."""
+    from shared import store
+
+    version = store.stream_version(conn, aggregate_id)
+    items = [store.NewEvent("ItemAdded", {"sku": sku, "qty": 1, "price": "2.50"})] * n
+    store.append(conn, aggregate_id, "Order", items, expected_version=version)
+
+
+def items_of(conn: db.Connection, aggregate_id: str, sku: str) -> list[Any]:
+    """The ids of the aggregate's ItemAdded events of ``sku``, in order."""
+    rows = conn.execute(
+        "SELECT event_id FROM event WHERE aggregate_id = %s AND payload->>'sku' = %s"
+        " ORDER BY sequence_num",
+        (aggregate_id, sku),
+    )
+    return [r["event_id"] for r in rows]

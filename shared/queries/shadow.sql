@@ -98,3 +98,26 @@ SELECT attname AS name
  WHERE attrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
    AND attnum > 0 AND NOT attisdropped
  ORDER BY attnum;
+
+-- name: lock_consumer
+-- The live handler's state row, locked: a job planned meanwhile (its planning updates this row)
+-- either commits first, and the cutover sees it, or waits for the cutover and fails to
+-- serialize.
+SELECT handler_name FROM handler_state WHERE handler_name = %(consumer)s FOR UPDATE;
+
+-- name: owned_sequences
+-- The sequences a table's serial columns own (their default, copied by LIKE, names the same
+-- sequence in the shadow's copy): a swap unowns them, so they stay in the live schema, and gives
+-- them to the table that goes live, so that dropping the other one never takes the sequence,
+-- and the live table's default, with it.
+SELECT d.objid::regclass::text AS sequence, a.attname AS column_name
+  FROM pg_depend d
+  JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+ WHERE d.refobjid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
+   AND d.classid = 'pg_class'::regclass AND d.deptype = 'a';
+
+-- name: lock_timeout
+-- A swap waits for the readers of its tables at most this long (then fails, changing nothing),
+-- so that a long reader never holds every other reader and live processing behind it.
+SELECT set_config('lock_timeout', '10s', true);

@@ -20,7 +20,7 @@ from shared.slicing import SliceBy
 from shared.sources.postgres import EventTableReader, Frozen, PostgresSource, unfreeze
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where
-from tests.support import count
+from tests.support import append_items, count, items_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +41,6 @@ def late(conn: Connection) -> Iterator[None]:
     conn.execute("DELETE FROM event WHERE payload->>'sku' = %s", (LATE,))
 
 
-def append_items(conn: Connection, aggregate_id: str, n: int) -> None:
-    version = store.stream_version(conn, aggregate_id)
-    items = [store.NewEvent("ItemAdded", {"sku": LATE, "qty": 1, "price": "2.50"})] * n
-    store.append(conn, aggregate_id, "Order", items, expected_version=version)
-
-
 def test_an_incremental_catch_up_reads_only_the_aggregates_with_new_events(
     coordinator: Coordinator, conn: Connection, late: None
 ) -> None:
@@ -54,7 +48,7 @@ def test_an_incremental_catch_up_reads_only_the_aggregates_with_new_events(
     assert first["applied_count"] == first["total_events"] == TOTAL_SEEDED
     touched = [seed.aggregate_id(7, i) for i in (3, 40, 41)]
     for n, aggregate_id in enumerate(touched, start=1):
-        append_items(conn, aggregate_id, n)
+        append_items(conn, aggregate_id, n, LATE)
 
     job_id = coordinator.submit(HANDLER, slices=4)
     # Planned from the watermarks: exactly the 6 new events, in slices that span only the
@@ -213,15 +207,6 @@ def frozen(conn: Connection, job: dict[str, Any]) -> Frozen:
     return unfreeze(row["frozen_scope"])
 
 
-def new_items(conn: Connection, aggregate_id: str) -> list[Any]:
-    rows = conn.execute(
-        "SELECT event_id FROM event WHERE aggregate_id = %s AND payload->>'sku' = %s"
-        " ORDER BY sequence_num",
-        (aggregate_id, LATE),
-    )
-    return [r["event_id"] for r in rows]
-
-
 def test_a_catch_up_after_one_that_saw_everything_reads_only_what_was_committed_since(
     coordinator: Coordinator, conn: Connection, ctx: context.Context, settings: Settings,
     late: None,
@@ -231,11 +216,11 @@ def test_a_catch_up_after_one_that_saw_everything_reads_only_what_was_committed_
     first_scope = str(frozen(conn, first))
     assert caught_up(conn) == unfreeze(first_scope).snapshot
     a, b, c = (seed.aggregate_id(7, i) for i in (5, 6, 7))
-    append_items(conn, a, 3)
-    append_items(conn, b, 2)
+    append_items(conn, a, 3, LATE)
+    append_items(conn, b, 2, LATE)
     # Live processing applies two of a's new events before the catch-up is planned: a starts
     # after its watermark, not before its first new event.
-    live.process_live(ctx, HANDLER, new_items(conn, a)[:2])
+    live.process_live(ctx, HANDLER, items_of(conn, a, LATE)[:2])
     # Two writers of c that number its events themselves, committed out of order: the event
     # numbered after the other one is visible to the next catch-up, the other one is not.
     head = store.stream_version(conn, c)
@@ -280,8 +265,8 @@ def test_a_reset_or_a_skipped_event_leaves_the_handler_caught_up_to_nothing_newe
     # A catch-up that skipped an event did not process everything it saw: the handler stays
     # caught up to the older snapshot, and the next catch-up reads the skipped event again.
     before = caught_up(conn)
-    append_items(conn, aggregate, 2)
-    bad = new_items(conn, aggregate)[0]
+    append_items(conn, aggregate, 2, LATE)
+    bad = items_of(conn, aggregate, LATE)[0]
     conn.execute("INSERT INTO poison_rule (event_id) VALUES (%s)", (bad,))
     job = coordinator.wait(coordinator.submit("poisonable_summary", on_error="skip"))
     assert job["status"] == "completed" and job["poison_count"] == 1

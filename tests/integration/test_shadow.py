@@ -11,14 +11,14 @@ import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import context, live, store
+from shared import context, live
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, InvalidRequest
 from shared.settings import Settings
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import events_where
 from tests.integration.test_cli_output import ok, replay
-from tests.support import count
+from tests.support import append_items, count, items_of
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +30,6 @@ LATE = "shadow-late-sku"
 def late(conn: Connection) -> Iterator[None]:
     yield
     conn.execute("DELETE FROM event WHERE payload->>'sku' = %s", (LATE,))
-
-
-def append_items(conn: Connection, aggregate_id: str, n: int) -> None:
-    version = store.stream_version(conn, aggregate_id)
-    items = [store.NewEvent("ItemAdded", {"sku": LATE, "qty": 1, "price": "1.25"})] * n
-    store.append(conn, aggregate_id, "Order", items, expected_version=version)
 
 
 def read_shadow(conn: Connection, schema: str) -> dict[str, Any]:
@@ -72,8 +66,8 @@ def test_a_shadow_rebuild_leaves_the_live_tables_alone_and_catches_up(
     job_id = coordinator.submit(HANDLER, reset=True, shadow=True, slices=4)
     # Events committed after the job's snapshot: the shadow catches up with them once its
     # slices are done.
-    append_items(conn, seed.aggregate_id(7, 3), 2)
-    append_items(conn, seed.aggregate_id(7, 8), 1)
+    append_items(conn, seed.aggregate_id(7, 3), 2, LATE)
+    append_items(conn, seed.aggregate_id(7, 8), 1, LATE)
     job = coordinator.wait(job_id, timeout=120)
     assert job["status"] == "completed", job.get("error")
     assert job["shadow_phase"] == "ready"
@@ -143,7 +137,7 @@ def test_diff_cutover_rollback_and_discard(
 
     # An order the shadow has and live does not: an event no live processing applied yet.
     newcomer = seed.aggregate_id(7, 41)  # not among the 37
-    append_items(conn, newcomer, 1)
+    append_items(conn, newcomer, 1, LATE)
     report = coordinator.diff(job_id)
     (table,) = report["tables"]
     assert (table["table"], table["key"]) == ("order_summary", ["order_id"])
@@ -155,14 +149,14 @@ def test_diff_cutover_rollback_and_discard(
     with pytest.raises(InvalidJobState, match="cannot roll back"):
         coordinator.rollback(job_id)
 
-    live.process_live(ctx, HANDLER, new_items(conn, newcomer))  # live applies it too
+    live.process_live(ctx, HANDLER, items_of(conn, newcomer, LATE))  # live applies it too
     assert coordinator.cutover(job_id)["shadow_phase"] == "cut_over"
     assert read_order_summary(conn) == fold_order_summary(events_where(conn))
     # Live processing goes on against the new tables, with their bookkeeping: an event the
     # shadow applied is not applied again, a new one is.
-    assert not live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied
-    append_items(conn, newcomer, 2)
-    assert len(live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied) == 2
+    assert not live.process_live(ctx, HANDLER, items_of(conn, newcomer, LATE)).applied
+    append_items(conn, newcomer, 2, LATE)
+    assert len(live.process_live(ctx, HANDLER, items_of(conn, newcomer, LATE)).applied) == 2
     assert read_order_summary(conn) == fold_order_summary(events_where(conn))
 
     # Rollback: the previous tables (the corruption included), caught up with what was
@@ -172,8 +166,8 @@ def test_diff_cutover_rollback_and_discard(
     expected = fold_order_summary(events_where(conn))
     assert {k for k in previous if previous[k] != expected[k]} == corrupted
     assert previous[newcomer] == expected[newcomer]
-    append_items(conn, newcomer, 1)
-    assert len(live.process_live(ctx, HANDLER, new_items(conn, newcomer)).applied) == 1
+    append_items(conn, newcomer, 1, LATE)
+    assert len(live.process_live(ctx, HANDLER, items_of(conn, newcomer, LATE)).applied) == 1
     assert read_order_summary(conn)[newcomer] == fold_order_summary(events_where(conn))[newcomer]
 
     schema = shadow_schema(conn, job_id)
@@ -183,15 +177,6 @@ def test_diff_cutover_rollback_and_discard(
     assert count(conn, ledgers, (f"%{job_id}",)) == 0
     with pytest.raises(InvalidJobState, match="cannot cut over"):
         coordinator.cutover(job_id)
-
-
-def new_items(conn: Connection, aggregate_id: str) -> list[Any]:
-    rows = conn.execute(
-        "SELECT event_id FROM event WHERE aggregate_id = %s AND payload->>'sku' = %s"
-        " ORDER BY sequence_num",
-        (aggregate_id, LATE),
-    )
-    return [r["event_id"] for r in rows]
 
 
 def test_the_shadow_verbs_from_the_command_line(
@@ -219,3 +204,21 @@ def test_the_shadow_verbs_from_the_command_line(
     plain = coordinator.list(5)[-1]["job_id"]  # the first job: no shadow
     refused = replay(settings, "diff", plain)
     assert refused.returncode == 2 and "not a shadow rebuild" in refused.stderr
+
+
+def test_a_cutover_waits_for_no_job_of_its_consumer(
+    coordinator: Coordinator, conn: Connection, late: None
+) -> None:
+    job_id = coordinator.submit(HANDLER, reset=True, shadow=True, slices=2)
+    assert coordinator.wait(job_id, timeout=120)["shadow_phase"] == "ready"
+    append_items(conn, seed.aggregate_id(7, 4), 20, LATE)
+    running = coordinator.submit(HANDLER, max_events_per_second=1)  # a slow catch-up of live
+    with pytest.raises(InvalidJobState, match="has a job running"):
+        coordinator.cutover(job_id)
+    coordinator.cancel(running)
+    assert coordinator.cutover(job_id)["shadow_phase"] == "cut_over"
+    # resuming the cancelled catch-up is fine (it claims under the new bookkeeping); resuming
+    # the shadow's own job after a discard is not: its schema is gone
+    coordinator.discard(job_id)
+    with pytest.raises(InvalidJobState, match="not its own to write"):
+        coordinator.resume(job_id)
