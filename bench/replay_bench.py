@@ -79,8 +79,7 @@ COUNT_EVENTS = "SELECT count(*) AS n FROM event"
 # no other handler's), no rebuild coverage (every event needs a claim).
 FORGET_ORDER_SUMMARY = (
     "TRUNCATE order_summary, processed_event, handler_progress",
-    "UPDATE handler_state SET rebuild_snapshot = NULL, rebuild_job_id = NULL, caught_up = NULL,"
-    " catching_up_job = NULL"
+    "UPDATE handler_state SET rebuild_snapshot = NULL, rebuild_job_id = NULL, caught_up = NULL"
     " WHERE handler_name = 'order_summary'",
 )
 # New events across random existing orders (ItemAdded, each after its order's last event): what

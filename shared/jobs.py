@@ -88,6 +88,9 @@ class Job:
     max_events_per_second: float | None = None
     #: the name of the job's source (``shared.sources``)
     source: str = "postgres"
+    #: a catch-up of the whole event table: the snapshot its handler is caught up to if it
+    #: completes with nothing skipped or parked (0012_caught_up)
+    catches_up_to: str | None = None
 
     @property
     def full_rebuild(self) -> bool:
@@ -141,6 +144,7 @@ def insert_job(
             "on_error": job.on_error, "max_events_per_second": job.max_events_per_second,
             "source": job.source, "total_events": job.total_events,
             "planning_ms": planning_ms, "status": job.status, "ended": job.status.final,
+            "catches_up_to": job.catches_up_to,
         },
     )  # fmt: skip
     rows = [

@@ -79,6 +79,7 @@ def plan(
             _claim(conn, handler.name)
             _check_event_types(conn, source, scope)
             covered, epoch = _prepare_handler(conn, job_id, request, handler, source, frozen)
+            catches_up_to = _catches_up_to(request, source, frozen)
             if not request.reset:
                 frozen = source.narrow(conn, scope, frozen, request.slice_by, handler.name, job_id)
             count = request.slices
@@ -94,6 +95,7 @@ def plan(
                 cache_epoch=epoch, total_events=sum(p.total_events for p in planned),
                 on_error=request.on_error, covered_snapshot=covered,
                 max_events_per_second=request.max_events_per_second, source=request.source,
+                catches_up_to=catches_up_to,
             )  # fmt: skip
             try:
                 with conn.transaction():
@@ -108,9 +110,18 @@ def plan(
     return task_ids
 
 
+def _catches_up_to(request: ReplayRequest, source: sources.Source, frozen: str) -> str | None:
+    """A catch-up of everything: once it completes with nothing skipped or parked, all it saw
+    is processed (0012_caught_up)."""
+    whole = not request.reset and request.scope == Scope() and source.progress
+    return frozen if whole else None
+
+
 def _claim(conn: db.Connection, consumer: str) -> None:
     """One active job per consumer: refuse, naming it, when there is one already (before the
-    reset; the unique index of active jobs still decides a race)."""
+    reset; the unique index of active jobs still decides a race). The handler's state row is
+    held shared until the planning commits (see share_handler_state)."""
+    conn.execute(QUERIES["share_handler_state"], {"handler": consumer})
     active = jobs.active_job_id(conn, consumer)
     if active is not None:
         raise ActiveJobExists(

@@ -5,13 +5,11 @@
 -- snapshot of the handler's last catch-up of the whole table that completed with nothing skipped
 -- or parked, and any reset clears it (a new cache epoch). A catch-up planned after it finds its
 -- aggregates among the events committed since (event_txid_idx), instead of visiting every
--- aggregate of the table. catching_up_job and catching_up: the catch-up of the whole table
--- planned last and its snapshot, which become caught_up if it completes so (as a rebuild's
--- coverage does, 0004_rebuild_coverage).
-ALTER TABLE handler_state
-    ADD COLUMN caught_up        pg_snapshot,
-    ADD COLUMN catching_up_job  uuid,
-    ADD COLUMN catching_up      pg_snapshot;
+-- aggregate of the table. replay_job.catches_up_to: the snapshot a catch-up of the whole table
+-- makes its handler caught up to if it completes so (written with the job: planning writes
+-- nothing to handler_state, which concurrent submits would fail to serialize on).
+ALTER TABLE handler_state ADD COLUMN caught_up pg_snapshot;
+ALTER TABLE replay_job ADD COLUMN catches_up_to pg_snapshot;
 
 -- A catch-up's starts in batch order: before is the number of the job's events in the starts
 -- that precede this one (aggregate order), so that a batch finds the starts that fill it by one

@@ -150,14 +150,8 @@ fresh AS MATERIALIZED (
 )
 
 -- name: caught_up
--- The snapshot the handler is caught up to (0012_caught_up), if any; and, for a catch-up of the
--- whole table (%(whole)s), this job and its snapshot recorded, to become it when the job
--- completes with nothing skipped or parked (jobs.finalize_job).
-UPDATE handler_state
-   SET catching_up_job = CASE WHEN %(whole)s THEN %(job_id)s ELSE catching_up_job END,
-       catching_up = CASE WHEN %(whole)s THEN %(snapshot)s::pg_snapshot ELSE catching_up END
- WHERE handler_name = %(handler)s
-RETURNING caught_up::text AS caught_up;
+-- The snapshot the handler is caught up to (0012_caught_up), if any.
+SELECT caught_up::text AS caught_up FROM handler_state WHERE handler_name = %(handler)s;
 
 -- name: count_starts
 SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s;

@@ -21,8 +21,7 @@ DELETE FROM processed_event p USING event e
 -- handler was caught up to is no longer processed (0012_caught_up).
 INSERT INTO handler_state (handler_name) VALUES (%(handler)s)
     ON CONFLICT (handler_name) DO UPDATE
-    SET cache_epoch = gen_random_uuid()::text, caught_up = NULL, catching_up_job = NULL,
-        updated_at = now()
+    SET cache_epoch = gen_random_uuid()::text, caught_up = NULL, updated_at = now()
 RETURNING cache_epoch;
 
 -- name: current_epoch

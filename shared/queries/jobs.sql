@@ -8,16 +8,24 @@
 -- handler_progress first: a claim takes it before processed_event (no lock cycle with one).
 LOCK TABLE handler_progress, processed_event IN SHARE ROW EXCLUSIVE MODE;
 
+-- name: share_handler_state
+-- Planning holds the handler's state row shared until it commits: a shadow's cutover (which
+-- locks it for update, shared/shadow_ops.py) either sees the job planned, or is waited for and
+-- the planning fails to serialize; it never swaps the bookkeeping under a job planned with the
+-- old one.
+SELECT handler_name FROM handler_state WHERE handler_name = %(handler)s FOR SHARE;
+
 -- name: insert_job
 -- The planned job, written once with its final values; %(ended)s for a job with nothing to
 -- replay, which is completed at once.
 INSERT INTO replay_job (job_id, consumer_name, replay_type, filter_params, slice_by, reset,
                         frozen_scope, cache_epoch, covered_snapshot, on_error,
                         max_events_per_second, source, total_events, planning_ms, status,
-                        started_at, completed_at)
+                        catches_up_to, started_at, completed_at)
 VALUES (%(job_id)s, %(consumer_name)s, %(replay_type)s, %(filter_params)s, %(slice_by)s,
         %(reset)s, %(frozen)s, %(cache_epoch)s, %(covered)s::pg_snapshot, %(on_error)s,
         %(max_events_per_second)s, %(source)s, %(total_events)s, %(planning_ms)s, %(status)s,
+        %(catches_up_to)s::pg_snapshot,
         CASE WHEN %(ended)s::boolean THEN now() END, CASE WHEN %(ended)s::boolean THEN now() END);
 
 -- name: insert_slice
@@ -89,8 +97,9 @@ UPDATE handler_state SET rebuild_completed = true, updated_at = now()
 -- name: complete_catch_up
 -- A catch-up of the whole event table that completed with nothing skipped or parked: every event
 -- visible in its snapshot is now processed (0012_caught_up).
-UPDATE handler_state SET caught_up = catching_up, updated_at = now()
- WHERE catching_up_job = %(job_id)s;
+UPDATE handler_state h SET caught_up = j.catches_up_to, updated_at = now()
+  FROM replay_job j
+ WHERE j.job_id = %(job_id)s AND j.catches_up_to IS NOT NULL AND h.handler_name = j.consumer_name;
 
 -- name: end_unfinished_slices
 -- A failed or cancelled job's unfinished slices (%(active)s) end with it (%(status)s); a

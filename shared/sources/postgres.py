@@ -293,10 +293,10 @@ class PostgresSource(Source):
         handler's watermark as it stands now (0011_catch_up_starts), and only the aggregates with
         some: the aggregates it is up to date on are not read. When the handler is caught up to
         a snapshot (0012_caught_up), only the aggregates of events committed since are visited."""
-        params = {"job_id": job_id, "handler": handler_name, "whole": scope == Scope()}
-        row = conn.execute(QUERIES["caught_up"], {**params, "snapshot": frozen}).fetchone()
         if slice_by is not SliceBy.AGGREGATE:
             return frozen
+        params = {"job_id": job_id, "handler": handler_name}
+        row = conn.execute(QUERIES["caught_up"], params).fetchone()
         since = row["caught_up"] if row is not None and scope.aggregate_id is None else None
         # No visibility condition: planning's snapshot is the frozen one (``freeze`` is its
         # first statement), and without it the counts can be answered from the index alone.
