@@ -119,9 +119,7 @@ def _catches_up_to(request: ReplayRequest, source: sources.Source, frozen: str) 
 
 def _claim(conn: db.Connection, consumer: str) -> None:
     """One active job per consumer: refuse, naming it, when there is one already (before the
-    reset; the unique index of active jobs still decides a race). The handler's state row is
-    held shared until the planning commits (see share_handler_state)."""
-    conn.execute(QUERIES["share_handler_state"], {"handler": consumer})
+    reset; the unique index of active jobs still decides a race)."""
     active = jobs.active_job_id(conn, consumer)
     if active is not None:
         raise ActiveJobExists(

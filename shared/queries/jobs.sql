@@ -8,13 +8,6 @@
 -- handler_progress first: a claim takes it before processed_event (no lock cycle with one).
 LOCK TABLE handler_progress, processed_event IN SHARE ROW EXCLUSIVE MODE;
 
--- name: share_handler_state
--- Planning holds the handler's state row shared until it commits: a shadow's cutover (which
--- locks it for update, shared/shadow_ops.py) either sees the job planned, or is waited for and
--- the planning fails to serialize; it never swaps the bookkeeping under a job planned with the
--- old one.
-SELECT handler_name FROM handler_state WHERE handler_name = %(handler)s FOR SHARE;
-
 -- name: insert_job
 -- The planned job, written once with its final values; %(ended)s for a job with nothing to
 -- replay, which is completed at once.

@@ -100,9 +100,8 @@ SELECT attname AS name
  ORDER BY attnum;
 
 -- name: lock_consumer
--- The live handler's state row, locked: a job planned meanwhile (its planning holds this row
--- shared, jobs.sql share_handler_state) either commits first, and the cutover sees it, or
--- waits for the cutover and fails to serialize.
+-- The live handler's state row, locked for the length of the swap (a reset's planning, which
+-- bumps its epoch, waits for it or is waited for).
 SELECT handler_name FROM handler_state WHERE handler_name = %(consumer)s FOR UPDATE;
 
 -- name: owned_sequences
