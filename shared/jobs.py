@@ -270,6 +270,7 @@ def prepare_resume(conn: Connection, job_id: UUID) -> list[tuple[int, str]]:
     then finalized here). Raises ``ActiveJobExists`` if the consumer has another active job,
     ``InvalidJobState`` for a completed job."""
     with conn.transaction():
+        conn.execute(QUERIES["hold_swaps_off_here"], params(job_id=job_id))  # see planning
         status = lock_job(conn, job_id)
         if status is Status.COMPLETED:
             raise InvalidJobState(f"job {job_id} is completed; nothing to resume")

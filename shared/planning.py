@@ -65,6 +65,9 @@ def plan(
         # transaction: concurrent submits creating it inside theirs would fail to serialize
         # (REPEATABLE READ) instead of one of them being refused as ActiveJobExists.
         idempotency.current_epoch(conn, handler.name)
+        # Until this connection closes, after the commit: a shadow's swap of the consumer's
+        # tables waits, or is waited for (taken before the transaction's snapshot).
+        conn.execute(QUERIES["hold_swaps_off"], {"consumer": handler.name})
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             if request.reset and not request.shadow:

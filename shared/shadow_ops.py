@@ -48,7 +48,9 @@ def _locked(conn: Connection, job_id: UUID, allowed: tuple[Phase, ...], verb: st
 
 def _no_job_running(conn: Connection, found: Shadow, verb: str) -> None:
     """A swap under a running job of the consumer would let it apply, under the new
-    bookkeeping, what it planned with the old one: refused until it ends."""
+    bookkeeping, what it planned with the old one: refused until it ends. A planning or a
+    resume in progress is waited for (and new ones wait for the swap)."""
+    conn.execute(QUERIES["hold_planning_off"], {"consumer": found.consumer})
     conn.execute(QUERIES["lock_consumer"], {"consumer": found.consumer})
     active = jobs.active_job_id(conn, found.consumer)
     if active is not None:

@@ -39,6 +39,18 @@ SELECT job_id, consumer_name, replay_type, filter_params, status, slice_by, rese
 -- parked_event (a foreign key to the job) takes while a batch holds its slice's row.
 SELECT status FROM replay_job WHERE job_id = %(job_id)s FOR NO KEY UPDATE;
 
+-- name: hold_swaps_off
+-- Planning holds its consumer's tables in place (a shadow's cutover or rollback takes this lock
+-- exclusively, shared/queries/shadow.sql): at session level, taken before the planning
+-- transaction's snapshot, released when its connection closes after the commit, so that a swap
+-- either sees the job planned or is seen by its planning, never neither.
+SELECT pg_advisory_lock_shared(hashtextextended('replay-plan:' || %(consumer)s, 0));
+
+-- name: hold_swaps_off_here
+-- The same, for one transaction (a resume reopening a job).
+SELECT pg_advisory_xact_lock_shared(hashtextextended('replay-plan:' || consumer_name, 0))
+  FROM replay_job WHERE job_id = %(job_id)s;
+
 -- name: active_job
 -- The consumer's active job (%(active)s: the unfinished statuses), if any.
 SELECT job_id FROM replay_job

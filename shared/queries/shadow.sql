@@ -48,6 +48,13 @@ SELECT set_config('search_path', quote_ident(%(schema)s) || ', ' || current_sett
 INSERT INTO live_checkpoint (handler_name, snapshot) VALUES (%(ledger)s, %(snapshot)s::pg_snapshot)
     ON CONFLICT (handler_name) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now();
 
+-- name: hold_planning_off
+-- A swap waits for the consumer's plannings and resumes in progress, and holds new ones off
+-- until it commits (they take this lock shared, shared/queries/jobs.sql): a job is either
+-- committed before the swap checks for running jobs, or planned after it, with the bookkeeping
+-- the swap leaves.
+SELECT pg_advisory_xact_lock(hashtextextended('replay-plan:' || %(consumer)s, 0));
+
 -- name: pause_live
 -- A cutover or rollback holds the consumer's live processing off (live batches take this lock
 -- shared, shared/applying.py) until it commits: no batch writes the tables as they are swapped.

@@ -4,6 +4,8 @@ keep serving and being written, with real workers."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 
 from examples.orders import seed
 from scheduler.coordinator import Coordinator
-from shared import context, live
+from shared import context, live, planning
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, InvalidRequest
 from shared.settings import Settings
@@ -222,3 +224,36 @@ def test_a_cutover_waits_for_no_job_of_its_consumer(
     coordinator.discard(job_id)
     with pytest.raises(InvalidJobState, match="not its own to write"):
         coordinator.resume(job_id)
+
+
+def test_a_cutover_waits_for_a_catch_up_being_planned(
+    coordinator: Coordinator, conn: Connection, late: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catch-up whose planning took its snapshot before the cutover looked for running jobs,
+    and commits after: the cutover waits for it and is refused, instead of swapping the
+    bookkeeping the job was planned with from under it."""
+    job_id = coordinator.submit(HANDLER, reset=True, shadow=True, slices=2)
+    assert coordinator.wait(job_id, timeout=120)["shadow_phase"] == "ready"
+    append_items(conn, seed.aggregate_id(7, 5), 20, LATE)
+    frozen = threading.Event()
+    plain = planning._catches_up_to
+
+    def slow(*args: Any) -> Any:  # inside the planning transaction, after the freeze
+        frozen.set()
+        time.sleep(2)
+        return plain(*args)
+
+    monkeypatch.setattr(planning, "_catches_up_to", slow)
+    submitted: list[str] = []
+    submit = threading.Thread(
+        target=lambda: submitted.append(coordinator.submit(HANDLER, max_events_per_second=1))
+    )
+    submit.start()
+    assert frozen.wait(30)
+    with pytest.raises(InvalidJobState, match="has a job running"):
+        coordinator.cutover(job_id)
+    submit.join(30)
+    assert submitted, "the catch-up was not planned"
+    assert coordinator.get(job_id)["shadow_phase"] == "ready"
+    coordinator.cancel(submitted[0])
+    assert coordinator.cutover(job_id)["shadow_phase"] == "cut_over"
