@@ -119,6 +119,8 @@ class Coordinator:
         task_ids = planning.plan(self.settings, job_id, request, handler, source)
         if task_ids:
             self._send(job_id, list(enumerate(task_ids)))
+        if request.shadow:
+            dispatch.announce_shadow(self.celery, self.settings, job_id, shadow.Phase.REBUILDING)
         return str(job_id)
 
     def _send(self, job_id: uuid.UUID, slices: list[tuple[int, str]]) -> None:
@@ -188,15 +190,13 @@ class Coordinator:
 
     def discard(self, job_id: Any) -> dict[str, Any]:
         """Drop a shadow's side that is not live (``shadow_ops.discard``)."""
-        key = parse_job_id(job_id)
-        with self.connection() as conn:
-            shadow_ops.discard(conn, key)
-        return self.get(key)
+        return self._shadow_op(lambda conn, _registry, key: shadow_ops.discard(conn, key), job_id)
 
     def _shadow_op(self, op: Any, job_id: Any) -> dict[str, Any]:
         key = parse_job_id(job_id)
         with self.connection() as conn:
-            op(conn, self.registry, key)
+            phase = op(conn, self.registry, key)
+        dispatch.announce_shadow(self.celery, self.settings, key, phase)
         return self.get(key)
 
     def reconcile(self) -> reconcile.ReconcileReport:

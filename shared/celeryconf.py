@@ -13,6 +13,7 @@ SLICE_TASK = "replay.slice"
 FINALIZE_TASK = "replay.finalize"
 LIVE_TASK = "replay.live"
 LIVE_STEP_TASK = "replay.live_step"
+SHADOW_TASK = "replay.shadow"
 
 # A sender (the coordinator, `replay submit|resume`) gives up on a broker or result backend that
 # does not answer within this many seconds: it then fails the job it planned (or refuses before
@@ -71,6 +72,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             SLICE_TASK: {"queue": settings.queue},
             FINALIZE_TASK: {"queue": settings.queue},
+            SHADOW_TASK: {"queue": settings.queue},
             LIVE_TASK: {"queue": settings.live_queue},
             LIVE_STEP_TASK: {"queue": settings.live_queue},
         },

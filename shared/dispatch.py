@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from shared import db
 from shared import slices as slices_table
-from shared.celeryconf import FINALIZE_TASK, SENDER_TIMEOUT_SECONDS, SLICE_TASK
+from shared.celeryconf import FINALIZE_TASK, SENDER_TIMEOUT_SECONDS, SHADOW_TASK, SLICE_TASK
 from shared.db import first_line
 from shared.errors import ConfigurationError, ReplayError, ServiceUnavailable
 from shared.settings import Settings, redact
@@ -109,6 +109,20 @@ def send_slice(
     _slice(app, settings, job_id, slice_no, task_id, label or None).apply_async(
         link=_finalize(app, settings, job_id), link_error=_finalize(app, settings, job_id)
     )
+
+
+def announce_shadow(app: Celery, settings: Settings, job_id: UUID, phase: str) -> None:
+    """Flower's record of a shadow rebuild's new phase, where an operator changed it outside
+    any task (a submit, a cutover, a rollback, a discard): a small task whose arguments read
+    ``job <id> · shadow cut over`` and whose result is ``{job_id, shadow_phase}``. Sent after
+    the change committed, best effort: ``replay status`` reads the phase from PostgreSQL."""
+    try:
+        app.signature(
+            SHADOW_TASK, args=(str(job_id), phase), queue=settings.queue,
+            argsrepr=f"job {job_id} · shadow {phase.replace('_', ' ')}",
+        ).apply_async()  # fmt: skip
+    except Exception as exc:
+        log.warning("job %s: Flower will not show its shadow %s: %s", job_id, phase, exc)
 
 
 def _slice(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -188,9 +189,15 @@ def catch_up(
         return live.step(conn, twin, is_replay=True).events
 
 
-def settle(conn: Connection, registry: Registry, job_id: UUID) -> Phase | None:
-    """Once the shadow's job has completed: catch the shadow up and make it ready (idempotent:
-    the finalization and the reconciler both call it). None if the job is not a shadow's."""
+def settle(
+    conn: Connection,
+    registry: Registry,
+    job_id: UUID,
+    on_catch_up: Callable[[], None] | None = None,
+) -> Phase | None:
+    """Once the shadow's job has completed: catch the shadow up (calling ``on_catch_up``
+    first) and make it ready (idempotent: the finalization and the reconciler both call it).
+    None if the job is not a shadow's."""
     with conn.transaction():
         row = conn.execute(QUERIES["lock_shadow"], {"job_id": job_id}).fetchone()
         if row is None:
@@ -201,6 +208,8 @@ def settle(conn: Connection, registry: Registry, job_id: UUID) -> Phase | None:
         if row["job_status"] != Status.COMPLETED:
             return shadow.phase
         set_phase(conn, job_id, Phase.CATCHING_UP)
+    if on_catch_up is not None:
+        on_catch_up()
     seen = catch_up(conn, registry.get(shadow.consumer), shadow)
     with conn.transaction():
         row = conn.execute(QUERIES["lock_shadow"], {"job_id": job_id}).fetchone()

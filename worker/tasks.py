@@ -11,11 +11,11 @@ from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from shared import context, jobs, live, runner, shadow
-from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, SLICE_TASK
+from shared.celeryconf import FINALIZE_TASK, LIVE_STEP_TASK, LIVE_TASK, SHADOW_TASK, SLICE_TASK
 from shared.errors import DatabaseUnavailable, ReplayFailed, SourceUnavailable
 from shared.settings import Settings
 from worker.app import app
-from worker.progress import SliceProgress
+from worker.progress import PROGRESS_EVENT, SliceProgress
 
 log = get_task_logger(__name__)
 
@@ -67,8 +67,8 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     return result.as_dict()
 
 
-@app.task(name=FINALIZE_TASK, throws=(ReplayFailed,), **_retry_while_db_down(2, 60))
-def finalize(_results: Any = None, *, job_id: str) -> dict[str, Any]:
+@app.task(name=FINALIZE_TASK, bind=True, throws=(ReplayFailed,), **_retry_while_db_down(2, 60))
+def finalize(self: Task, _results: Any = None, *, job_id: str) -> dict[str, Any]:
     """The chord's callback, its error callback (a slice failed), and the link of a
     re-dispatched slice: derive the job's status from its slice rows (``jobs.finalize_job``;
     the reconciler calls it too). A job that failed raises, so that Flower shows FAILURE.
@@ -84,10 +84,25 @@ def finalize(_results: Any = None, *, job_id: str) -> dict[str, Any]:
             raise ReplayFailed(f"job {job_id} failed: {jobs.job_error(conn, key)}")
         phase = None
         if status is jobs.Status.COMPLETED:  # a shadow rebuild's: caught up and ready
-            phase = shadow.settle(conn, ctx.registry, key)
+            phase = shadow.settle(conn, ctx.registry, key, on_catch_up=lambda: _catching_up(self))
     if phase is not None:  # Flower shows it in the finalization's result
         return {"job_id": job_id, "status": str(status), "shadow_phase": str(phase)}
     return {"job_id": job_id, "status": str(status)}
+
+
+def _catching_up(task: Task) -> None:
+    """Flower shows a shadow's catch-up as the finalization's progress (best effort)."""
+    try:
+        task.send_event(PROGRESS_EVENT, result=f"shadow {shadow.Phase.CATCHING_UP}")
+    except Exception as exc:
+        log.warning("the shadow's catch-up goes unannounced: %s", exc)
+
+
+@app.task(name=SHADOW_TASK)
+def shadow_phase(job_id: str, phase: str) -> dict[str, Any]:
+    """A shadow rebuild's new phase, as Flower records it (``dispatch.announce_shadow``: an
+    operator changed it outside any task); PostgreSQL has the phase already."""
+    return {"job_id": job_id, "shadow_phase": phase}
 
 
 @app.task(name=LIVE_TASK, **_retry_while_db_down(1, 30))

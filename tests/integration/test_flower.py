@@ -225,3 +225,34 @@ def test_terminate_on_a_running_slice_cancels_its_job(
     # its count kept (resumable).
     assert all(w.alive() for w in workers)
     assert 0 < job["processed_count"] < job["total_events"]
+
+
+def test_a_shadow_rebuilds_phases_show_in_flower(
+    flower: Flower, coordinator: Coordinator, conn: db.Connection
+) -> None:
+    """What operators do to a shadow outside any task shows beside its slices: searching the
+    job id finds each phase it went through, and the finalization's catch-up."""
+    job_id = coordinator.submit("order_summary", reset=True, shadow=True, slices=2)
+    assert coordinator.wait(job_id, timeout=120)["shadow_phase"] == "ready"
+    coordinator.cutover(job_id)
+    coordinator.rollback(job_id)
+    coordinator.discard(job_id)
+    changes = ("rebuilding", "cut_over", "rolled_back", "discarded")
+
+    def announced() -> dict[str, dict[str, Any]]:
+        found = {
+            t["args"]: t
+            for t in flower.tasks(search=job_id, state="SUCCESS").values()
+            if t["name"] == "replay.shadow"
+        }
+        return found if len(found) == len(changes) else {}
+
+    found = flower.until("the shadow's phases", announced)
+    assert set(found) == {f"job {job_id} · shadow {c.replace('_', ' ')}" for c in changes}
+    for phase in changes:
+        assert (
+            f"'shadow_phase': '{phase}'"
+            in found[f"job {job_id} · shadow {phase.replace('_', ' ')}"]["result"]
+        )
+    finalize = [t for t in flower.tasks(search=job_id).values() if t["name"] == "replay.finalize"]
+    assert any("'shadow_phase': 'ready'" in str(t["result"]) for t in finalize), finalize
