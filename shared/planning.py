@@ -61,13 +61,7 @@ def plan(
     started = time.perf_counter()
     scope = request.scope
     with db.connect(settings) as conn:
-        # The handler's state row, created on first use, is created before the planning
-        # transaction: concurrent submits creating it inside theirs would fail to serialize
-        # (REPEATABLE READ) instead of one of them being refused as ActiveJobExists.
-        idempotency.current_epoch(conn, handler.name)
-        # Until this connection closes, after the commit: a shadow's swap of the consumer's
-        # tables waits, or is waited for (taken before the transaction's snapshot).
-        conn.execute(QUERIES["hold_swaps_off"], {"consumer": handler.name})
+        _before_the_snapshot(conn, handler.name)
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         with conn.transaction():
             if request.reset and not request.shadow:
@@ -111,6 +105,16 @@ def plan(
                 raise
     log.info("planned job %s: %d slices in %d ms", job_id, len(planned), planning_ms)
     return task_ids
+
+
+def _before_the_snapshot(conn: db.Connection, consumer: str) -> None:
+    """What planning does before its transaction takes its snapshot. The handler's state row,
+    created on first use, is created here: concurrent submits creating it inside theirs would
+    fail to serialize (REPEATABLE READ) instead of one of them being refused as
+    ActiveJobExists. And a shadow's swap of the consumer's tables is held off until this
+    connection closes after the commit, or waited for (``hold_swaps_off`` in jobs.sql)."""
+    idempotency.current_epoch(conn, consumer)
+    conn.execute(QUERIES["hold_swaps_off"], {"consumer": consumer})
 
 
 def _catches_up_to(request: ReplayRequest, source: sources.Source, frozen: str) -> str | None:
