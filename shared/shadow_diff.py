@@ -55,8 +55,10 @@ def compare_table(conn: Connection, live: str, other: str, table: str) -> dict[s
     key = [r["name"] for r in conn.execute(QUERIES["primary_key"], names)]
     if not key:
         raise InvalidRequest(f"table {live}.{table} has no primary key: rows cannot be matched")
-    values = [r["name"] for r in conn.execute(QUERIES["columns"], names) if r["name"] not in key]
-    join = _Join(sql.Identifier(live, table), sql.Identifier(other, table), key, values)
+    columns = [r for r in conn.execute(QUERIES["columns"], names) if r["name"] not in key]
+    values = [r["name"] for r in columns]
+    as_text = frozenset(r["name"] for r in columns if not r["comparable"])
+    join = _Join(sql.Identifier(live, table), sql.Identifier(other, table), key, values, as_text)
     totals = _counts(conn, join)
     changed_columns = {c: totals[f"col_{i}"] for i, c in enumerate(values) if totals[f"col_{i}"]}
     return {
@@ -76,6 +78,8 @@ class _Join:
     right: sql.Identifier
     key: list[str]
     values: list[str]
+    #: the columns compared as text (their type has no equality: json, xml, point, …)
+    as_text: frozenset[str] = frozenset()
 
     @property
     def first(self) -> sql.Identifier:
@@ -99,9 +103,16 @@ class _Join:
         }
 
     def changed(self) -> sql.Composable:
+        differs = sql.SQL(" OR ").join(self.differs(c) for c in self.values)
         return sql.SQL("{both} AND ({differs})").format(
-            both=self.both(), differs=_differs(self.values)
+            both=self.both(), differs=differs if self.values else sql.SQL("false")
         )
+
+    def differs(self, column: str) -> sql.Composable:
+        c = sql.Identifier(column)
+        if column in self.as_text:
+            return sql.SQL("l.{c}::text IS DISTINCT FROM s.{c}::text").format(c=c)
+        return sql.SQL("l.{c} IS DISTINCT FROM s.{c}").format(c=c)
 
 
 def _counts(conn: Connection, join: _Join) -> Any:
@@ -122,9 +133,9 @@ def _counts(conn: Connection, join: _Join) -> Any:
         )
     for i, column in enumerate(join.values):
         counts.append(
-            sql.SQL(
-                "count(*) FILTER (WHERE {both} AND l.{c} IS DISTINCT FROM s.{c}) AS {a}"
-            ).format(both=both, c=sql.Identifier(column), a=sql.Identifier(f"col_{i}"))
+            sql.SQL("count(*) FILTER (WHERE {both} AND {differs}) AS {a}").format(
+                both=both, differs=join.differs(column), a=sql.Identifier(f"col_{i}")
+            )
         )
     query = sql.SQL("SELECT {counts} FROM {source}").format(
         counts=sql.SQL(", ").join(counts), source=join.source()
@@ -156,14 +167,6 @@ def _examples(conn: Connection, join: _Join, totals: Any) -> dict[str, list[dict
         rows = conn.execute(query, {"keys": keys})
         examples[kind] = [_example(r, join.key, join.values) for r in rows]
     return examples
-
-
-def _differs(values: list[str]) -> sql.Composable:
-    if not values:
-        return sql.SQL("false")
-    return sql.SQL(" OR ").join(
-        sql.SQL("l.{c} IS DISTINCT FROM s.{c}").format(c=sql.Identifier(c)) for c in values
-    )
 
 
 def _example(row: Any, key: list[str], values: list[str]) -> dict[str, Any]:

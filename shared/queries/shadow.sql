@@ -100,11 +100,18 @@ SELECT a.attname AS name
  ORDER BY array_position(i.indkey::int2[], a.attnum);
 
 -- name: columns
-SELECT attname AS name
-  FROM pg_attribute
- WHERE attrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
-   AND attnum > 0 AND NOT attisdropped
- ORDER BY attnum;
+-- A table's columns, and whether `=` compares their values: json, xml and the geometric types
+-- (and domains or arrays of them) have no equality, or one that is not (box compares areas); a
+-- diff compares those as text.
+SELECT a.attname AS name, NOT (e.typcategory = 'G' OR e.oid IN ('json'::regtype, 'xml'::regtype))
+       AS comparable
+  FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+  JOIN pg_type e ON e.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype
+                                 WHEN t.typcategory = 'A' THEN t.typelem ELSE t.oid END
+ WHERE a.attrelid = format('%%I.%%I', %(schema)s::text, %(table)s::text)::regclass
+   AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum;
 
 -- name: lock_consumer
 -- The live handler's state row, locked for the length of the swap (a reset's planning, which
