@@ -64,6 +64,7 @@ def plan(
         _before_the_snapshot(conn, handler.name)
         conn.isolation_level = IsolationLevel.REPEATABLE_READ
         with conn.transaction():
+            conn.execute(QUERIES["planning_memory"])
             if request.reset and not request.shadow:
                 # Before the scope is frozen (LOCK takes no snapshot), held until commit: no
                 # marker can be committed between the freeze and the reset, where live

@@ -2,6 +2,12 @@
 -- Statuses travel as parameters (shared.jobs.Status members; a set of them as a list, matched
 -- with = ANY): the enum is the one place that spells them.
 
+-- name: planning_memory
+-- Planning sorts and groups what it counts per aggregate (a catch-up's new events: 50,000 rows
+-- spilled to disk with the default 4MB); for its transaction only. SET takes no snapshot (it
+-- comes before lock_markers, which must precede the transaction's snapshot).
+SET LOCAL work_mem = '64MB';
+
 -- name: lock_markers
 -- Taken by a rebuild's planning before it freezes its scope, held until it commits: no
 -- processed marker can be committed between the freeze and the reset (shared/planning.py).
