@@ -73,7 +73,7 @@ def plan(
                 # rebuilds of one handler queue here (the mode conflicts with itself), so the
                 # second one sees the first one's job below and resets nothing.
                 conn.execute(QUERIES["lock_markers"])
-            frozen = source.freeze(conn)
+            frozen = source.prepare(conn, scope, source.freeze(conn))
             _claim(conn, handler.name)
             _check_event_types(conn, source, scope)
             covered, epoch = _prepare_handler(conn, job_id, request, handler, source, frozen)

@@ -210,6 +210,7 @@ class _SliceRun:
 
     def run(self) -> SliceResult:
         """Batch after batch until the slice ends or this attempt must stop."""
+        self.reader.open(self.conn)
         try:
             while True:
                 for hook in self.hooks:
@@ -224,6 +225,9 @@ class _SliceRun:
             log.warning("slice %s of job %s stops: %s", self.key.slice_no, self.job.job_id,
                         stop.outcome)  # fmt: skip
             return self.result(stop.outcome)
+        finally:
+            if not self.conn.closed:
+                self.reader.close(self.conn)
 
     def _next_batch(self) -> Committed | None:
         """The next batch, committed, by the first way that does not fail on it; None when the

@@ -1,11 +1,13 @@
 -- The event table as a source (shared/sources/postgres.py). {where} is a conjunction of the
--- source's condition fragments (constant SQL, values as parameters), {order} one of its orders.
+-- source's condition fragments (constant SQL, values as parameters), {order} one of its orders,
+-- {events} what the events are read from: the event table, or the event table and the archived
+-- events staged for the reader as one (shared/archive/staging.py).
 
 -- name: select_events
 -- The one SELECT of events: the columns of the Event mapping ({columns}: scope.EVENT_COLUMNS,
 -- to which a slice reader may add its coverage flag) of the events {where} picks, in {order}.
 -- Slice batches, events by id, an aggregate's stream and live processing all compose it.
-SELECT {columns} FROM event WHERE {where} {order};
+SELECT {columns} FROM {events} AS event WHERE {where} {order};
 
 -- name: fold_batch
 -- A handler's set-based fold ({fold}, a data-modifying statement that PostgreSQL runs to
@@ -20,7 +22,7 @@ SELECT aggregate_id, sequence_num, occurred_at, event_id, count(*) OVER () AS n
 SELECT pg_current_snapshot()::text AS s;
 
 -- name: count
-SELECT count(*) AS n FROM event WHERE {where};
+SELECT count(*) AS n FROM {events} AS event WHERE {where};
 
 -- name: plan_by_aggregate
 -- Counts per aggregate ({per_aggregate}: count_per_aggregate or count_per_start), then cuts the
@@ -44,16 +46,19 @@ SELECT floor(before * %(slices)s / total)::int AS bucket,
 -- name: time_quantiles
 -- The occurred_at values that cut the scope into parts of equal counts (%(fractions)s).
 SELECT percentile_disc(%(fractions)s::float8[]) WITHIN GROUP (ORDER BY occurred_at) AS q
-  FROM event WHERE {where};
+  FROM {events} AS event WHERE {where};
 
 -- name: count_by_time_bucket
 -- Events per time slice: bucket 0 before the first bound, i in [bounds[i-1], bounds[i]).
 SELECT width_bucket(occurred_at, %(bounds)s::timestamptz[]) AS bucket, count(*) AS n
-  FROM event WHERE {where} GROUP BY 1 ORDER BY 1;
+  FROM {events} AS event WHERE {where} GROUP BY 1 ORDER BY 1;
 
 -- name: missing_event_types
+-- The event types of %s that neither the event table nor an archived segment holds.
 SELECT t FROM unnest(%s::text[]) AS t
- WHERE NOT EXISTS (SELECT 1 FROM event WHERE event_type = t) ORDER BY t;
+ WHERE NOT EXISTS (SELECT 1 FROM event WHERE event_type = t)
+   AND NOT EXISTS (SELECT 1 FROM archive_segment WHERE t = ANY(event_types))
+ ORDER BY t;
 
 -- name: known_event_types
 -- Distinct event types by a loose index scan (fast on a large table).
@@ -83,9 +88,9 @@ SELECT %(job_id)s, aggregate_id, after_sequence, n, sum(n) OVER (ORDER BY aggreg
 -- one probe of the (aggregate_id, sequence_num) index per aggregate, however many events each
 -- has, and an aggregate the handler is up to date on costs one more probe (its count).
 aggregates (aggregate_id) AS (
-    (SELECT aggregate_id FROM event ORDER BY aggregate_id LIMIT 1)
+    (SELECT aggregate_id FROM {events} AS event ORDER BY aggregate_id LIMIT 1)
     UNION ALL
-    SELECT (SELECT e.aggregate_id FROM event e WHERE e.aggregate_id > a.aggregate_id
+    SELECT (SELECT e.aggregate_id FROM {events} e WHERE e.aggregate_id > a.aggregate_id
              ORDER BY e.aggregate_id LIMIT 1)
       FROM aggregates a WHERE a.aggregate_id IS NOT NULL
 ), starts AS (
@@ -109,7 +114,7 @@ starts AS (
 counted AS (
     SELECT s.aggregate_id, s.after_sequence, fresh.n, true AS read_all
       FROM starts s
-     CROSS JOIN LATERAL (SELECT count(*) AS n FROM event
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM {events} AS event
                           WHERE aggregate_id = s.aggregate_id
                             AND sequence_num > s.after_sequence AND {where}) fresh
 )
@@ -157,7 +162,7 @@ SELECT caught_up::text AS caught_up FROM handler_state WHERE handler_name = %(ha
 SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s;
 
 -- name: count_per_aggregate
-SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
+SELECT aggregate_id, count(*) AS n FROM {events} AS event WHERE {where} GROUP BY aggregate_id
 
 -- name: count_per_start
 -- A catch-up's starts: only aggregates with events to read, counted at planning.
@@ -185,7 +190,7 @@ WITH resumed AS (
      WHERE {last}
 )
 SELECT e.* FROM starts s
- CROSS JOIN LATERAL (SELECT {columns} FROM event
+ CROSS JOIN LATERAL (SELECT {columns} FROM {events} AS event
                       WHERE aggregate_id = s.aggregate_id AND sequence_num > s.after_sequence
                         AND {where}
                       ORDER BY sequence_num LIMIT %(limit)s) AS e

@@ -1,13 +1,20 @@
-"""Reading one slice of the event table: ``EventTableReader`` (see ``shared.sources.postgres``)."""
+"""Reading one slice of the event table: ``EventTableReader`` (see ``shared.sources.postgres``).
+
+A slice reads the archive as part of the event table: ``open`` stages the archived events of
+its range (``shared.archive.staging``), and every batch reads both as one, through the guard
+that fails it if events moved between the tiers since (the slice is then retried, staging
+again)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from shared.archive import segments, staging
 from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import EVENT_COLUMNS
@@ -18,6 +25,7 @@ from shared.sources.event_sql import (
     AGG_ORDER,
     AGG_START,
     COVERED,
+    EVENT_TABLE,
     LIMIT,
     NEW,
     QUERIES,
@@ -36,6 +44,8 @@ from shared.sources.event_sql import (
 )  # fmt: skip
 from shared.sources.interface import Batch, Checkpoint, Folded, SliceReader
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class EventTableReader(SliceReader):
@@ -46,6 +56,8 @@ class EventTableReader(SliceReader):
 
     _base: tuple[list[sql.Composable], dict[str, Any]] = field(init=False, repr=False)
     _starts: UUID | None = field(init=False, repr=False)
+    #: the archived events of the slice, once ``open`` staged them
+    _staged: staging.Staged | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         frozen = unfreeze(self.frozen)
@@ -55,6 +67,27 @@ class EventTableReader(SliceReader):
             conds.append(NEW)
             params["since"] = frozen.since
         self._base = conds, params
+
+    def open(self, conn: Connection) -> None:
+        """Stage the archived events of the slice (none: its batches still check that none
+        were archived since)."""
+        b, scope = self.bounds, self.scope
+        wanted = segments.Wanted(
+            first_aggregate=b.first_aggregate, last_aggregate=b.last_aggregate,
+            aggregate_id=scope.aggregate_id,
+            from_time=max((t for t in (scope.from_time, b.from_time) if t), default=None),
+            to_time=min((t for t in (scope.to_time, b.to_time) if t), default=None),
+            event_types=scope.event_types,
+        )  # fmt: skip
+        self._staged = staging.stage(conn, wanted)
+
+    def close(self, conn: Connection) -> None:
+        staged, self._staged = self._staged, None
+        if staged is not None and staged.events:
+            try:
+                staging.release(conn)
+            except Exception as exc:  # best effort: the table goes with the session anyway
+                log.warning("could not drop the staged archived events: %s", exc)
 
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         query, params = self.query(checkpoint, limit)
@@ -75,6 +108,7 @@ class EventTableReader(SliceReader):
         conds, base_params = self._base
         conds = list(conds)
         params = dict(base_params, limit=limit or self.batch_size)
+        params.update(staging.params(self._staged))
         b = self.bounds
         if not b.by_time:
             if checkpoint is None:
@@ -107,7 +141,12 @@ class EventTableReader(SliceReader):
         if self._starts is not None and not b.by_time:
             return self._after_starts(conds, cols, params, checkpoint)
         limited = sql.SQL(" ").join([order, LIMIT])
-        return select_events(where_clause(conds), limited, cols), params
+        return select_events(where_clause(conds), limited, cols, self._events()), params
+
+    def _events(self) -> sql.Composable:
+        if self._staged is None:
+            return EVENT_TABLE
+        return staging.relation(self._staged, guard=True)
 
     def _after_starts(
         self,
@@ -120,8 +159,9 @@ class EventTableReader(SliceReader):
         each aggregate's start, and only for aggregates with one (``select_after_starts``)."""
         first = STARTS_FROM if checkpoint is None else STARTS_AFTER
         query = sql.SQL(QUERIES["select_after_starts"]).format(
-            columns=cols, where=where_clause(conds), first=first, last=STARTS_END
-        )
+            columns=cols, where=where_clause(conds), first=first, last=STARTS_END,
+            events=self._events(),
+        )  # fmt: skip
         return query, {**params, "starts": self._starts}
 
     def fold(

@@ -65,12 +65,22 @@ COMMITTED_BETWEEN = sql.SQL(
 )
 
 
+#: where events are read from when no archived events are staged (``staging.relation``)
+EVENT_TABLE = sql.SQL("event")
+
+
 def select_events(
-    where: sql.Composable, order: sql.Composable, columns: sql.Composable = EVENT_COLUMNS
+    where: sql.Composable,
+    order: sql.Composable,
+    columns: sql.Composable = EVENT_COLUMNS,
+    events: sql.Composable = EVENT_TABLE,
 ) -> sql.Composed:
-    """The one SELECT of the event table's events (``select_events`` of events.sql): the
-    ``Event`` columns (or ``columns``) of the events ``where`` picks, in ``order``."""
-    return sql.SQL(QUERIES["select_events"]).format(columns=columns, where=where, order=order)
+    """The one SELECT of events (``select_events`` of events.sql): the ``Event`` columns (or
+    ``columns``) of the events ``where`` picks, in ``order``, from ``events`` (the event
+    table, or with the archived events staged: ``shared.archive.staging.relation``)."""
+    return sql.SQL(QUERIES["select_events"]).format(
+        columns=columns, where=where, order=order, events=events
+    )
 
 
 #: events by id (%(event_ids)s), in per-aggregate order

@@ -67,6 +67,13 @@ class SliceReader:
     #: whether ``fold`` exists: a handler's ``rebuild_sql`` run over the batch where it lies
     can_fold: ClassVar[bool] = False
 
+    def open(self, conn: Connection) -> None:
+        """Before an attempt's first batch, outside any transaction: get ready to read (the
+        event table stages the archived events of the slice). By default nothing."""
+
+    def close(self, conn: Connection) -> None:
+        """After an attempt's last batch, whatever its outcome: release what ``open`` took."""
+
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         """The next ``limit`` events after ``checkpoint`` (the slice's start if None); an empty
         batch when the slice is done."""
@@ -134,6 +141,13 @@ class Source:
         """Pin the events that exist now, as text stored on the job. Called first in the
         planning transaction (REPEATABLE READ, on the jobs' database)."""
         raise NotImplementedError
+
+    def prepare(self, conn: Connection, scope: Scope, frozen: str) -> str:
+        """In the planning transaction, right after ``freeze``: get what planning ``scope``
+        needs (the event table stages the archived events of the scope, so that they are
+        counted with its own) and return the frozen scope, which may now say so. By default
+        ``frozen`` as it is."""
+        return frozen
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
         """The given event types that no event of the source has."""

@@ -16,16 +16,19 @@ slice batches (``shared.sources.event_reader``), events by id, an aggregate's st
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+from shared.archive import segments, staging
 from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
 from shared.sources.event_reader import EventTableReader
 from shared.sources.event_sql import (
+    EVENT_TABLE,
     EVENTS_BY_ID,
     NEW_EVENTS,
     QUERIES,
@@ -60,6 +63,16 @@ class PostgresSource(Source):
         assert row is not None
         return str(row["s"])
 
+    def prepare(self, conn: Connection, scope: Scope, frozen: str) -> str:
+        """Stage the archived events of ``scope`` (``shared.archive.staging``), in the
+        planning's snapshot: planning then counts both tiers as one."""
+        wanted = segments.Wanted(
+            aggregate_id=scope.aggregate_id, from_time=scope.from_time, to_time=scope.to_time,
+            event_types=scope.event_types, columns=staging.PLANNING_COLUMNS,
+        )  # fmt: skip
+        staging.stage(conn, wanted)
+        return frozen
+
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
         rows = conn.execute(QUERIES["missing_event_types"], (list(event_types),)).fetchall()
         return [r["t"] for r in rows]
@@ -89,25 +102,29 @@ class PostgresSource(Source):
         # No visibility condition: planning's snapshot is the frozen one (``freeze`` is its
         # first statement), and without it the counts can be answered from the index alone.
         conds, scope_params = where(scope, None)
+        scoped = unfreeze(frozen)
         if since is not None:
             counted = QUERIES["counted_since_caught_up"]
         else:
             one = scope.aggregate_id is not None
             starts = QUERIES["starts_of_one_aggregate" if one else "starts_of_every_aggregate"]
             counted = f"{starts}\n{QUERIES['count_after_starts']}"
+        events = staging.planned(conn)
         query = sql.SQL(QUERIES["freeze_starts"]).format(
-            counted=sql.SQL(counted).format(where=where_clause(conds))
+            counted=sql.SQL(counted).format(where=where_clause(conds), events=events)
         )
         conn.execute(query, {**params, **scope_params, "since": since})
-        return str(Frozen(frozen, job_id, since))
+        return str(replace(scoped, starts=job_id, since=since))
 
     def count(self, conn: Connection, scope: Scope, frozen: str) -> int:
-        starts = unfreeze(frozen).starts
-        if starts is not None:
-            row = conn.execute(QUERIES["count_starts"], {"starts": starts}).fetchone()
+        scoped = unfreeze(frozen)
+        if scoped.starts is not None:
+            row = conn.execute(QUERIES["count_starts"], {"starts": scoped.starts}).fetchone()
             return int(row["n"]) if row else 0
-        conds, params = where(scope, frozen)
-        query = sql.SQL(QUERIES["count"]).format(where=where_clause(conds))
+        conds, params = where(scope, scoped.snapshot)
+        query = sql.SQL(QUERIES["count"]).format(
+            where=where_clause(conds), events=staging.planned(conn)
+        )
         row = conn.execute(query, params).fetchone()
         return int(row["n"]) if row else 0
 
@@ -115,14 +132,15 @@ class PostgresSource(Source):
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
         scoped = unfreeze(frozen)
+        events = staging.planned(conn)
         if slice_by is SliceBy.TIME:
-            return plan_by_time(conn, scope, scoped.snapshot, slices)
+            return plan_by_time(conn, scope, scoped.snapshot, slices, events)
         if scoped.starts is not None:
             counts = sql.SQL(QUERIES["count_per_start"])
             query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
             rows = conn.execute(query, {"starts": scoped.starts, "slices": slices})
             return _aggregate_ranges(rows.fetchall())
-        return plan_by_aggregate(conn, scope, scoped.snapshot, slices)
+        return plan_by_aggregate(conn, scope, scoped.snapshot, slices, events)
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         ids = [str(e) for e in event_ids]
@@ -138,10 +156,16 @@ class PostgresSource(Source):
 
 
 def plan_by_aggregate(
-    conn: Connection, scope: Scope, snapshot: str, slices: int
+    conn: Connection,
+    scope: Scope,
+    snapshot: str,
+    slices: int,
+    events: sql.Composable = EVENT_TABLE,
 ) -> list[PlannedSlice]:
     conds, params = where(scope, snapshot)
-    counts = sql.SQL(QUERIES["count_per_aggregate"]).format(where=where_clause(conds))
+    counts = sql.SQL(QUERIES["count_per_aggregate"]).format(
+        where=where_clause(conds), events=events
+    )
     query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
     rows = conn.execute(query, {**params, "slices": slices}).fetchall()
     return _aggregate_ranges(rows)
@@ -160,18 +184,25 @@ def _aggregate_ranges(rows: Sequence[Mapping[str, Any]]) -> list[PlannedSlice]:
     ]
 
 
-def plan_by_time(conn: Connection, scope: Scope, snapshot: str, slices: int) -> list[PlannedSlice]:
+def plan_by_time(
+    conn: Connection,
+    scope: Scope,
+    snapshot: str,
+    slices: int,
+    events: sql.Composable = EVENT_TABLE,
+) -> list[PlannedSlice]:
     conds, params = where(scope, snapshot)
     cond = where_clause(conds)
     bounds: list[datetime] = []
     if slices > 1:
         row = conn.execute(
-            sql.SQL(QUERIES["time_quantiles"]).format(where=cond),
+            sql.SQL(QUERIES["time_quantiles"]).format(where=cond, events=events),
             {**params, "fractions": time_fractions(slices)},
         ).fetchone()
         # Many events at one instant can make quantiles repeat; a boundary only counts once.
         bounds = sorted({q for q in (row["q"] if row and row["q"] else []) if q is not None})
     rows = conn.execute(
-        sql.SQL(QUERIES["count_by_time_bucket"]).format(where=cond), {**params, "bounds": bounds}
+        sql.SQL(QUERIES["count_by_time_bucket"]).format(where=cond, events=events),
+        {**params, "bounds": bounds},
     ).fetchall()
     return time_slices(bounds, {int(r["bucket"]): int(r["n"]) for r in rows})

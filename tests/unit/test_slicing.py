@@ -73,7 +73,7 @@ def test_checkpoints_resume_right_after_the_last_event() -> None:
 
 
 def test_every_read_of_the_event_table_is_the_one_event_select() -> None:
-    select = f"SELECT {EVENT_COLUMNS.as_string(None)} FROM event WHERE "
+    select = f"SELECT {EVENT_COLUMNS.as_string(None)} FROM event AS event WHERE "
     pg = sources.get(sources.DEFAULT)
     reader = pg.reader(Scope(), SliceBounds("a", "m"), "1:1:", 100)
     covering = pg.reader(Scope(), SliceBounds("a", "m"), "1:1:", 100, "1:2:")
@@ -81,7 +81,7 @@ def test_every_read_of_the_event_table_is_the_one_event_select() -> None:
     reads = [postgres.EVENTS_BY_ID, postgres.STREAM, postgres.NEW_EVENTS, reader.query(None)[0]]
     assert all(q.as_string(None).startswith(select) for q in reads)
     assert isinstance(covering, EventTableReader)
-    assert "AS _covered FROM event WHERE " in covering.query(None)[0].as_string(None)
+    assert "AS _covered FROM event AS event WHERE " in covering.query(None)[0].as_string(None)
 
 
 def test_aggregate_slices_keep_aggregates_whole_and_counts_exact() -> None:

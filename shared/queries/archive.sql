@@ -1,0 +1,127 @@
+-- The archive tier (shared/archive, 0014_archive).
+
+-- name: lock_archive
+-- One archive or unarchive run at a time (session level: held until released or the connection
+-- closes), so that a run's orphan sweep never takes another run's file for an orphan.
+SELECT pg_try_advisory_lock(hashtextextended('replay-archive', 0)) AS locked;
+
+-- name: unlock_archive
+SELECT pg_advisory_unlock(hashtextextended('replay-archive', 0));
+
+-- name: now
+SELECT now() AS now;
+
+-- name: oldest
+-- The oldest event before the cut-off, if any: where the months of a run begin.
+SELECT min(occurred_at) AS oldest FROM event WHERE occurred_at < %(before)s;
+
+-- name: export_chunk
+-- The next run of archivable events of a month ([{since}, {before}) after the cut-off is applied)
+-- after ({after_aggregate}, {after_sequence}) in aggregate order, as CSV for COPY ... TO
+-- ({columns}: segments.EXPORT_COLUMNS): seen by every live consumer (visible in each live
+-- position: an event live processing has yet to read stays in the event table), and not the
+-- newest of its aggregate: that one stays, so that the event table's unique key still guards
+-- the next append (store.sql numbers it after the newest there).
+COPY (
+    SELECT {columns}
+      FROM event e
+     WHERE occurred_at >= {since} AND occurred_at < {before}
+       AND (aggregate_id, sequence_num) > ({after_aggregate}, {after_sequence})
+       AND NOT EXISTS (SELECT 1 FROM live_checkpoint c
+                        WHERE NOT pg_visible_in_snapshot(e.txid, c.snapshot))
+       AND EXISTS (SELECT 1 FROM event n
+                    WHERE n.aggregate_id = e.aggregate_id AND n.sequence_num > e.sequence_num)
+     ORDER BY aggregate_id, sequence_num
+     LIMIT {limit}
+) TO STDOUT (FORMAT csv);
+
+-- name: delete_archived
+-- The events a segment now holds leave the event table (in the transaction that lists it).
+DELETE FROM event WHERE event_id = ANY(%(event_ids)s::uuid[]) AND occurred_at < %(before)s;
+
+-- name: insert_segment
+INSERT INTO archive_segment (segment_id, url, path, first_aggregate, last_aggregate, first_time,
+                             last_time, events, event_types, bytes, sha256, max_txid,
+                             archived_before)
+VALUES (%(segment_id)s, %(url)s, %(path)s, %(first_aggregate)s, %(last_aggregate)s,
+        %(first_time)s, %(last_time)s, %(events)s, %(event_types)s, %(bytes)s, %(sha256)s,
+        %(max_txid)s::text::xid8, %(before)s);
+
+-- name: bump_generation
+UPDATE archive_state SET generation = generation + 1 RETURNING generation;
+
+-- name: forget_caught_up
+-- A handler caught up to a snapshot that may not see every archived event is caught up no
+-- longer: its next catch-up must look at the archive as well (0012_caught_up reads only the
+-- event table's txid index). Conservative: any snapshot whose xmin is not past the newest.
+UPDATE handler_state SET caught_up = NULL, updated_at = now()
+ WHERE caught_up IS NOT NULL AND pg_snapshot_xmin(caught_up) <= %(max_txid)s::text::xid8;
+
+-- name: segment_paths
+SELECT path FROM archive_segment WHERE url = %(url)s;
+
+-- name: segments
+-- The segments that may hold events of an aggregate range and a time range (NULL: open), and
+-- the archive's generation, read in one statement (one snapshot).
+SELECT s.segment_id, s.url, s.path, s.events, s.sha256, s.first_aggregate, s.last_aggregate,
+       g.generation
+  FROM archive_state g
+  LEFT JOIN archive_segment s
+         ON (%(first_aggregate)s::text IS NULL OR s.last_aggregate >= %(first_aggregate)s)
+        AND (%(last_aggregate)s::text IS NULL OR s.first_aggregate <= %(last_aggregate)s)
+        AND (%(from_time)s::timestamptz IS NULL OR s.last_time >= %(from_time)s)
+        AND (%(to_time)s::timestamptz IS NULL OR s.first_time < %(to_time)s)
+        AND (%(event_types)s::text[] IS NULL OR s.event_types && %(event_types)s)
+ ORDER BY s.first_aggregate, s.segment_id;
+
+-- name: list_segments
+SELECT segment_id, url, path, first_aggregate, last_aggregate, first_time, last_time, events,
+       bytes, sha256, archived_before, created_at
+  FROM archive_segment
+ ORDER BY first_time, first_aggregate;
+
+-- name: segments_in_time
+-- The segments holding events in [%(from_time)s, %(to_time)s) (NULL: open).
+SELECT segment_id, url, path, events, sha256
+  FROM archive_segment
+ WHERE (%(from_time)s::timestamptz IS NULL OR last_time >= %(from_time)s)
+   AND (%(to_time)s::timestamptz IS NULL OR first_time < %(to_time)s)
+ ORDER BY first_time, first_aggregate;
+
+-- name: import_events
+-- A segment's events back into the event table, with their own txid and times.
+COPY event (event_id, aggregate_id, aggregate_type, event_type, payload, metadata, sequence_num,
+            occurred_at, created_at, txid)
+FROM STDIN (FORMAT csv);
+
+-- name: drop_segment
+DELETE FROM archive_segment WHERE segment_id = %(segment_id)s;
+
+-- name: archived_event_types
+-- The event types the archive holds of %(event_types)s.
+SELECT DISTINCT t FROM archive_segment, unnest(event_types) AS t WHERE t = ANY(%(event_types)s);
+
+-- name: create_staged
+-- A slice's (or a planning's) archived events, staged in a temporary table of this session:
+-- the event table's columns, no constraints.
+CREATE TEMPORARY TABLE IF NOT EXISTS replay_archived (LIKE event INCLUDING DEFAULTS);
+
+-- name: clear_staged
+TRUNCATE replay_archived;
+
+-- name: copy_staged
+COPY replay_archived (event_id, aggregate_id, aggregate_type, event_type, payload, metadata,
+                      sequence_num, occurred_at, created_at, txid)
+FROM STDIN (FORMAT csv);
+
+-- name: index_staged
+CREATE INDEX IF NOT EXISTS replay_archived_order ON replay_archived (aggregate_id, sequence_num);
+
+-- name: analyze_staged
+ANALYZE replay_archived;
+
+-- name: staged
+SELECT to_regclass('pg_temp.replay_archived') IS NOT NULL AS staged;
+
+-- name: drop_staged
+DROP TABLE IF EXISTS replay_archived;
