@@ -96,6 +96,8 @@ class Settings:
     sql_folds: bool = True
     #: > 0: beat sends a live step to the live queue this often (the Celery-driven live consumer)
     live_beat_seconds: float = 0.0
+    #: where `replay archive` writes segments (a filesystem URL); None: <REPLAY_HOME>/archive
+    archive_url: str | None = None
 
     def __post_init__(self) -> None:
         check_url("REPLAY_DATABASE_URL", self.database_url, DATABASE_SCHEMES, host=True)
@@ -146,6 +148,7 @@ class Settings:
             live_beat_seconds=0.0
             if (env.get("REPLAY_LIVE_BEAT_SECONDS") or "0").strip() in ("0", "0.0")
             else _float(env, "REPLAY_LIVE_BEAT_SECONDS", 0.0),
+            archive_url=env.get("REPLAY_ARCHIVE_URL") or None,
         )
 
     def with_database(self, name: str) -> Settings:
@@ -176,6 +179,7 @@ class Settings:
             "REPLAY_CONTROL_QUEUE": self.control_queue,
             "REPLAY_SQL_FOLDS": "1" if self.sql_folds else "0",
             "REPLAY_LIVE_BEAT_SECONDS": str(self.live_beat_seconds),
+            **({"REPLAY_ARCHIVE_URL": self.archive_url} if self.archive_url else {}),
         }
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 
 from local import embedded, servers
-from scheduler.cli import demo, jobs, ops, shadows
+from scheduler.cli import archive, demo, jobs, ops, shadows
 from scheduler.cli.commands import EXIT_TIMEOUT, EXIT_USAGE, Parser, Run
 from scheduler.cli.display import message
 from shared import schema
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_commands(sub)
     jobs.add_commands(sub)
     shadows.add_commands(sub)
+    archive.add_commands(sub)
     for plugin in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
         plugin.load()(sub)
     demo.add_commands(sub)

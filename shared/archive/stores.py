@@ -19,6 +19,8 @@ from shared.errors import InvalidRequest, SourceLost
 
 #: the folder of the segments under a store's root
 SEGMENTS = "segments"
+#: the object stores an archive URL may name (through fsspec: s3fs, gcsfs, adlfs)
+OBJECT_STORES = ("s3", "gs", "az")
 
 
 class Store(Protocol):
@@ -112,14 +114,23 @@ def open_store(url: str) -> Store:
         if not path.is_absolute():
             raise InvalidRequest(f"archive URL {url!r}: the path must be absolute")
         return LocalStore(f"file://{path}", path)
-    import fsspec  # only for the schemes it serves
+    if parts.scheme not in OBJECT_STORES:
+        raise InvalidRequest(
+            f"archive URL {url!r}: {parts.scheme}:// is not supported (file:///dir, or an object"
+            f" store: {', '.join(s + '://' for s in OBJECT_STORES)})"
+        )
+    if not parts.netloc:
+        raise InvalidRequest(
+            f"archive URL {url!r} names no bucket ({parts.scheme}://bucket/prefix)"
+        )
+    import fsspec  # only for the object stores
 
     try:
         fs = fsspec.filesystem(parts.scheme)
-    except (ImportError, ValueError) as exc:
+    except Exception as exc:
         raise InvalidRequest(
-            f"archive URL {url!r}: no filesystem for {parts.scheme}:// here ({exc});"
-            " s3:// needs the extra event-replay[s3]"
+            f"archive URL {url!r}: no filesystem for {parts.scheme}:// here"
+            f" ({type(exc).__name__}: {exc}); s3:// needs the extra event-replay[s3]"
         ) from None
     root = f"{parts.netloc}{parts.path}".rstrip("/")
     return FsspecStore(url.rstrip("/"), fs, root)
