@@ -4,7 +4,8 @@ A ``Reducer`` folds the events of one ``aggregate_type`` into a JSON-able state 
 ``version``: change the fold, bump the version, and every older snapshot is ignored. Loading an
 aggregate takes the latest usable snapshot at or below the target sequence_num, then folds the
 tail in order; it writes a snapshot at every multiple of ``snapshot_every`` it passes, so the
-next load reads at most that many events after one.
+next load reads at most that many events after one. Archived events (``shared.archive``) are
+read only when the event table lacks some of the tail.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def load_aggregate(
             start, state = int(head["_snapshot_at"]), head["_state"]
         else:
             start, state, events = _from_older_snapshot(conn, aggregate_id, fold, target)
+    if len(events) != target - start:  # older events may be archived: read both tiers
+        events = postgres.stream_with_archive(conn, aggregate_id, start, target)
     if len(events) != target - start:
         _raise_gap(conn, aggregate_id, start, target)
     snapshots: list[tuple[int, dict[str, Any]]] = []

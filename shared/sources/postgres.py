@@ -28,11 +28,13 @@ from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
 from shared.sources.event_reader import EventTableReader
 from shared.sources.event_sql import (
+    AGG_ORDER,
     EVENT_TABLE,
     EVENTS_BY_ID,
     NEW_EVENTS,
     QUERIES,
     STREAM,
+    STREAM_RANGE,
     Frozen,
     select_events,
     stream,
@@ -153,6 +155,18 @@ class PostgresSource(Source):
         if "aggregate_id" in checkpoint:
             return f"after {checkpoint['aggregate_id']} #{checkpoint['sequence_num']}"
         return f"after {checkpoint['occurred_at']} ({checkpoint['event_id']})"
+
+
+def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: int) -> list[Event]:
+    """``stream`` from the event table and the archive as one (the archived events of the
+    aggregate staged for the read, which fails as a serialization failure if events move
+    between the tiers meanwhile)."""
+    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
+    query = select_events(STREAM_RANGE, AGG_ORDER, events=staging.relation(staged, guard=True))
+    params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
+    rows: list[Any] = conn.execute(query, {**params, **staging.params(staged)}).fetchall()
+    staging.release(conn)
+    return rows
 
 
 def plan_by_aggregate(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from scheduler.coordinator import Coordinator
+from shared.aggregates import load_aggregate
 from shared.archive import mover
 from shared.db import Connection
 from shared.settings import Settings
@@ -212,3 +213,27 @@ def test_a_damaged_segment_is_named_and_nothing_is_applied_from_it(
         assert str(row["segment_id"]) in job["error"] and damage in job["error"]
     finally:
         file.write_bytes(saved)
+
+
+def test_load_aggregate_reads_the_archive_only_when_it_needs_it(
+    conn: Connection, every_event: list[dict[str, Any]], tmp_path: Path, clean: None
+) -> None:
+    conn.execute("TRUNCATE snapshot")
+    ids = sorted({e["aggregate_id"] for e in every_event if e["occurred_at"] < CUTOFF})[:5]
+    before = {
+        (agg, at): load_aggregate(conn, agg, at, use_snapshots=False).state
+        for agg in ids for at in (1, 7, None)
+    }  # fmt: skip
+    mover.archive(conn, f"file://{tmp_path}/archive", CUTOFF)
+    try:
+        for (agg, at), state in before.items():
+            assert count(conn, "SELECT count(*) FROM event WHERE aggregate_id = %s", (agg,)) < (
+                len([e for e in every_event if e["aggregate_id"] == agg])
+            )
+            loaded = load_aggregate(conn, agg, at, use_snapshots=False)
+            assert loaded.state == state
+            # with the snapshots the first loads wrote: the archive is no longer needed
+            assert load_aggregate(conn, agg, at).state == state
+    finally:
+        mover.unarchive(conn)
+        conn.execute("TRUNCATE snapshot")
