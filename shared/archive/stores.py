@@ -96,6 +96,7 @@ class FsspecStore:
             self.fs.rm_file(self._full(path))
 
     def list(self, folder: str) -> list[str]:
+        self.fs.invalidate_cache()  # an object store's listing, not what this process cached
         try:
             found = self.fs.find(self._full(folder))
         except FileNotFoundError:

@@ -21,6 +21,7 @@ from shared.archive.stores import open_store
 from shared.db import Connection
 from shared.settings import Settings
 from tests.faults.conftest import TOTAL, Cluster
+from tests.integration.test_flower_auth import free_port
 from tests.support import ROOT, WORKER_ENV, count
 
 pytestmark = pytest.mark.faults
@@ -98,3 +99,50 @@ def test_an_archive_beside_a_running_replay_job(
     assert job["processed_count"] == job["total_events"] == TOTAL
     mover.unarchive(conn)  # verify_order_summary folds the event table
     assert verify_order_summary(conn).ok
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 (the ecosystem's standard S3 test endpoint), a bucket in
+    it, and the AWS environment that points the archive's S3 client at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import fsspec
+
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir("replay-archive")
+    try:
+        yield env
+    finally:
+        server.stop()
+
+
+def test_an_archive_on_s3_and_a_replay_through_it(
+    cluster: Cluster, coordinator: Coordinator, conn: Connection, s3: dict[str, str]
+) -> None:
+    url = "s3://replay-archive/events"
+    try:
+        report = mover.archive(conn, url, CUTOFF, segment_events=20_000)
+        assert report.events > 0 and report.url == url
+        assert count(conn, "SELECT count(*) FROM archive_segment WHERE url = %s", (url,)) == (
+            report.segments
+        )
+        cluster.start_worker(env=s3)
+        cluster.start_worker(env=s3)
+        job = coordinator.wait(coordinator.submit("order_summary", reset=True, slices=8),
+                               timeout=180)  # fmt: skip
+        assert job["status"] == "completed", job["error"]
+        assert job["processed_count"] == job["total_events"] == TOTAL
+    finally:
+        mover.unarchive(conn)
+    assert count(conn, "SELECT count(*) FROM event") == TOTAL
+    assert verify_order_summary(conn).ok
+    assert open_store(url).list("segments") == []
