@@ -7,7 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench import aggregate_load, diff_bench, kafka_bench, live_latency, replay_bench
+from bench import (
+    aggregate_load,
+    archive_bench,
+    diff_bench,
+    kafka_bench,
+    live_latency,
+    replay_bench,
+)
 from examples.orders import seed
 from scheduler.cli.commands import Subcommands, add, check_count, scratch_arguments
 from scheduler.cli.display import console
@@ -61,6 +68,15 @@ def add_commands(sub: Subcommands) -> None:
     s.add_argument("--runs", type=int, default=3, help="comparisons (the median is quoted)")
     s.add_argument("--output", default="bench/results/diff.json")
     s.add_argument("--force", action="store_true", help="drop <db>_diffbench whatever it is")
+
+    s = add(sub, cmd_bench_archive,
+            "the archive tier: bytes per event, and a full rebuild from it against the event"
+            " table", migrates=True)  # fmt: skip
+    s.add_argument("--aggregates", type=int, default=10_000)
+    s.add_argument("--events-per-aggregate", type=int, default=100)
+    s.add_argument("--runs", type=int, default=1, help="rebuilds of each kind (medians)")
+    s.add_argument("--output", default="bench/results/archive.json")
+    s.add_argument("--force", action="store_true", help="drop <db>_archbench whatever it is")
 
     s = add(sub, cmd_bench_kafka,
             "the design's Kafka loop (kafka-python, a commit per message) against a Kafka job",
@@ -116,6 +132,16 @@ def cmd_bench_diff(settings: Settings, args: argparse.Namespace) -> int:
     check_count("--rows", args.rows, seed.MAX_EVENTS)
     check_count("--runs", args.runs, MAX_BENCH_RUNS)
     diff_bench.run(settings, args.rows, args.runs, Path(args.output), console, force=args.force)
+    return 0
+
+
+def cmd_bench_archive(settings: Settings, args: argparse.Namespace) -> int:
+    seed.validate(args.aggregates, args.events_per_aggregate)
+    check_count("--runs", args.runs, MAX_BENCH_RUNS)
+    archive_bench.run(
+        settings, args.aggregates, args.events_per_aggregate, args.runs, Path(args.output),
+        console, force=args.force,
+    )  # fmt: skip
     return 0
 
 

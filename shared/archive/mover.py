@@ -120,6 +120,8 @@ def archive(
             upto = min(_next_month(month), before)
             _archive_month(conn, store, month, upto, before, segment_events, report, progress)
             month = _next_month(month)
+        if report.events:
+            conn.execute(QUERIES["analyze_events"])
     report.seconds = time.perf_counter() - started
     return report
 
@@ -241,5 +243,7 @@ def unarchive(
             report.segment_ids.append(str(seg["segment_id"]))
             if progress is not None:
                 progress(f"segment {report.segments}: {report.events:,} events restored")
+        if report.events:
+            conn.execute(QUERIES["analyze_events"])
     report.seconds = time.perf_counter() - started
     return report

@@ -12,22 +12,19 @@ relation is the event table alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared import queries
 from shared.archive import segments
-from shared.archive.stores import Store, open_store
+from shared.archive.stores import open_store
 from shared.db import Connection, sql
 from shared.errors import SourceLost
 
 QUERIES = queries.load("archive")
 
-#: what a planning needs of an archived event: its identity, position, time, type and txid
-PLANNING_COLUMNS = (
-    "event_id", "aggregate_id", "aggregate_type", "event_type", "sequence_num", "occurred_at",
-    "txid",
-)  # fmt: skip
+#: what a planning needs of an archived event: its position, time, type and txid
+KEY_COLUMNS = ("aggregate_id", "sequence_num", "occurred_at", "event_type", "txid")
 _EVENT = sql.SQL("event")
 
 
@@ -40,9 +37,36 @@ class Staged:
 
 
 def stage(conn: Connection, wanted: segments.Wanted) -> Staged:
-    """Copy the archived events that ``wanted`` picks (its columns; the others take the event
-    table's defaults) into ``pg_temp.replay_archived``, replacing what it held. A segment that
-    is missing or corrupted raises ``SourceLost`` naming it; nothing is staged then."""
+    """Copy the archived events that ``wanted`` picks into ``pg_temp.replay_archived`` (the
+    event table's columns), replacing what it held. A segment that is missing or corrupted
+    raises ``SourceLost`` naming it; nothing is staged then."""
+    conn.execute(QUERIES["drop_staged"])
+    generation, listed = _segments(conn, wanted)
+    if not listed:
+        return Staged(generation, 0)
+    conn.execute(QUERIES["create_staged"])
+    staged = _copy(conn, listed, wanted, "replay_archived")
+    conn.execute(QUERIES["index_staged"])
+    conn.execute(QUERIES["analyze_staged"])
+    return Staged(generation, staged)
+
+
+def stage_keys(conn: Connection, wanted: segments.Wanted) -> Staged:
+    """For a planning, in its transaction: what it counts of the archived events that
+    ``wanted`` picks, in ``pg_temp.replay_archived_keys`` (dropped at commit); ``planned``
+    reads it with the event table."""
+    generation, listed = _segments(conn, wanted)
+    if not listed:
+        return Staged(generation, 0)
+    conn.execute(QUERIES["create_staged_keys"])
+    keys = replace(wanted, columns=KEY_COLUMNS)
+    staged = _copy(conn, listed, keys, "replay_archived_keys")
+    conn.execute(QUERIES["index_staged_keys"])
+    conn.execute(QUERIES["analyze_staged_keys"])
+    return Staged(generation, staged)
+
+
+def _segments(conn: Connection, wanted: segments.Wanted) -> tuple[int, list[Any]]:
     params: dict[str, Any] = {
         "first_aggregate": wanted.aggregate_id or wanted.first_aggregate,
         "last_aggregate": wanted.aggregate_id or wanted.last_aggregate,
@@ -50,53 +74,57 @@ def stage(conn: Connection, wanted: segments.Wanted) -> Staged:
         "event_types": list(wanted.event_types) or None,
     }  # fmt: skip
     rows = conn.execute(QUERIES["segments"], params).fetchall()
-    generation = int(rows[0]["generation"])
-    listed = [r for r in rows if r["segment_id"] is not None]
-    conn.execute(QUERIES["drop_staged"])
-    if not listed:
-        return Staged(generation, 0)
-    conn.execute(QUERIES["create_staged"])
-    copy_columns = sql.SQL(", ").join(sql.Identifier(c) for c in wanted.columns)
-    copy = sql.SQL("COPY replay_archived ({}) FROM STDIN (FORMAT csv)").format(copy_columns)
-    stores: dict[str, Store] = {}
+    return int(rows[0]["generation"]), [r for r in rows if r["segment_id"] is not None]
+
+
+def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: str) -> int:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in wanted.columns)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
     staged = 0
     for seg in listed:
-        store = stores.setdefault(seg["url"], open_store(seg["url"]))
-        name = f"{seg['segment_id']} ({seg['url']}/{seg['path']})"
-        try:
-            data = store.get(seg["path"])
-        except SourceLost:
-            raise SourceLost(f"archive segment {name} is missing") from None
-        segments.verify(name, data, seg["sha256"], seg["events"])
-        table = segments.read(data, wanted)
-        if table.num_rows:
+        part = segments.read(_verified(seg), wanted)
+        if part.num_rows:
             with conn.cursor() as cur, cur.copy(copy) as out:
-                out.write(segments.to_csv(table, wanted.columns))
-            staged += table.num_rows
-    conn.execute(QUERIES["index_staged"])
-    conn.execute(QUERIES["analyze_staged"])
-    return Staged(generation, staged)
+                out.write(segments.to_csv(part, wanted.columns))
+            staged += part.num_rows
+    return staged
 
 
-def relation(staged: Staged | None, *, guard: bool) -> sql.Composable:
+def _verified(seg: Any) -> bytes:
+    name = f"{seg['segment_id']} ({seg['url']}/{seg['path']})"
+    try:
+        data = open_store(seg["url"]).get(seg["path"])
+    except SourceLost:
+        raise SourceLost(f"archive segment {name} is missing") from None
+    segments.verify(name, data, seg["sha256"], seg["events"])
+    return data
+
+
+#: the condition that fails a read (a serialization failure) once the archive's generation moved
+#: past the staged one (``params``). A condition of the query, not of the event table's side
+#: of the union: there PostgreSQL would no longer read that side in index order.
+GUARD = sql.SQL("replay_archive_unchanged(%(archive_generation)s)")
+
+
+def relation(staged: Staged | None) -> sql.Composable:
     """The events to read from, as a FROM item (to be aliased): the event table alone when
-    nothing is staged (None, or no events); with ``guard`` the read fails (serialization
-    failure) once the archive's generation moved past the staged one (parameter
-    ``%(archive_generation)s``, see ``params``)."""
-    check = sql.SQL(" WHERE replay_archive_unchanged(%(archive_generation)s)")
-    if staged is None or (staged.events == 0 and not guard):
+    nothing is staged, else the event table and the staged events as one. A reader adds
+    ``GUARD`` to its conditions."""
+    if staged is None or staged.events == 0:
         return _EVENT
-    hot = sql.SQL("SELECT * FROM event") + (check if guard else sql.SQL(""))
-    if staged.events == 0:
-        return sql.SQL("({})").format(hot)
-    return sql.SQL("({} UNION ALL SELECT * FROM pg_temp.replay_archived)").format(hot)
+    return sql.SQL("(SELECT * FROM event UNION ALL SELECT * FROM pg_temp.replay_archived)")
 
 
 def planned(conn: Connection) -> sql.Composable:
-    """What a planning reads from: the event table and the events it staged, if it staged any
-    (in its own snapshot: no guard is needed), else the event table."""
+    """What a planning reads from: the event table and the archived events it staged
+    (``stage_keys``, in its own snapshot: no guard is needed), else the event table."""
     row = conn.execute(QUERIES["staged"]).fetchone()
-    return relation(Staged(0, 1), guard=False) if row and row["staged"] else _EVENT
+    if not (row and row["staged"]):
+        return _EVENT
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in KEY_COLUMNS)
+    return sql.SQL(
+        "(SELECT {keys} FROM event UNION ALL SELECT {keys} FROM pg_temp.replay_archived_keys)"
+    ).format(keys=keys)
 
 
 def params(staged: Staged | None) -> dict[str, Any]:

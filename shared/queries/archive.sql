@@ -47,6 +47,12 @@ VALUES (%(segment_id)s, %(url)s, %(path)s, %(first_aggregate)s, %(last_aggregate
         %(first_time)s, %(last_time)s, %(events)s, %(event_types)s, %(bytes)s, %(sha256)s,
         %(max_txid)s::text::xid8, %(before)s);
 
+-- name: analyze_events
+-- After a run: the planner's statistics of the event table, which lost or gained many rows (with
+-- a million rows' statistics left for forty thousand, a slice's batch sorted its whole range
+-- instead of walking the index).
+ANALYZE event;
+
 -- name: bump_generation
 UPDATE archive_state SET generation = generation + 1 RETURNING generation;
 
@@ -106,8 +112,12 @@ SELECT DISTINCT t FROM archive_segment, unnest(event_types) AS t WHERE t = ANY(%
 -- the event table's columns, no constraints.
 CREATE TEMPORARY TABLE IF NOT EXISTS replay_archived (LIKE event INCLUDING DEFAULTS);
 
--- name: clear_staged
-TRUNCATE replay_archived;
+-- name: create_staged_keys
+-- What a planning stages of archived events: what it counts and filters them by.
+CREATE TEMPORARY TABLE replay_archived_keys (
+    aggregate_id varchar(100), sequence_num bigint, occurred_at timestamptz,
+    event_type varchar(100), txid xid8
+) ON COMMIT DROP;
 
 -- name: copy_staged
 COPY replay_archived (event_id, aggregate_id, aggregate_type, event_type, payload, metadata,
@@ -120,8 +130,14 @@ CREATE INDEX IF NOT EXISTS replay_archived_order ON replay_archived (aggregate_i
 -- name: analyze_staged
 ANALYZE replay_archived;
 
+-- name: index_staged_keys
+CREATE INDEX replay_archived_keys_order ON replay_archived_keys (aggregate_id, sequence_num);
+
+-- name: analyze_staged_keys
+ANALYZE replay_archived_keys;
+
 -- name: staged
-SELECT to_regclass('pg_temp.replay_archived') IS NOT NULL AS staged;
+SELECT to_regclass('pg_temp.replay_archived_keys') IS NOT NULL AS staged;
 
 -- name: drop_staged
 DROP TABLE IF EXISTS replay_archived;

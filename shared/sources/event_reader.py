@@ -25,7 +25,6 @@ from shared.sources.event_sql import (
     AGG_ORDER,
     AGG_START,
     COVERED,
-    EVENT_TABLE,
     LIMIT,
     NEW,
     QUERIES,
@@ -108,7 +107,9 @@ class EventTableReader(SliceReader):
         conds, base_params = self._base
         conds = list(conds)
         params = dict(base_params, limit=limit or self.batch_size)
-        params.update(staging.params(self._staged))
+        if self._staged is not None:
+            conds.append(staging.GUARD)
+            params.update(staging.params(self._staged))
         b = self.bounds
         if not b.by_time:
             if checkpoint is None:
@@ -144,9 +145,7 @@ class EventTableReader(SliceReader):
         return select_events(where_clause(conds), limited, cols, self._events()), params
 
     def _events(self) -> sql.Composable:
-        if self._staged is None:
-            return EVENT_TABLE
-        return staging.relation(self._staged, guard=True)
+        return staging.relation(self._staged)
 
     def _after_starts(
         self,

@@ -70,9 +70,9 @@ class PostgresSource(Source):
         planning's snapshot: planning then counts both tiers as one."""
         wanted = segments.Wanted(
             aggregate_id=scope.aggregate_id, from_time=scope.from_time, to_time=scope.to_time,
-            event_types=scope.event_types, columns=staging.PLANNING_COLUMNS,
+            event_types=scope.event_types,
         )  # fmt: skip
-        staging.stage(conn, wanted)
+        staging.stage_keys(conn, wanted)
         return frozen
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
@@ -162,7 +162,8 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     aggregate staged for the read, which fails as a serialization failure if events move
     between the tiers meanwhile)."""
     staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
-    query = select_events(STREAM_RANGE, AGG_ORDER, events=staging.relation(staged, guard=True))
+    cond = sql.SQL(" AND ").join([STREAM_RANGE, staging.GUARD])
+    query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
     rows: list[Any] = conn.execute(query, {**params, **staging.params(staged)}).fetchall()
     staging.release(conn)
