@@ -36,7 +36,10 @@ WITH expected AS ({expected}),
 SELECT (SELECT count(*) FROM (SELECT * FROM expected EXCEPT SELECT * FROM actual) d)
      + (SELECT count(*) FROM (SELECT * FROM actual EXCEPT SELECT * FROM expected) d) AS n
 """
-FORGET = "TRUNCATE order_summary, processed_event, handler_progress, handler_state, replay_job"
+FORGET = (
+    "TRUNCATE order_summary, processed_event, handler_progress, handler_state, replay_job,"
+    " replay_slice, replay_start, replay_shadow, parked_event, slice_heartbeat"
+)
 
 
 @pytest.fixture(scope="module")
