@@ -29,6 +29,7 @@ from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
 from shared.sources.event_reader import EventTableReader
 from shared.sources.event_sql import (
     AGG_ORDER,
+    BY_ID,
     EVENT_TABLE,
     EVENTS_BY_ID,
     NEW_EVENTS,
@@ -149,6 +150,18 @@ class PostgresSource(Source):
         rows: list[Any] = conn.execute(EVENTS_BY_ID, {"event_ids": ids}).fetchall()
         return rows
 
+    def reread(
+        self, conn: Connection, scope: Scope, parked: Sequence[Mapping[str, Any]]
+    ) -> list[Event]:
+        """By id; a parked event archived since it was parked, from the archive (found by
+        its aggregate)."""
+        found = self.events(conn, [p["event_id"] for p in parked])
+        have = {str(e["event_id"]) for e in found}
+        for p in parked:
+            if str(p["event_id"]) not in have and p.get("aggregate_id"):
+                found += _archived_by_id(conn, p["aggregate_id"], [p["event_id"]])
+        return sorted(found, key=lambda e: (e["aggregate_id"], e["sequence_num"]))
+
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
         if checkpoint is None:
             return "start"
@@ -166,6 +179,16 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
     rows: list[Any] = conn.execute(query, {**params, **staging.params(staged)}).fetchall()
+    staging.release(conn)
+    return rows
+
+
+def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any]) -> list[Event]:
+    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
+    cond = sql.SQL(" AND ").join([BY_ID, staging.GUARD])
+    query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
+    params = {"event_ids": [str(e) for e in event_ids], **staging.params(staged)}
+    rows: list[Any] = conn.execute(query, params).fetchall()
     staging.release(conn)
     return rows
 

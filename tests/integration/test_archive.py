@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from scheduler.coordinator import Coordinator
+from shared import context, parked
 from shared.aggregates import load_aggregate
 from shared.archive import mover
 from shared.db import Connection
@@ -237,3 +239,35 @@ def test_load_aggregate_reads_the_archive_only_when_it_needs_it(
     finally:
         mover.unarchive(conn)
         conn.execute("TRUNCATE snapshot")
+
+
+def test_retry_parked_finds_an_event_archived_since_it_was_parked(
+    coordinator: Coordinator, conn: Connection, ctx: context.Context,
+    every_event: list[dict[str, Any]], tmp_path: Path,
+) -> None:  # fmt: skip
+    newest: dict[str, int] = {}
+    for e in every_event:
+        newest[e["aggregate_id"]] = max(newest.get(e["aggregate_id"], 0), e["sequence_num"])
+    bad = min(
+        (e for e in every_event
+         if e["occurred_at"] < CUTOFF and e["sequence_num"] < newest[e["aggregate_id"]]
+         and e["event_type"] == "ItemAdded"),  # applied late, it still sums the same
+        key=lambda e: (e["aggregate_id"], e["sequence_num"]),
+    )  # fmt: skip
+    conn.execute("INSERT INTO poison_rule (event_id) VALUES (%s)", (bad["event_id"],))
+    try:
+        job = coordinator.wait(
+            coordinator.submit("poisonable_summary", on_error="park", slices=2), timeout=120
+        )
+        assert job["status"] == "completed" and job["poison_count"] == 1
+        mover.archive(conn, f"file://{tmp_path}/archive", CUTOFF)
+        assert (
+            count(conn, "SELECT count(*) FROM event WHERE event_id = %s", (bad["event_id"],)) == 0
+        )
+        conn.execute("DELETE FROM poison_rule")  # the fix
+        result = parked.retry_parked(ctx, UUID(job["job_id"]))
+        assert (result.resolved, result.still_failing) == (1, 0)
+        assert read_order_summary(conn) == fold_order_summary(every_event)
+    finally:
+        conn.execute("DELETE FROM poison_rule")
+        mover.unarchive(conn)
