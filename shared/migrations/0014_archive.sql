@@ -47,3 +47,19 @@ BEGIN
     END IF;
     RETURN true;
 END $$;
+
+-- "Has handler H processed event E?" (0010_handler_progress: replay_processed) for an event
+-- given with its position, as an archived one must be (the event table no longer holds it, and
+-- replay_processed finds positions there): its marker, its aggregate's watermark, or the coverage
+-- of the handler's last completed full rebuild.
+CREATE FUNCTION replay_processed_at(handler text, event uuid, aggregate text, seq bigint, tx xid8)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM processed_event p
+                    WHERE p.handler_name = handler AND p.event_id = event)
+        OR EXISTS (SELECT 1 FROM handler_progress w
+                    WHERE w.handler_name = handler AND w.aggregate_id = aggregate
+                      AND seq <= w.watermark)
+        OR EXISTS (SELECT 1 FROM handler_state h
+                    WHERE h.handler_name = handler AND h.rebuild_completed
+                      AND pg_visible_in_snapshot(tx, h.rebuild_snapshot))
+$$;

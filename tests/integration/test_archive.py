@@ -79,6 +79,17 @@ def test_a_full_replay_reads_both_tiers(
     assert job["status"] == "completed", job["error"]
     assert job["total_events"] == TOTAL_SEEDED == job["processed_count"]
     assert read_order_summary(conn) == fold_order_summary(every_event)
+    # "has the handler processed it?" of archived events, asked with their positions
+    asked = [e for e in every_event if e["occurred_at"] < CUTOFF][:50]
+    for handler, expected in ((HANDLER, True), ("order_notifications", False)):
+        answers = {
+            conn.execute(  # txid 1: older than any snapshot (the seed's are too)
+                "SELECT replay_processed_at(%s, %s, %s, %s, '1'::xid8) AS p",
+                (handler, e["event_id"], e["aggregate_id"], e["sequence_num"]),
+            ).fetchone()["p"]  # type: ignore[index]
+            for e in asked
+        }
+        assert answers == {expected}
 
 
 def test_time_ranges_straddling_the_cutoff_and_event_types(
