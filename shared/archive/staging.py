@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from shared import queries
 from shared.archive import segments
 from shared.archive.stores import open_store
@@ -25,6 +28,7 @@ QUERIES = queries.load("archive")
 
 #: what a planning needs of an archived event: its position, time, type and txid
 KEY_COLUMNS = ("aggregate_id", "sequence_num", "occurred_at", "event_type", "txid")
+COPY_COUNTS = "COPY replay_archived_counts (aggregate_id, n) FROM STDIN (FORMAT csv)"
 _EVENT = sql.SQL("event")
 
 
@@ -64,6 +68,37 @@ def stage_keys(conn: Connection, wanted: segments.Wanted) -> Staged:
     conn.execute(QUERIES["index_staged_keys"])
     conn.execute(QUERIES["analyze_staged_keys"])
     return Staged(generation, staged)
+
+
+def stage_counts(conn: Connection, wanted: segments.Wanted) -> Staged:
+    """For a planning, in its transaction: the archived events that ``wanted`` picks, counted
+    per aggregate from the segments' aggregate column, in ``pg_temp.replay_archived_counts``
+    (dropped at commit): what cutting a scope into slices of exact counts needs. A planning
+    that needs more (a catch-up's starts, time slices) stages the keys too (``stage_keys``)."""
+    generation, listed = _segments(conn, wanted)
+    parts = [segments.read(_verified(seg), replace(wanted, columns=("aggregate_id",)))
+             for seg in listed]  # fmt: skip
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return Staged(generation, 0)
+    counts = pa.concat_tables(parts).group_by("aggregate_id").aggregate([("aggregate_id", "count")])
+    counts = counts.rename_columns(["aggregate_id", "n"])
+    conn.execute(QUERIES["create_staged_counts"])
+    with conn.cursor() as cur, cur.copy(COPY_COUNTS) as out:
+        out.write(segments.to_csv(counts, ("aggregate_id", "n")))
+    return Staged(generation, int(pc.sum(counts["n"]).as_py()))
+
+
+def keys_staged(conn: Connection) -> bool:
+    """Whether this planning staged the keys of archived events (``stage_keys``)."""
+    row = conn.execute(QUERIES["staged"]).fetchone()
+    return bool(row and row["staged"])
+
+
+def counted(conn: Connection) -> bool:
+    """Whether this planning counted archived events (``stage_counts``)."""
+    row = conn.execute(QUERIES["counted"]).fetchone()
+    return bool(row and row["counted"])
 
 
 def _segments(conn: Connection, wanted: segments.Wanted) -> tuple[int, list[Any]]:
@@ -118,8 +153,7 @@ def relation(staged: Staged | None) -> sql.Composable:
 def planned(conn: Connection) -> sql.Composable:
     """What a planning reads from: the event table and the archived events it staged
     (``stage_keys``, in its own snapshot: no guard is needed), else the event table."""
-    row = conn.execute(QUERIES["staged"]).fetchone()
-    if not (row and row["staged"]):
+    if not keys_staged(conn):
         return _EVENT
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in KEY_COLUMNS)
     return sql.SQL(

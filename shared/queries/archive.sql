@@ -130,6 +130,14 @@ CREATE INDEX IF NOT EXISTS replay_archived_order ON replay_archived (aggregate_i
 -- name: analyze_staged
 ANALYZE replay_archived;
 
+-- name: create_staged_counts
+-- What a planning counts of the archived events of its scope, per aggregate (computed from the
+-- segments' aggregate column): what cutting a scope into slices of exact counts needs.
+CREATE TEMPORARY TABLE replay_archived_counts (aggregate_id varchar(100), n bigint) ON COMMIT DROP;
+
+-- name: counted
+SELECT to_regclass('pg_temp.replay_archived_counts') IS NOT NULL AS counted;
+
 -- name: index_staged_keys
 CREATE INDEX replay_archived_keys_order ON replay_archived_keys (aggregate_id, sequence_num);
 

@@ -164,6 +164,19 @@ SELECT coalesce(sum(events), 0) AS n FROM replay_start WHERE job_id = %(starts)s
 -- name: count_per_aggregate
 SELECT aggregate_id, count(*) AS n FROM {events} AS event WHERE {where} GROUP BY aggregate_id
 
+-- name: count_with_archived
+-- count, with the archived events a planning counted (replay_archived_counts: those of its scope,
+-- every one visible in its snapshot, since their segment is).
+SELECT (SELECT count(*) FROM event WHERE {where})
+     + (SELECT coalesce(sum(n), 0) FROM pg_temp.replay_archived_counts) AS n;
+
+-- name: count_per_aggregate_with_archived
+SELECT aggregate_id, sum(n) AS n FROM (
+    SELECT aggregate_id, count(*) AS n FROM event WHERE {where} GROUP BY aggregate_id
+     UNION ALL
+    SELECT aggregate_id, n FROM pg_temp.replay_archived_counts
+) c GROUP BY aggregate_id
+
 -- name: count_per_start
 -- A catch-up's starts: only aggregates with events to read, counted at planning.
 SELECT aggregate_id, events AS n FROM replay_start WHERE job_id = %(starts)s

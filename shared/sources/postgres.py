@@ -67,13 +67,10 @@ class PostgresSource(Source):
         return str(row["s"])
 
     def prepare(self, conn: Connection, scope: Scope, frozen: str) -> str:
-        """Stage the archived events of ``scope`` (``shared.archive.staging``), in the
-        planning's snapshot: planning then counts both tiers as one."""
-        wanted = segments.Wanted(
-            aggregate_id=scope.aggregate_id, from_time=scope.from_time, to_time=scope.to_time,
-            event_types=scope.event_types,
-        )  # fmt: skip
-        staging.stage_keys(conn, wanted)
+        """Count the archived events of ``scope`` per aggregate (``shared.archive.staging``),
+        in the planning's snapshot: planning then counts both tiers as one. A catch-up's starts
+        and time slices need their keys too: ``_archived_keys``."""
+        staging.stage_counts(conn, _wanted(scope))
         return frozen
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:
@@ -106,6 +103,7 @@ class PostgresSource(Source):
         # first statement), and without it the counts can be answered from the index alone.
         conds, scope_params = where(scope, None)
         scoped = unfreeze(frozen)
+        _archived_keys(conn, scope)
         if since is not None:
             counted = QUERIES["counted_since_caught_up"]
         else:
@@ -125,9 +123,8 @@ class PostgresSource(Source):
             row = conn.execute(QUERIES["count_starts"], {"starts": scoped.starts}).fetchone()
             return int(row["n"]) if row else 0
         conds, params = where(scope, scoped.snapshot)
-        query = sql.SQL(QUERIES["count"]).format(
-            where=where_clause(conds), events=staging.planned(conn)
-        )
+        counting = "count_with_archived" if staging.counted(conn) else "count"
+        query = sql.SQL(QUERIES[counting]).format(where=where_clause(conds), events=EVENT_TABLE)
         row = conn.execute(query, params).fetchone()
         return int(row["n"]) if row else 0
 
@@ -135,15 +132,15 @@ class PostgresSource(Source):
         self, conn: Connection, scope: Scope, frozen: str, slice_by: SliceBy, slices: int
     ) -> list[PlannedSlice]:
         scoped = unfreeze(frozen)
-        events = staging.planned(conn)
         if slice_by is SliceBy.TIME:
-            return plan_by_time(conn, scope, scoped.snapshot, slices, events)
+            _archived_keys(conn, scope)
+            return plan_by_time(conn, scope, scoped.snapshot, slices, staging.planned(conn))
         if scoped.starts is not None:
             counts = sql.SQL(QUERIES["count_per_start"])
             query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
             rows = conn.execute(query, {"starts": scoped.starts, "slices": slices})
             return _aggregate_ranges(rows.fetchall())
-        return plan_by_aggregate(conn, scope, scoped.snapshot, slices, events)
+        return plan_by_aggregate(conn, scope, scoped.snapshot, slices, staging.counted(conn))
 
     def events(self, conn: Connection, event_ids: Sequence[UUID | str]) -> list[Event]:
         ids = [str(e) for e in event_ids]
@@ -183,6 +180,21 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     return rows
 
 
+def _wanted(scope: Scope) -> segments.Wanted:
+    """What of the archive a scope covers."""
+    return segments.Wanted(
+        aggregate_id=scope.aggregate_id, from_time=scope.from_time, to_time=scope.to_time,
+        event_types=scope.event_types,
+    )  # fmt: skip
+
+
+def _archived_keys(conn: Connection, scope: Scope) -> None:
+    """Stage the keys of the scope's archived events, once, if planning counted some: a
+    catch-up's starts and time slices need their positions and times."""
+    if staging.counted(conn) and not staging.keys_staged(conn):
+        staging.stage_keys(conn, _wanted(scope))
+
+
 def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any]) -> list[Event]:
     staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
     cond = sql.SQL(" AND ").join([BY_ID, staging.GUARD])
@@ -194,16 +206,13 @@ def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any
 
 
 def plan_by_aggregate(
-    conn: Connection,
-    scope: Scope,
-    snapshot: str,
-    slices: int,
-    events: sql.Composable = EVENT_TABLE,
+    conn: Connection, scope: Scope, snapshot: str, slices: int, archived: bool = False
 ) -> list[PlannedSlice]:
+    """Slices of about equal counts; ``archived``: with the archived events that planning
+    counted (``staging.stage_counts``)."""
     conds, params = where(scope, snapshot)
-    counts = sql.SQL(QUERIES["count_per_aggregate"]).format(
-        where=where_clause(conds), events=events
-    )
+    counting = "count_per_aggregate_with_archived" if archived else "count_per_aggregate"
+    counts = sql.SQL(QUERIES[counting]).format(where=where_clause(conds), events=EVENT_TABLE)
     query = sql.SQL(QUERIES["plan_by_aggregate"]).format(per_aggregate=counts)
     rows = conn.execute(query, {**params, "slices": slices}).fetchall()
     return _aggregate_ranges(rows)
