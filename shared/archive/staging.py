@@ -50,8 +50,9 @@ def stage(conn: Connection, wanted: segments.Wanted) -> Staged:
         return Staged(generation, 0)
     conn.execute(QUERIES["create_staged"])
     staged = _copy(conn, listed, wanted, "replay_archived")
+    # No ANALYZE (a sixth of the staging's time): the batches walk the index whatever the
+    # statistics say, ordered reads with a LIMIT being what it serves.
     conn.execute(QUERIES["index_staged"])
-    conn.execute(QUERIES["analyze_staged"])
     return Staged(generation, staged)
 
 

@@ -127,9 +127,6 @@ FROM STDIN (FORMAT csv);
 -- name: index_staged
 CREATE INDEX IF NOT EXISTS replay_archived_order ON replay_archived (aggregate_id, sequence_num);
 
--- name: analyze_staged
-ANALYZE replay_archived;
-
 -- name: create_staged_counts
 -- What a planning counts of the archived events of its scope, per aggregate (computed from the
 -- segments' aggregate column): what cutting a scope into slices of exact counts needs.
