@@ -10,6 +10,7 @@ from typing import Any
 from local import embedded
 from shared import db, queries
 from shared.archive import mover
+from shared.errors import InvalidRequest
 from shared.requests import parse_timestamp
 from shared.settings import Settings
 
@@ -53,6 +54,10 @@ def unarchive_events(
     settings = settings or _settings()
     start = parse_timestamp(from_time, "from_time")
     end = parse_timestamp(to_time, "to_time")
+    if start is not None and end is not None and start >= end:
+        raise InvalidRequest(
+            f"from_time {start.isoformat()} must be before to_time {end.isoformat()}"
+        )
     with db.connect(settings) as conn:
         report = mover.unarchive(conn, start, end, progress=progress)
     return asdict(report)

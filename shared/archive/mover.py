@@ -73,17 +73,17 @@ def _exclusive(conn: Connection) -> Iterator[None]:
         conn.execute(QUERIES["unlock_archive"])
 
 
-def sweep_orphans(conn: Connection, store: Store) -> int:
-    """Delete the segment files of ``store`` that no catalogue row lists (left by a run that
-    crashed before its commit); returns how many. Only under the run lock."""
-    listed = {r["path"] for r in conn.execute(QUERIES["segment_paths"], {"url": store.url})}
+def sweep_orphans(conn: Connection) -> int:
+    """Delete the files that a run which crashed was writing or deleting (``archive_pending``,
+    0014_archive), and forget them; returns how many. Only under the run lock. A file no row
+    names is never touched."""
     removed = 0
-    for path in store.list(SEGMENTS):
-        name = path.rsplit("/", 1)[-1]
-        if path not in listed and name.endswith(".parquet"):
-            store.delete(path)
-            removed += 1
-            log.info("removed orphan archive file %s/%s", store.url, path)
+    for row in conn.execute(QUERIES["noted_files"]).fetchall():
+        store = open_store(row["url"])
+        store.delete(row["path"])
+        conn.execute(QUERIES["forget_file"], {"segment_id": row["segment_id"]})
+        removed += 1
+        log.info("removed orphan archive file %s/%s", row["url"], row["path"])
     return removed
 
 
@@ -113,7 +113,7 @@ def archive(
     report = MoveReport(store.url)
     started = time.perf_counter()
     with _exclusive(conn):
-        report.orphans_removed = sweep_orphans(conn, store)
+        report.orphans_removed = sweep_orphans(conn)
         row = conn.execute(QUERIES["oldest"], {"before": before}).fetchone()
         month = None if row is None or row["oldest"] is None else _month(row["oldest"])
         while month is not None and month < before:
@@ -184,6 +184,7 @@ def _move(
     segment_id = uuid.uuid4()
     path = f"{SEGMENTS}/{folder}/{segment_id}.parquet"
     written = segments.write(table)
+    conn.execute(QUERIES["note_file"], {"segment_id": segment_id, "url": store.url, "path": path})
     store.put(path, written.data)
     segments.verify(f"{segment_id} ({store.url}/{path})", store.get(path), written.sha256,
                     written.events)  # fmt: skip
@@ -199,6 +200,7 @@ def _move(
                 " in the event table when it was committed; nothing moved"
             )
         conn.execute(QUERIES["forget_caught_up"], {"max_txid": written.max_txid})
+        conn.execute(QUERIES["forget_catches_up_to"], {"max_txid": written.max_txid})
         conn.execute(QUERIES["insert_segment"], {
             "segment_id": segment_id, "url": store.url, "path": path,
             "first_aggregate": written.first_aggregate, "last_aggregate": written.last_aggregate,
@@ -206,6 +208,7 @@ def _move(
             "events": written.events, "event_types": types, "bytes": len(written.data),
             "sha256": written.sha256, "max_txid": written.max_txid, "before": before,
         })  # fmt: skip
+        conn.execute(QUERIES["forget_file"], {"segment_id": segment_id})
         conn.execute(QUERIES["bump_generation"])
     log.info("archived %d events into %s/%s", written.events, store.url, path)
     return str(segment_id), len(written.data)
@@ -223,6 +226,7 @@ def unarchive(
     report = MoveReport("")
     started = time.perf_counter()
     with _exclusive(conn):
+        report.orphans_removed = sweep_orphans(conn)
         params = {"from_time": from_time, "to_time": to_time}
         listed = conn.execute(QUERIES["segments_in_time"], params).fetchall()
         for seg in listed:
@@ -237,6 +241,7 @@ def unarchive(
                 conn.execute(QUERIES["drop_segment"], {"segment_id": seg["segment_id"]})
                 conn.execute(QUERIES["bump_generation"])
             store.delete(seg["path"])
+            conn.execute(QUERIES["forget_file"], {"segment_id": seg["segment_id"]})
             report.segments += 1
             report.events += table.num_rows
             report.bytes += len(data)

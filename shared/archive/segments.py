@@ -73,7 +73,12 @@ def from_csv(data: bytes) -> pa.Table:
         return SCHEMA.empty_table()
     table = pacsv.read_csv(
         io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=list(COLUMNS)),
+        # one block for the whole chunk: a row may be as large as a payload can be (a row that
+        # straddles blocks fails to parse), and a value may hold a newline
+        read_options=pacsv.ReadOptions(
+            column_names=list(COLUMNS), block_size=max(len(data) + 1, 1 << 20)
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types=_EXPORT_TYPES, strings_can_be_null=False, quoted_strings_can_be_null=False
         ),

@@ -38,22 +38,30 @@ class Staged:
 
     generation: int
     events: int
+    #: the temporary table (``SLICE`` or ``ONE``)
+    table: str = "replay_archived"
 
 
-def stage(conn: Connection, wanted: segments.Wanted) -> Staged:
-    """Copy the archived events that ``wanted`` picks into ``pg_temp.replay_archived`` (the
-    event table's columns), replacing what it held. A segment that is missing or corrupted
-    raises ``SourceLost`` naming it; nothing is staged then."""
-    conn.execute(QUERIES["drop_staged"])
+#: a slice's staged events; one aggregate's (a load, a parked event), which a snapshot pass
+#: reads on a slice's connection while the slice's are staged
+SLICE, ONE = "replay_archived", "replay_archived_one"
+
+
+def stage(conn: Connection, wanted: segments.Wanted, table: str = SLICE) -> Staged:
+    """Copy the archived events that ``wanted`` picks into ``pg_temp.<table>`` (the event
+    table's columns), replacing what it held. A segment that is missing or corrupted raises
+    ``SourceLost`` naming it; nothing is staged then."""
+    name = sql.Identifier(table)
+    conn.execute(sql.SQL(QUERIES["drop_staged"]).format(table=name))
     generation, listed = _segments(conn, wanted)
     if not listed:
-        return Staged(generation, 0)
-    conn.execute(QUERIES["create_staged"])
-    staged = _copy(conn, listed, wanted, "replay_archived")
+        return Staged(generation, 0, table)
+    conn.execute(sql.SQL(QUERIES["create_staged"]).format(table=name))
+    staged = _copy(conn, listed, wanted, table)
     # No ANALYZE (a sixth of the staging's time): the batches walk the index whatever the
     # statistics say, ordered reads with a LIMIT being what it serves.
-    conn.execute(QUERIES["index_staged"])
-    return Staged(generation, staged)
+    conn.execute(sql.SQL(QUERIES["index_staged"]).format(table=name))
+    return Staged(generation, staged, table)
 
 
 def stage_keys(conn: Connection, wanted: segments.Wanted) -> Staged:
@@ -148,7 +156,9 @@ def relation(staged: Staged | None) -> sql.Composable:
     ``GUARD`` to its conditions."""
     if staged is None or staged.events == 0:
         return _EVENT
-    return sql.SQL("(SELECT * FROM event UNION ALL SELECT * FROM pg_temp.replay_archived)")
+    return sql.SQL("(SELECT * FROM event UNION ALL SELECT * FROM {})").format(
+        sql.Identifier("pg_temp", staged.table)
+    )
 
 
 def planned(conn: Connection) -> sql.Composable:
@@ -167,6 +177,6 @@ def params(staged: Staged | None) -> dict[str, Any]:
     return {} if staged is None else {"archive_generation": staged.generation}
 
 
-def release(conn: Connection) -> None:
+def release(conn: Connection, staged: Staged) -> None:
     """Drop what was staged (a reader's connection goes back to its pool)."""
-    conn.execute(QUERIES["drop_staged"])
+    conn.execute(sql.SQL(QUERIES["drop_staged"]).format(table=sql.Identifier(staged.table)))

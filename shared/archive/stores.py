@@ -63,7 +63,9 @@ class LocalStore:
             raise SourceLost(f"archive file {self.url}/{path} is missing") from None
 
     def delete(self, path: str) -> None:
-        (self.root / path).unlink(missing_ok=True)
+        target = self.root / path
+        target.unlink(missing_ok=True)
+        target.with_name(f".{target.name}.partial").unlink(missing_ok=True)
 
     def list(self, folder: str) -> list[str]:
         base = self.root / folder

@@ -26,6 +26,16 @@ CREATE TABLE archive_segment (
 );
 CREATE INDEX archive_segment_range_idx ON archive_segment (first_aggregate, last_aggregate);
 
+-- A file a run is about to write (archive) or delete (unarchive), recorded first: a run that
+-- crashes leaves its file here, and the next run deletes exactly these, never a file it does not
+-- know (another database's archive may share the prefix, or a URL be spelt another way).
+CREATE TABLE archive_pending (
+    segment_id uuid        PRIMARY KEY,
+    url        text        NOT NULL,
+    path       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Bumped by every commit that moves events between the tiers. A slice that staged archived
 -- events at one generation reads its batches through replay_archive_unchanged(generation):
 -- within the batch's own statement, so the check and the read of the event table share a

@@ -63,8 +63,20 @@ UPDATE archive_state SET generation = generation + 1 RETURNING generation;
 UPDATE handler_state SET caught_up = NULL, updated_at = now()
  WHERE caught_up IS NOT NULL AND pg_snapshot_xmin(caught_up) <= %(max_txid)s::text::xid8;
 
--- name: segment_paths
-SELECT path FROM archive_segment WHERE url = %(url)s;
+-- name: forget_catches_up_to
+-- Likewise a catch-up job planned before the move, whose completion would make its handler caught
+-- up to its snapshot (jobs.sql, complete_catch_up).
+UPDATE replay_job SET catches_up_to = NULL
+ WHERE catches_up_to IS NOT NULL AND pg_snapshot_xmin(catches_up_to) <= %(max_txid)s::text::xid8;
+
+-- name: note_file
+INSERT INTO archive_pending (segment_id, url, path) VALUES (%(segment_id)s, %(url)s, %(path)s);
+
+-- name: noted_files
+SELECT segment_id, url, path FROM archive_pending ORDER BY created_at;
+
+-- name: forget_file
+DELETE FROM archive_pending WHERE segment_id = %(segment_id)s;
 
 -- name: segments
 -- The segments that may hold events of an aggregate range and a time range (NULL: open), and
@@ -101,7 +113,10 @@ COPY event (event_id, aggregate_id, aggregate_type, event_type, payload, metadat
 FROM STDIN (FORMAT csv);
 
 -- name: drop_segment
-DELETE FROM archive_segment WHERE segment_id = %(segment_id)s;
+-- A segment unarchived: its file is deleted after the commit, pending until then.
+WITH gone AS (DELETE FROM archive_segment WHERE segment_id = %(segment_id)s
+              RETURNING segment_id, url, path)
+INSERT INTO archive_pending (segment_id, url, path) SELECT segment_id, url, path FROM gone;
 
 -- name: archived_event_types
 -- The event types the archive holds of %(event_types)s.
@@ -110,7 +125,9 @@ SELECT DISTINCT t FROM archive_segment, unnest(event_types) AS t WHERE t = ANY(%
 -- name: create_staged
 -- A slice's (or a planning's) archived events, staged in a temporary table of this session:
 -- the event table's columns, no constraints.
-CREATE TEMPORARY TABLE IF NOT EXISTS replay_archived (LIKE event INCLUDING DEFAULTS);
+-- {table}: replay_archived for a slice, replay_archived_one for one aggregate's read (a snapshot
+-- pass loads aggregates on a slice's connection: it must not drop the slice's table).
+CREATE TEMPORARY TABLE {table} (LIKE event INCLUDING DEFAULTS);
 
 -- name: create_staged_keys
 -- What a planning stages of archived events: what it counts and filters them by.
@@ -119,13 +136,8 @@ CREATE TEMPORARY TABLE replay_archived_keys (
     event_type varchar(100), txid xid8
 ) ON COMMIT DROP;
 
--- name: copy_staged
-COPY replay_archived (event_id, aggregate_id, aggregate_type, event_type, payload, metadata,
-                      sequence_num, occurred_at, created_at, txid)
-FROM STDIN (FORMAT csv);
-
 -- name: index_staged
-CREATE INDEX IF NOT EXISTS replay_archived_order ON replay_archived (aggregate_id, sequence_num);
+CREATE INDEX ON pg_temp.{table} (aggregate_id, sequence_num);
 
 -- name: create_staged_counts
 -- What a planning counts of the archived events of its scope, per aggregate (computed from the
@@ -145,4 +157,4 @@ ANALYZE replay_archived_keys;
 SELECT to_regclass('pg_temp.replay_archived_keys') IS NOT NULL AS staged;
 
 -- name: drop_staged
-DROP TABLE IF EXISTS replay_archived;
+DROP TABLE IF EXISTS pg_temp.{table};

@@ -187,7 +187,8 @@ SELECT aggregate_id, events AS n FROM replay_start WHERE job_id = %(starts)s
 -- (where the batch resumes, possibly with nothing left), then the starts whose events fill a
 -- batch after it, found by one range of replay_start_batch_idx (before: the events before each
 -- start, counted at planning); so the sort is of at most two batches whatever plan PostgreSQL
--- picks, and aggregates without a start are never read.
+-- picks, and aggregates without a start are never read. {guard}: the archive's generation check
+-- (shared/archive/staging.py), or TRUE.
 WITH resumed AS (
     SELECT s.aggregate_id, s.after_sequence, s.read_all, s.before + s.events AS next
       FROM replay_start s
@@ -207,4 +208,5 @@ SELECT e.* FROM starts s
                       WHERE aggregate_id = s.aggregate_id AND sequence_num > s.after_sequence
                         AND {where}
                       ORDER BY sequence_num LIMIT %(limit)s) AS e
+ WHERE {guard}
  ORDER BY s.aggregate_id, e.sequence_num LIMIT %(limit)s;

@@ -84,7 +84,7 @@ class EventTableReader(SliceReader):
         staged, self._staged = self._staged, None
         if staged is not None and staged.events:
             try:
-                staging.release(conn)
+                staging.release(conn, staged)
             except Exception as exc:  # best effort: the table goes with the session anyway
                 log.warning("could not drop the staged archived events: %s", exc)
 
@@ -107,9 +107,7 @@ class EventTableReader(SliceReader):
         conds, base_params = self._base
         conds = list(conds)
         params = dict(base_params, limit=limit or self.batch_size)
-        if self._staged is not None:
-            conds.append(staging.GUARD)
-            params.update(staging.params(self._staged))
+        params.update(staging.params(self._staged))
         b = self.bounds
         if not b.by_time:
             if checkpoint is None:
@@ -141,6 +139,8 @@ class EventTableReader(SliceReader):
             params["covered"] = self.covered
         if self._starts is not None and not b.by_time:
             return self._after_starts(conds, cols, params, checkpoint)
+        if self._staged is not None:
+            conds.append(staging.GUARD)
         limited = sql.SQL(" ").join([order, LIMIT])
         return select_events(where_clause(conds), limited, cols, self._events()), params
 
@@ -160,6 +160,8 @@ class EventTableReader(SliceReader):
         query = sql.SQL(QUERIES["select_after_starts"]).format(
             columns=cols, where=where_clause(conds), first=first, last=STARTS_END,
             events=self._events(),
+            # once, for the batch: in the lateral read it would run for every start
+            guard=staging.GUARD if self._staged is not None else sql.SQL("TRUE"),
         )  # fmt: skip
         return query, {**params, "starts": self._starts}
 

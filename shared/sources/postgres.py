@@ -23,6 +23,7 @@ from uuid import UUID
 
 from shared.archive import segments, staging
 from shared.db import Connection, sql
+from shared.errors import SourceLost
 from shared.handlers import Event
 from shared.scope import Scope, SliceBounds
 from shared.slicing import PlannedSlice, SliceBy, time_fractions, time_slices
@@ -155,8 +156,11 @@ class PostgresSource(Source):
         found = self.events(conn, [p["event_id"] for p in parked])
         have = {str(e["event_id"]) for e in found}
         for p in parked:
-            if str(p["event_id"]) not in have and p.get("aggregate_id"):
-                found += _archived_by_id(conn, p["aggregate_id"], [p["event_id"]])
+            if str(p["event_id"]) in have:
+                continue
+            if not p.get("aggregate_id"):  # parked before 0009 kept it: nowhere to look
+                raise SourceLost(f"event {p['event_id']} is no longer in the event table")
+            found += _archived_by_id(conn, p["aggregate_id"], [p["event_id"]])
         return sorted(found, key=lambda e: (e["aggregate_id"], e["sequence_num"]))
 
     def describe_checkpoint(self, checkpoint: Checkpoint | None) -> str:
@@ -171,12 +175,12 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     """``stream`` from the event table and the archive as one (the archived events of the
     aggregate staged for the read, which fails as a serialization failure if events move
     between the tiers meanwhile)."""
-    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
+    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id), staging.ONE)
     cond = sql.SQL(" AND ").join([STREAM_RANGE, staging.GUARD])
     query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
     rows: list[Any] = conn.execute(query, {**params, **staging.params(staged)}).fetchall()
-    staging.release(conn)
+    staging.release(conn, staged)
     return rows
 
 
@@ -196,12 +200,12 @@ def _archived_keys(conn: Connection, scope: Scope) -> None:
 
 
 def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any]) -> list[Event]:
-    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id))
+    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id), staging.ONE)
     cond = sql.SQL(" AND ").join([BY_ID, staging.GUARD])
     query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"event_ids": [str(e) for e in event_ids], **staging.params(staged)}
     rows: list[Any] = conn.execute(query, params).fetchall()
-    staging.release(conn)
+    staging.release(conn, staged)
     return rows
 
 
