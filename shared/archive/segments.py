@@ -146,6 +146,9 @@ class Wanted:
     to_time: datetime | None = None
     event_types: tuple[str, ...] = ()
     columns: tuple[str, ...] = COLUMNS
+    #: whether aggregate ids sort as bytes where they were sliced (``ids_sort_as_bytes``): a
+    #: range of them is only applied here then; otherwise the reader's SQL applies it
+    ids_sort_as_bytes: bool = True
 
 
 def read(data: bytes, wanted: Wanted) -> pa.Table:
@@ -167,8 +170,8 @@ def _may_hold(group: Any, wanted: Wanted) -> bool:
     stats = {group.column(i).path_in_schema: group.column(i).statistics
              for i in range(group.num_columns)}  # fmt: skip
     agg, time = stats.get("aggregate_id"), stats.get("occurred_at")
-    first = wanted.aggregate_id or wanted.first_aggregate
-    last = wanted.aggregate_id or wanted.last_aggregate
+    first = wanted.aggregate_id or (wanted.first_aggregate if wanted.ids_sort_as_bytes else None)
+    last = wanted.aggregate_id or (wanted.last_aggregate if wanted.ids_sort_as_bytes else None)
     if agg is not None and agg.has_min_max:
         if first is not None and agg.max < first:
             return False
@@ -187,9 +190,9 @@ def _mask(table: pa.Table, wanted: Wanted) -> Any:
     agg = table["aggregate_id"]
     if wanted.aggregate_id is not None:
         conds.append(pc.equal(agg, wanted.aggregate_id))
-    if wanted.first_aggregate is not None:
+    if wanted.first_aggregate is not None and wanted.ids_sort_as_bytes:
         conds.append(pc.greater_equal(agg, wanted.first_aggregate))
-    if wanted.last_aggregate is not None:
+    if wanted.last_aggregate is not None and wanted.ids_sort_as_bytes:
         conds.append(pc.less_equal(agg, wanted.last_aggregate))
     at, time_type = table["occurred_at"], SCHEMA.field("occurred_at").type
     if wanted.from_time is not None:

@@ -56,6 +56,7 @@ def stage(conn: Connection, wanted: segments.Wanted, table: str = SLICE) -> Stag
     generation, listed = _segments(conn, wanted)
     if not listed:
         return Staged(generation, 0, table)
+    wanted = _collated(conn, wanted)
     conn.execute(sql.SQL(QUERIES["create_staged"]).format(table=name))
     staged = _copy(conn, listed, wanted, table)
     # No ANALYZE (a sixth of the staging's time): the batches walk the index whatever the
@@ -119,6 +120,14 @@ def _segments(conn: Connection, wanted: segments.Wanted) -> tuple[int, list[Any]
     }  # fmt: skip
     rows = conn.execute(QUERIES["segments"], params).fetchall()
     return int(rows[0]["generation"]), [r for r in rows if r["segment_id"] is not None]
+
+
+def _collated(conn: Connection, wanted: segments.Wanted) -> segments.Wanted:
+    """``wanted``, saying whether its aggregate range may be applied in Arrow."""
+    if wanted.first_aggregate is None and wanted.last_aggregate is None:
+        return wanted
+    row = conn.execute(QUERIES["ids_sort_as_bytes"]).fetchone()
+    return replace(wanted, ids_sort_as_bytes=bool(row and row["bytes"]))
 
 
 def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: str) -> int:

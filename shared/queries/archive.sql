@@ -92,6 +92,20 @@ SELECT s.segment_id, s.url, s.path, s.events, s.sha256, s.first_aggregate, s.las
         AND (%(event_types)s::text[] IS NULL OR s.event_types && %(event_types)s)
  ORDER BY s.first_aggregate, s.segment_id;
 
+-- name: ids_sort_as_bytes
+-- Whether the event table's aggregate ids sort as their bytes do (the C collation, or glibc's
+-- C.UTF-8: code points): only then may a reader of a segment skip row groups and rows of other
+-- aggregate ranges by comparing ids in Arrow, which compares bytes. Slices are cut, and read, in
+-- the column's collation.
+SELECT CASE WHEN c.collname = 'default'
+            THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8')
+            ELSE c.collname IN ('C', 'POSIX', 'ucs_basic')
+       END AS bytes
+  FROM pg_attribute a
+  JOIN pg_collation c ON c.oid = a.attcollation
+  JOIN pg_database d ON d.datname = current_database()
+ WHERE a.attrelid = 'event'::regclass AND a.attname = 'aggregate_id';
+
 -- name: list_segments
 SELECT segment_id, url, path, first_aggregate, last_aggregate, first_time, last_time, events,
        bytes, sha256, archived_before, created_at
