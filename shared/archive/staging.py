@@ -27,7 +27,7 @@ from shared.errors import SourceLost
 QUERIES = queries.load("archive")
 
 #: what a planning needs of an archived event: its position, time, type and txid
-KEY_COLUMNS = ("aggregate_id", "sequence_num", "occurred_at", "event_type", "txid")
+KEY_COLUMNS = ("event_id", "aggregate_id", "sequence_num", "occurred_at", "event_type", "txid")
 COPY_COUNTS = "COPY replay_archived_counts (aggregate_id, n) FROM STDIN (FORMAT csv)"
 _EVENT = sql.SQL("event")
 

@@ -58,6 +58,18 @@ BEGIN
     RETURN true;
 END $$;
 
+-- The archived events of one aggregate that a planning staged (shared/archive/staging.py,
+-- replay_archived_keys), if it staged any: a reset of the aggregate forgets their markers too.
+CREATE FUNCTION replay_archived_event_ids(aggregate text) RETURNS SETOF uuid
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF to_regclass('pg_temp.replay_archived_keys') IS NOT NULL THEN
+        RETURN QUERY EXECUTE
+            'SELECT event_id FROM pg_temp.replay_archived_keys WHERE aggregate_id = $1'
+            USING aggregate;
+    END IF;
+END $$;
+
 -- "Has handler H processed event E?" (0010_handler_progress: replay_processed) for an event
 -- given with its position, as an archived one must be (the event table no longer holds it, and
 -- replay_processed finds positions there): its marker, its aggregate's watermark, or the coverage

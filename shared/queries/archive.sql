@@ -146,7 +146,7 @@ CREATE TEMPORARY TABLE {table} (LIKE event INCLUDING DEFAULTS);
 -- name: create_staged_keys
 -- What a planning stages of archived events: what it counts and filters them by.
 CREATE TEMPORARY TABLE replay_archived_keys (
-    aggregate_id varchar(100), sequence_num bigint, occurred_at timestamptz,
+    event_id uuid, aggregate_id varchar(100), sequence_num bigint, occurred_at timestamptz,
     event_type varchar(100), txid xid8
 ) ON COMMIT DROP;
 

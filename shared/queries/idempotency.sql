@@ -12,9 +12,12 @@ RETURNING event_id;
 DELETE FROM processed_event WHERE handler_name = %(handler)s;
 
 -- name: clear_aggregate_markers
-DELETE FROM processed_event p USING event e
- WHERE p.handler_name = %(handler)s AND p.event_id = e.event_id
-   AND e.aggregate_id = %(aggregate_id)s;
+-- Those of its archived events too, which its planning staged (0014_archive).
+DELETE FROM processed_event p
+ WHERE p.handler_name = %(handler)s
+   AND p.event_id IN (SELECT event_id FROM event WHERE aggregate_id = %(aggregate_id)s
+                      UNION ALL
+                      SELECT replay_archived_event_ids(%(aggregate_id)s));
 
 -- name: bump_epoch
 -- A new cache epoch (the handler's state row is created on first use), after a reset: what the

@@ -72,6 +72,8 @@ class PostgresSource(Source):
         in the planning's snapshot: planning then counts both tiers as one. A catch-up's starts
         and time slices need their keys too: ``_archived_keys``."""
         staging.stage_counts(conn, _wanted(scope))
+        if scope.aggregate_id is not None:  # a reset forgets its archived events' markers too
+            _archived_keys(conn, scope)
         return frozen
 
     def missing_event_types(self, conn: Connection, event_types: tuple[str, ...]) -> list[str]:

@@ -282,3 +282,29 @@ def test_retry_parked_finds_an_event_archived_since_it_was_parked(
     finally:
         conn.execute("DELETE FROM poison_rule")
         mover.unarchive(conn)
+
+
+def test_an_aggregate_reset_forgets_the_markers_of_its_archived_events(
+    coordinator: Coordinator, conn: Connection, every_event: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    one = every_event[0]["aggregate_id"]
+    mine = sorted((e for e in every_event if e["aggregate_id"] == one),
+                  key=lambda e: e["sequence_num"])  # fmt: skip
+    # a time range beyond the aggregate's first events: processed beyond a gap, so markers
+    job = coordinator.wait(coordinator.submit(
+        HANDLER, replay_type="aggregate", aggregate_id=one, from_time=mine[3]["occurred_at"],
+        to_time=CUTOFF), timeout=120)  # fmt: skip
+    assert job["status"] == "completed" and job["applied_count"] > 0
+    marked = "SELECT count(*) FROM processed_event WHERE handler_name = %s"
+    assert count(conn, marked, (HANDLER,)) == job["applied_count"]
+    mover.archive(conn, f"file://{tmp_path}/archive", CUTOFF)
+    try:
+        job = coordinator.wait(
+            coordinator.submit(HANDLER, replay_type="aggregate", aggregate_id=one, reset=True),
+            timeout=120,
+        )
+        assert job["status"] == "completed", job["error"]
+        assert count(conn, marked, (HANDLER,)) == 0
+        assert read_order_summary(conn) == fold_order_summary(mine)
+    finally:
+        mover.unarchive(conn)
