@@ -22,7 +22,7 @@ from shared import queries
 from shared.archive import segments
 from shared.archive.stores import open_store
 from shared.db import Connection, sql
-from shared.errors import SourceLost
+from shared.errors import SourceLost, SourceUnavailable
 
 QUERIES = queries.load("archive")
 
@@ -86,7 +86,7 @@ def stage_counts(conn: Connection, wanted: segments.Wanted) -> Staged:
     (dropped at commit): what cutting a scope into slices of exact counts needs. A planning
     that needs more (a catch-up's starts, time slices) stages the keys too (``stage_keys``)."""
     generation, listed = _segments(conn, wanted)
-    parts = [segments.read(_verified(seg), replace(wanted, columns=("aggregate_id",)))
+    parts = [segments.read(_verified(conn, seg), replace(wanted, columns=("aggregate_id",)))
              for seg in listed]  # fmt: skip
     parts = [p for p in parts if p.num_rows]
     if not parts:
@@ -122,6 +122,11 @@ def _segments(conn: Connection, wanted: segments.Wanted) -> tuple[int, list[Any]
     return int(rows[0]["generation"]), [r for r in rows if r["segment_id"] is not None]
 
 
+def _generation(conn: Connection) -> int:
+    row = conn.execute(QUERIES["generation"]).fetchone()
+    return int(row["generation"]) if row else -1
+
+
 def _collated(conn: Connection, wanted: segments.Wanted) -> segments.Wanted:
     """``wanted``, saying whether its aggregate range may be applied in Arrow."""
     if wanted.first_aggregate is None and wanted.last_aggregate is None:
@@ -135,7 +140,7 @@ def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: s
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
     staged = 0
     for seg in listed:
-        part = segments.read(_verified(seg), wanted)
+        part = segments.read(_verified(conn, seg), wanted)
         if part.num_rows:
             with conn.cursor() as cur, cur.copy(copy) as out:
                 out.write(segments.to_csv(part, wanted.columns))
@@ -143,11 +148,16 @@ def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: s
     return staged
 
 
-def _verified(seg: Any) -> bytes:
+def _verified(conn: Connection, seg: Any) -> bytes:
     name = f"{seg['segment_id']} ({seg['url']}/{seg['path']})"
     try:
         data = open_store(seg["url"]).get(seg["path"])
     except SourceLost:
+        if _generation(conn) != seg["generation"]:  # moved back meanwhile: read again
+            raise SourceUnavailable(
+                f"archive segment {name} was moved back into the event table while it was"
+                " being read; retrying"
+            ) from None
         raise SourceLost(f"archive segment {name} is missing") from None
     segments.verify(name, data, seg["sha256"], seg["events"])
     return data

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from shared.errors import InvalidRequest, SourceLost
+from shared.errors import InvalidRequest, SourceLost, SourceUnavailable
 
 #: the folder of the segments under a store's root
 SEGMENTS = "segments"
@@ -42,6 +43,10 @@ class LocalStore:
         self.url, self.root = url, root
 
     def put(self, path: str, data: bytes) -> None:
+        with _unavailable(self.url, path):
+            self._put(path, data)
+
+    def _put(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
@@ -57,10 +62,11 @@ class LocalStore:
             os.close(fd)
 
     def get(self, path: str) -> bytes:
-        try:
-            return (self.root / path).read_bytes()
-        except FileNotFoundError:
-            raise SourceLost(f"archive file {self.url}/{path} is missing") from None
+        with _unavailable(self.url, path):
+            try:
+                return (self.root / path).read_bytes()
+            except FileNotFoundError:
+                raise SourceLost(f"archive file {self.url}/{path} is missing") from None
 
     def delete(self, path: str) -> None:
         target = self.root / path
@@ -84,13 +90,15 @@ class FsspecStore:
         return f"{self.root}/{path}"
 
     def put(self, path: str, data: bytes) -> None:
-        self.fs.pipe_file(self._full(path), data)
+        with _unavailable(self.url, path):
+            self.fs.pipe_file(self._full(path), data)
 
     def get(self, path: str) -> bytes:
-        try:
-            data: bytes = self.fs.cat_file(self._full(path))
-        except FileNotFoundError:
-            raise SourceLost(f"archive file {self.url}/{path} is missing") from None
+        with _unavailable(self.url, path):
+            try:
+                data: bytes = self.fs.cat_file(self._full(path))
+            except FileNotFoundError:
+                raise SourceLost(f"archive file {self.url}/{path} is missing") from None
         return data
 
     def delete(self, path: str) -> None:
@@ -105,6 +113,20 @@ class FsspecStore:
             return []
         prefix = self.root + "/"
         return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
+
+
+@contextlib.contextmanager
+def _unavailable(url: str, path: str) -> Iterator[None]:
+    """A store's failure other than a missing file (a full disk, a timeout, a 503): a
+    ``SourceUnavailable`` naming the file, which a slice's task retries."""
+    try:
+        yield
+    except (SourceLost, InvalidRequest):
+        raise
+    except Exception as exc:
+        raise SourceUnavailable(
+            f"archive file {url}/{path}: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from None
 
 
 def open_store(url: str) -> Store:

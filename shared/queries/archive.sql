@@ -53,6 +53,9 @@ VALUES (%(segment_id)s, %(url)s, %(path)s, %(first_aggregate)s, %(last_aggregate
 -- instead of walking the index).
 ANALYZE event;
 
+-- name: generation
+SELECT generation FROM archive_state;
+
 -- name: bump_generation
 UPDATE archive_state SET generation = generation + 1 RETURNING generation;
 
