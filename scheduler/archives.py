@@ -4,12 +4,13 @@ The settings are the module-level calls' (``scheduler.configure``, else the envi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from local import embedded
 from shared import db, queries
-from shared.archive import mover
+from shared.archive.wanted import SEGMENT_EVENTS
 from shared.errors import InvalidRequest
 from shared.requests import parse_timestamp
 from shared.settings import Settings
@@ -26,13 +27,15 @@ def archive_events(
     before: Any,
     to: str | None = None,
     *,
-    segment_events: int = mover.SEGMENT_EVENTS,
-    progress: mover.Progress | None = None,
+    segment_events: int = SEGMENT_EVENTS,
+    progress: Callable[[str], None] | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Move the events that occurred before ``before`` (an aware datetime or ISO-8601 text)
     into segments at ``to`` (a filesystem URL; ``default_url``); returns what moved:
     ``{url, segments, events, bytes, orphans_removed, seconds, segment_ids}``."""
+    from shared.archive import mover  # pyarrow: loaded by the archive's verbs only
+
     settings = settings or _settings()
     cutoff = parse_timestamp(before, "before")
     assert cutoff is not None
@@ -46,11 +49,13 @@ def unarchive_events(
     from_time: Any = None,
     to_time: Any = None,
     *,
-    progress: mover.Progress | None = None,
+    progress: Callable[[str], None] | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Bring back into the event table the segments holding events in ``[from_time,
     to_time)`` (both optional: all of them); returns what moved, as ``archive_events``."""
+    from shared.archive import mover
+
     settings = settings or _settings()
     start = parse_timestamp(from_time, "from_time")
     end = parse_timestamp(to_time, "to_time")

@@ -8,7 +8,7 @@ import json
 from scheduler import archives
 from scheduler.cli.commands import Subcommands, add, check_count
 from scheduler.cli.display import console
-from shared.archive.mover import SEGMENT_EVENTS
+from shared.archive.wanted import SEGMENT_EVENTS
 from shared.settings import Settings
 
 #: events per segment at most (a segment is built in memory)

@@ -37,14 +37,13 @@ import pyarrow.compute as pc
 from shared import queries
 from shared.archive import segments
 from shared.archive.stores import SEGMENTS, Store, check_writable, open_store
+from shared.archive.wanted import SEGMENT_EVENTS
 from shared.db import Connection, sql
 from shared.errors import InvalidJobState, InvalidRequest, SourceLost
 
 log = logging.getLogger(__name__)
 QUERIES = queries.load("archive")
 
-#: events per segment file (a segment is built in memory: about 30 MB of Arrow at this size)
-SEGMENT_EVENTS = 200_000
 
 Progress = Callable[[str], None]
 

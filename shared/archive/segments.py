@@ -21,7 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from shared.archive.wanted import COLUMNS, Wanted
 from shared.errors import SourceLost
+
+__all__ = ["COLUMNS", "SCHEMA", "Wanted", "Written", "read", "verify", "write"]
 
 #: rows per row group: what a slice reads at least of a segment it overlaps (a segment holds a
 #: month of every aggregate: a slice of an eighth of the aggregates reads about an eighth of it)
@@ -39,7 +42,7 @@ SCHEMA = pa.schema([
     ("created_at", pa.timestamp("us", tz="UTC")),
     ("txid", pa.int64()),
 ])  # fmt: skip
-COLUMNS = tuple(SCHEMA.names)
+assert tuple(SCHEMA.names) == COLUMNS
 #: what the PostgreSQL side selects for COPY ... TO, in SCHEMA's order (times as microseconds)
 EXPORT_COLUMNS = (
     "event_id, aggregate_id, aggregate_type, event_type, payload::text, metadata::text,"
@@ -132,23 +135,6 @@ def verify(name: str, data: bytes, sha256: str, events: int) -> None:
         raise SourceLost(f"archive segment {name} cannot be read: {exc}") from None
     if rows != events:
         raise SourceLost(f"archive segment {name} holds {rows} events, expected {events}")
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """What a reader takes of a segment: an aggregate range and a time range (None: open),
-    event types (empty: all), and the columns."""
-
-    first_aggregate: str | None = None
-    last_aggregate: str | None = None
-    aggregate_id: str | None = None
-    from_time: datetime | None = None
-    to_time: datetime | None = None
-    event_types: tuple[str, ...] = ()
-    columns: tuple[str, ...] = COLUMNS
-    #: whether aggregate ids sort as bytes where they were sliced (``ids_sort_as_bytes``): a
-    #: range of them is only applied here then; otherwise the reader's SQL applies it
-    ids_sort_as_bytes: bool = True
 
 
 def read(data: bytes, wanted: Wanted) -> pa.Table:

@@ -15,12 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from shared import queries
-from shared.archive import segments
 from shared.archive.stores import open_store
+from shared.archive.wanted import Wanted
 from shared.db import Connection, sql
 from shared.errors import SourceLost, SourceUnavailable
 
@@ -47,7 +44,7 @@ class Staged:
 SLICE, ONE = "replay_archived", "replay_archived_one"
 
 
-def stage(conn: Connection, wanted: segments.Wanted, table: str = SLICE) -> Staged:
+def stage(conn: Connection, wanted: Wanted, table: str = SLICE) -> Staged:
     """Copy the archived events that ``wanted`` picks into ``pg_temp.<table>`` (the event
     table's columns), replacing what it held. A segment that is missing or corrupted raises
     ``SourceLost`` naming it; nothing is staged then."""
@@ -65,7 +62,7 @@ def stage(conn: Connection, wanted: segments.Wanted, table: str = SLICE) -> Stag
     return Staged(generation, staged, table)
 
 
-def stage_keys(conn: Connection, wanted: segments.Wanted) -> Staged:
+def stage_keys(conn: Connection, wanted: Wanted) -> Staged:
     """For a planning, in its transaction: what it counts of the archived events that
     ``wanted`` picks, in ``pg_temp.replay_archived_keys`` (dropped at commit); ``planned``
     reads it with the event table."""
@@ -80,17 +77,22 @@ def stage_keys(conn: Connection, wanted: segments.Wanted) -> Staged:
     return Staged(generation, staged)
 
 
-def stage_counts(conn: Connection, wanted: segments.Wanted) -> Staged:
+def stage_counts(conn: Connection, wanted: Wanted) -> Staged:
     """For a planning, in its transaction: the archived events that ``wanted`` picks, counted
     per aggregate from the segments' aggregate column, in ``pg_temp.replay_archived_counts``
     (dropped at commit): what cutting a scope into slices of exact counts needs. A planning
     that needs more (a catch-up's starts, time slices) stages the keys too (``stage_keys``)."""
+    from shared.archive import segments  # pyarrow: only where there is an archive
+
     generation, listed = _segments(conn, wanted)
     parts = [segments.read(_verified(conn, seg), replace(wanted, columns=("aggregate_id",)))
              for seg in listed]  # fmt: skip
     parts = [p for p in parts if p.num_rows]
     if not parts:
         return Staged(generation, 0)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     counts = pa.concat_tables(parts).group_by("aggregate_id").aggregate([("aggregate_id", "count")])
     counts = counts.rename_columns(["aggregate_id", "n"])
     conn.execute(QUERIES["create_staged_counts"])
@@ -111,7 +113,7 @@ def counted(conn: Connection) -> bool:
     return bool(row and row["counted"])
 
 
-def _segments(conn: Connection, wanted: segments.Wanted) -> tuple[int, list[Any]]:
+def _segments(conn: Connection, wanted: Wanted) -> tuple[int, list[Any]]:
     params: dict[str, Any] = {
         "first_aggregate": wanted.aggregate_id or wanted.first_aggregate,
         "last_aggregate": wanted.aggregate_id or wanted.last_aggregate,
@@ -127,7 +129,7 @@ def _generation(conn: Connection) -> int:
     return int(row["generation"]) if row else -1
 
 
-def _collated(conn: Connection, wanted: segments.Wanted) -> segments.Wanted:
+def _collated(conn: Connection, wanted: Wanted) -> Wanted:
     """``wanted``, saying whether its aggregate range may be applied in Arrow."""
     if wanted.first_aggregate is None and wanted.last_aggregate is None:
         return wanted
@@ -135,7 +137,9 @@ def _collated(conn: Connection, wanted: segments.Wanted) -> segments.Wanted:
     return replace(wanted, ids_sort_as_bytes=bool(row and row["bytes"]))
 
 
-def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: str) -> int:
+def _copy(conn: Connection, listed: list[Any], wanted: Wanted, table: str) -> int:
+    from shared.archive import segments  # pyarrow: only where there is an archive
+
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in wanted.columns)
     copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
     staged = 0
@@ -149,6 +153,8 @@ def _copy(conn: Connection, listed: list[Any], wanted: segments.Wanted, table: s
 
 
 def _verified(conn: Connection, seg: Any) -> bytes:
+    from shared.archive import segments  # pyarrow: only where there is an archive
+
     name = f"{seg['segment_id']} ({seg['url']}/{seg['path']})"
     try:
         data = open_store(seg["url"]).get(seg["path"])

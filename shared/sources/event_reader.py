@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from shared.archive import segments, staging
+from shared.archive import staging
+from shared.archive.wanted import Wanted
 from shared.db import Connection, sql
 from shared.handlers import Event
 from shared.scope import EVENT_COLUMNS
@@ -71,7 +72,7 @@ class EventTableReader(SliceReader):
         """Stage the archived events of the slice (none: its batches still check that none
         were archived since)."""
         b, scope = self.bounds, self.scope
-        wanted = segments.Wanted(
+        wanted = Wanted(
             first_aggregate=b.first_aggregate, last_aggregate=b.last_aggregate,
             aggregate_id=scope.aggregate_id,
             from_time=max((t for t in (scope.from_time, b.from_time) if t), default=None),

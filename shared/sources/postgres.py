@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from shared.archive import segments, staging
+from shared.archive import staging
+from shared.archive.wanted import Wanted
 from shared.db import Connection, sql
 from shared.errors import SourceLost
 from shared.handlers import Event
@@ -177,7 +178,7 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     """``stream`` from the event table and the archive as one (the archived events of the
     aggregate staged for the read, which fails as a serialization failure if events move
     between the tiers meanwhile)."""
-    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id), staging.ONE)
+    staged = staging.stage(conn, Wanted(aggregate_id=aggregate_id), staging.ONE)
     cond = sql.SQL(" AND ").join([STREAM_RANGE, staging.GUARD])
     query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
@@ -186,9 +187,9 @@ def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: i
     return rows
 
 
-def _wanted(scope: Scope) -> segments.Wanted:
+def _wanted(scope: Scope) -> Wanted:
     """What of the archive a scope covers."""
-    return segments.Wanted(
+    return Wanted(
         aggregate_id=scope.aggregate_id, from_time=scope.from_time, to_time=scope.to_time,
         event_types=scope.event_types,
     )  # fmt: skip
@@ -202,7 +203,7 @@ def _archived_keys(conn: Connection, scope: Scope) -> None:
 
 
 def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any]) -> list[Event]:
-    staged = staging.stage(conn, segments.Wanted(aggregate_id=aggregate_id), staging.ONE)
+    staged = staging.stage(conn, Wanted(aggregate_id=aggregate_id), staging.ONE)
     cond = sql.SQL(" AND ").join([BY_ID, staging.GUARD])
     query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
     params = {"event_ids": [str(e) for e in event_ids], **staging.params(staged)}
