@@ -10,6 +10,7 @@ at most that one batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -23,11 +24,10 @@ from shared import db, hooks, idempotency, jobs, shadow, slices, sources
 from shared.applying import BatchResult, apply_batch
 from shared.context import Context
 from shared.db import Connection
-from shared.errors import SourceUnavailable
+from shared.errors import DatabaseUnavailable, SourceUnavailable
 from shared.handlers import Event, IdempotentEventHandler
 from shared.heartbeat import Heartbeat
 from shared.hooks import Committed
-from shared.scope import Scope
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,6 @@ class _Stop(Exception):
     def __init__(self, outcome: SliceOutcome) -> None:
         super().__init__(outcome)
         self.outcome = outcome
-
-
-def _gapless(scope: Scope) -> bool:
-    """A scope that takes every event of its aggregates: its batches continue watermarks."""
-    return scope.from_time is None and scope.to_time is None and not scope.event_types
 
 
 def _propagates(exc: Exception) -> bool:
@@ -199,7 +194,7 @@ class _SliceRun:
         failure = "SQL fold of slice %s of job %s failed; batch by batch in Python"
         if self.positional:
             ways.insert(0, _Way(functools.partial(self._fold, fold_sql), failure))
-        elif self.in_order and _gapless(self.job.scope) and not self.reader.bounds.by_time:
+        elif self.in_order and self.job.scope.gapless and not self.reader.bounds.by_time:
             ways.insert(0, _Way(functools.partial(self._catch_up_fold, fold_sql), failure))
         return ways
 
@@ -215,7 +210,12 @@ class _SliceRun:
             while True:
                 for hook in self.hooks:
                     hook.before_batch()
-                done = self._next_batch()
+                try:
+                    done = self._next_batch()
+                except DatabaseUnavailable:
+                    if not self._read_again():
+                        raise
+                    continue
                 if done is None:
                     return self.result(SliceOutcome.COMPLETED)
                 self._advance(done)
@@ -250,6 +250,17 @@ class _SliceRun:
             if self.into is not None:
                 shadow.enter(self.conn, self.into)
             return apply()
+
+    def _read_again(self) -> bool:
+        """After a transient error: if the reader's staged data went out of date (an archive
+        run moved events), open it again and go on in place; else the task retries."""
+        with contextlib.suppress(Exception):  # if the database is away, the task's retry it is
+            if self.reader.stale(self.conn):
+                log.info("slice %s of job %s reads again", self.key.slice_no, self.job.job_id)
+                self.reader.close(self.conn)
+                self.reader.open(self.conn)
+                return True
+        return False
 
     def _advance(self, done: Committed) -> None:
         """Once a batch has committed: this attempt's position and counts, then the hooks."""

@@ -37,6 +37,11 @@ class Scope:
     #: the decoder that makes its messages events (None: the source's default)
     decoder: str | None = None
 
+    @property
+    def gapless(self) -> bool:
+        """Whether it takes every event of its aggregates: its batches continue watermarks."""
+        return self.from_time is None and self.to_time is None and not self.event_types
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "aggregate_id": self.aggregate_id,

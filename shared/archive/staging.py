@@ -124,6 +124,11 @@ def _segments(conn: Connection, wanted: Wanted) -> tuple[int, list[Any]]:
     return int(rows[0]["generation"]), [r for r in rows if r["segment_id"] is not None]
 
 
+def moved(conn: Connection, staged: Staged) -> bool:
+    """Whether events moved between the tiers since ``staged`` was staged."""
+    return _generation(conn) != staged.generation
+
+
 def _generation(conn: Connection) -> int:
     row = conn.execute(QUERIES["generation"]).fetchone()
     return int(row["generation"]) if row else -1

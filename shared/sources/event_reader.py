@@ -81,6 +81,9 @@ class EventTableReader(SliceReader):
         )  # fmt: skip
         self._staged = staging.stage(conn, wanted)
 
+    def stale(self, conn: Connection) -> bool:
+        return self._staged is not None and staging.moved(conn, self._staged)
+
     def close(self, conn: Connection) -> None:
         staged, self._staged = self._staged, None
         if staged is not None and staged.events:

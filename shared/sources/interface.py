@@ -74,6 +74,12 @@ class SliceReader:
     def close(self, conn: Connection) -> None:
         """After an attempt's last batch, whatever its outcome: release what ``open`` took."""
 
+    def stale(self, conn: Connection) -> bool:
+        """After a batch failed as a transient error: whether what ``open`` got ready is out of
+        date (the event table's archive moved since): the slice then closes and opens the
+        reader again and goes on, instead of its task being retried. By default False."""
+        return False
+
     def read(self, conn: Connection, checkpoint: Checkpoint | None, limit: int) -> Batch:
         """The next ``limit`` events after ``checkpoint`` (the slice's start if None); an empty
         batch when the slice is done."""

@@ -97,6 +97,9 @@ def test_an_archive_beside_a_running_replay_job(
     job = coordinator.wait(job_id, timeout=180)
     assert job["status"] == "completed", job["error"]
     assert job["processed_count"] == job["total_events"] == TOTAL
+    # the slices staged the archive again in place, none through a retry of its task
+    logs = "".join(w.log_path.read_text() for w in cluster.workers if w.log_path)
+    assert "reads again" in logs and "retry: Retry in" not in logs
     mover.unarchive(conn)  # verify_order_summary folds the event table
     assert verify_order_summary(conn).ok
 
