@@ -175,13 +175,20 @@ class PostgresSource(Source):
 
 
 def stream_with_archive(conn: Connection, aggregate_id: str, after: int, upto: int) -> list[Event]:
-    """``stream`` from the event table and the archive as one (the archived events of the
-    aggregate staged for the read, which fails as a serialization failure if events move
-    between the tiers meanwhile)."""
-    staged = staging.stage(conn, Wanted(aggregate_id=aggregate_id), staging.ONE)
-    cond = sql.SQL(" AND ").join([STREAM_RANGE, staging.GUARD])
-    query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
+    """``stream`` from the event table and the archive as one."""
     params = {"aggregate_id": aggregate_id, "after": after, "upto": upto}
+    return _with_archive(conn, aggregate_id, STREAM_RANGE, params)
+
+
+def _with_archive(
+    conn: Connection, aggregate_id: str, cond: sql.Composable, params: dict[str, Any]
+) -> list[Event]:
+    """The events of one aggregate that ``cond`` picks, from the event table and the archive
+    as one: its archived events staged for the read, which fails as a serialization failure if
+    events move between the tiers meanwhile."""
+    staged = staging.stage(conn, Wanted(aggregate_id=aggregate_id), staging.ONE)
+    guarded = sql.SQL(" AND ").join([cond, staging.GUARD])
+    query = select_events(guarded, AGG_ORDER, events=staging.relation(staged))
     rows: list[Any] = conn.execute(query, {**params, **staging.params(staged)}).fetchall()
     staging.release(conn, staged)
     return rows
@@ -203,13 +210,7 @@ def _archived_keys(conn: Connection, scope: Scope) -> None:
 
 
 def _archived_by_id(conn: Connection, aggregate_id: str, event_ids: Sequence[Any]) -> list[Event]:
-    staged = staging.stage(conn, Wanted(aggregate_id=aggregate_id), staging.ONE)
-    cond = sql.SQL(" AND ").join([BY_ID, staging.GUARD])
-    query = select_events(cond, AGG_ORDER, events=staging.relation(staged))
-    params = {"event_ids": [str(e) for e in event_ids], **staging.params(staged)}
-    rows: list[Any] = conn.execute(query, params).fetchall()
-    staging.release(conn, staged)
-    return rows
+    return _with_archive(conn, aggregate_id, BY_ID, {"event_ids": [str(e) for e in event_ids]})
 
 
 def plan_by_aggregate(
