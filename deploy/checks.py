@@ -4,6 +4,7 @@ measure (``bench``)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -12,6 +13,8 @@ import socket
 import statistics
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from deploy.stack import (
     compose,
     container,
     down,
+    environment,
     images,
     podman_things,
     quiet,
@@ -112,6 +116,7 @@ def check(events_per_aggregate: int = 100, aggregates: int = 3000) -> dict[str, 
     started = time.monotonic()
     with _stack(project, workers=2, **fast):
         report["up_seconds"] = round(time.monotonic() - started, 1)
+        report["flower"] = flower_asks_for_a_password(project)
         replay(
             project, "seed", "--aggregates", str(aggregates),
             "--events-per-aggregate", str(events_per_aggregate),
@@ -123,6 +128,32 @@ def check(events_per_aggregate: int = 100, aggregates: int = 3000) -> dict[str, 
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report), flush=True)
     return report
+
+
+def flower_asks_for_a_password(project: str) -> str:
+    """Flower, on its published port (127.0.0.1 only), refuses a request without the password
+    and shows its workers page with it."""
+    settings = environment(project)
+    url = f"http://127.0.0.1:{settings['FLOWER_PORT']}/workers"
+    token = base64.b64encode(settings["FLOWER_BASIC_AUTH"].encode()).decode()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            raise StackError(f"Flower answered {url} without a password")
+        except urllib.error.HTTPError as refused:
+            if refused.code != 401:
+                raise StackError(f"Flower answered {refused.code} without a password") from None
+            break
+        except OSError:  # not listening yet
+            if time.monotonic() > deadline:
+                raise StackError(f"Flower does not answer at {url}") from None
+            time.sleep(0.5)
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(request, timeout=5) as page:
+        if page.status != 200 or b"Flower" not in page.read():
+            raise StackError(f"Flower's {url} did not show with the password")
+    return "401 without the password, 200 with it"
 
 
 def _interrupted(project: str, podman: tuple[str, ...]) -> tuple[str, int, int, int]:
