@@ -5,7 +5,7 @@
 # debootstrap and passes it here, and this file installs Debian's Python 3.11 on it.
 # Dependencies come from PyPI, or, when the build mounts a wheelhouse at /wheelhouse
 # (scripts/stack: `podman build -v <wheels>:/wheelhouse`), from it alone.
-ARG BASE_IMAGE=python:3.11-slim
+ARG BASE_IMAGE=docker.io/library/python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -32,7 +32,8 @@ COPY scheduler ./scheduler
 COPY local ./local
 COPY examples ./examples
 COPY bench ./bench
-RUN if [ -d /wheelhouse ] && ls /wheelhouse/*.whl >/dev/null 2>&1; then \
+RUN if [ -d /wheelhouse ]; then \
+        ls /wheelhouse/*.whl >/dev/null || { echo "/wheelhouse holds no wheel" >&2; exit 1; }; \
         pip install --no-index --find-links /wheelhouse .; \
     else \
         pip install .; \

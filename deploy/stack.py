@@ -30,6 +30,8 @@ LOCAL_IMAGES = {
 IMAGE_PYTHON = "3.11.2"
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH")
 HEALTH_SECONDS = 120
+#: no step of the stack may take longer (a job that hangs fails CI instead of stalling it)
+COMMAND_SECONDS = 900
 
 
 class StackError(Exception):
@@ -52,10 +54,10 @@ def environment(project: str = PROJECT) -> dict[str, str]:
     return env
 
 
-def _settings(project: str, **more: str) -> dict[str, str]:
-    """The stack's own settings, kept in .stack/<project>.env (mode 600) so that `up`,
-    `replay` and `down` agree: its passwords, made once unless the environment has them, and
-    what ``up`` was given (``more``)."""
+def _settings(project: str, *, keep: bool = False, **more: str) -> dict[str, str]:
+    """The stack's own settings, kept in .stack/<project>.env (mode 600) by ``up``
+    (``keep``) so that `up`, `replay` and `down` agree: its passwords, made once unless the
+    environment has them (those are not written), and what ``up`` was given (``more``)."""
     path = STATE / f"{project}.env"
     kept: dict[str, str] = {}
     if path.exists():
@@ -66,22 +68,27 @@ def _settings(project: str, **more: str) -> dict[str, str]:
         "REDIS_PASSWORD": secrets.token_hex(24),
         "FLOWER_BASIC_AUTH": f"admin:{secrets.token_hex(16)}",
     }
-    wanted = {**made, **kept, **more}
-    if wanted != kept:
+    wanted = {k: v for k, v in {**made, **kept, **more}.items() if k not in os.environ}
+    if keep and wanted != kept:
         STATE.mkdir(exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        written = path.with_suffix(".tmp")
+        fd = os.open(written, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             out.writelines(f"{k}={v}\n" for k, v in wanted.items())
+        os.replace(written, path)
     return wanted
 
 
 def run(*cmd: str | Path, env: dict[str, str] | None = None, capture: bool = False) -> str:
     shown = " ".join(str(c) for c in cmd)
     print(f"stack: {shown}", file=sys.stderr, flush=True)
-    done = subprocess.run(
-        [str(c) for c in cmd], env=env or environment(), text=True,
-        stdout=subprocess.PIPE if capture else None, check=False,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [str(c) for c in cmd], env=env or environment(), text=True,
+            stdout=subprocess.PIPE if capture else None, check=False, timeout=COMMAND_SECONDS,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{shown}: still running after {COMMAND_SECONDS} s") from None
     if done.returncode != 0:
         raise StackError(f"{shown}: exit {done.returncode}")
     return done.stdout or ""
@@ -89,8 +96,9 @@ def run(*cmd: str | Path, env: dict[str, str] | None = None, capture: bool = Fal
 
 def quiet(*cmd: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(c) for c in cmd], env=env or environment(), text=True, capture_output=True, check=False
-    )
+        [str(c) for c in cmd], env=env or environment(), text=True, capture_output=True,
+        check=False, timeout=COMMAND_SECONDS,
+    )  # fmt: skip
 
 
 def compose(project: str, *args: str, capture: bool = False) -> str:
@@ -144,6 +152,8 @@ def base_image() -> None:
             ["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, env=environment(), check=False,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        assert tar.stdout is not None
+        tar.stdout.close()  # so that tar ends if the import did not read it all
         if tar.wait() != 0 or imported.returncode != 0:
             raise StackError(f"could not import the debootstrapped root as {BASE_IMAGE}")
 
@@ -189,7 +199,7 @@ def up(project: str = PROJECT, workers: int = 1, **settings: str) -> None:
     """The stores first, healthy; the schema; then the app containers (podman 4.3 cannot wait
     for compose's health conditions: this does, in that order). ``settings``: variables of the
     compose file, kept for the stack's later commands."""
-    _settings(project, **settings)
+    _settings(project, keep=True, **settings)
     compose(project, "up", "-d", "--no-build", "postgres", "redis")
     _healthy(project, "postgres", "redis")
     compose(project, "run", "--rm", "-T", "migrate")
@@ -246,7 +256,10 @@ def podman_things(*filters: str) -> set[str]:
         ("network", ["network", "ls"], "{{.Name}}"), ("volume", ["volume", "ls"], "{{.Name}}"),
     ):  # fmt: skip
         options = [x for f in filters for x in ("--filter", f)]
-        names = quiet("podman", *listing, *options, "--format", field).stdout
+        listed = quiet("podman", *listing, *options, "--format", field)
+        if listed.returncode != 0:
+            raise StackError(f"podman {' '.join(listing)}: {listed.stderr.strip()}")
+        names = listed.stdout
         found |= {f"{kind} {n}" for n in names.split()}
     return found
 

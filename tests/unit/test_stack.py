@@ -17,11 +17,13 @@ def test_the_stacks_settings_are_made_once_private_and_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(stack, "STATE", tmp_path)
-    first = stack._settings("p")
+    assert stack._settings("p") != stack._settings("p")  # not kept until the stack is up
+    assert not (tmp_path / "p.env").exists()
+    first = stack._settings("p", keep=True)
     assert set(first) == {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "FLOWER_BASIC_AUTH"}
     assert stat.S_IMODE((tmp_path / "p.env").stat().st_mode) == 0o600
     assert stack._settings("p") == first  # the same passwords for up, replay and down
-    kept = stack._settings("p", FLOWER_PORT="6000")
+    kept = stack._settings("p", keep=True, FLOWER_PORT="6000")
     assert kept == {**first, "FLOWER_PORT": "6000"}
     assert stack._settings("p")["FLOWER_PORT"] == "6000"
     assert stack._settings("other") != first
@@ -39,11 +41,11 @@ def test_every_image_of_the_compose_file_defaults_to_the_public_one() -> None:
     images = re.findall(r"^\s+image: (.+)$", compose, re.M)
     assert images == [
         "${REPLAY_IMAGE:-event-replay:latest}",
-        "${REPLAY_POSTGRES_IMAGE:-postgres:16}",
-        "${REPLAY_REDIS_IMAGE:-redis:7}",
+        "${REPLAY_POSTGRES_IMAGE:-docker.io/library/postgres:16}",
+        "${REPLAY_REDIS_IMAGE:-docker.io/library/redis:7}",
     ]
-    assert "BASE_IMAGE: ${REPLAY_BASE_IMAGE:-python:3.11-slim}" in compose
-    assert "ARG BASE_IMAGE=python:3.11-slim" in (ROOT / "Dockerfile").read_text()
+    assert "BASE_IMAGE: ${REPLAY_BASE_IMAGE:-docker.io/library/python:3.11-slim}" in compose
+    assert "ARG BASE_IMAGE=docker.io/library/python:3.11-slim" in (ROOT / "Dockerfile").read_text()
     assert set(stack.LOCAL_IMAGES) == {
         "REPLAY_IMAGE",
         "REPLAY_POSTGRES_IMAGE",
