@@ -12,7 +12,8 @@ advisory lock so that passes never overlap:
    the message was delivered to a worker that died before starting it).
 
 Re-dispatching is always safe: a slice resumes from its checkpoint, the new attempt takes
-ownership, and an older copy that is somehow still alive stops at its next batch.
+ownership, an older copy that is somehow still alive stops at its next batch, and one still
+queued is refused (only a slice's latest task id may take it).
 """
 
 from __future__ import annotations

@@ -100,9 +100,8 @@ def run_slice(
     with ctx.pool.connection() as conn:
         job = jobs.load_job(conn, job_id)
         current, taken = slices.start_slice(conn, job_id, slice_no, task_id)
-        if not taken:
-            # Not ours to run (done, failed, cancelled, or its job ended): nothing was done.
-            return SliceResult(job_id, slice_no, f"not taken ({current.status})", 0, 0)
+        if not taken:  # not ours to run (``start_slice`` says when): nothing was done
+            return SliceResult(job_id, slice_no, f"not taken ({current.refusal(task_id)})", 0, 0)
         assert current.owner is not None
         try:
             handler = ctx.registry.get(job.consumer_name)

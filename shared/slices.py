@@ -35,6 +35,8 @@ class Slice:
     checkpoint: dict[str, Any] | None
     version: int
     owner: UUID | None
+    #: the Celery task of the slice's latest dispatch (the only one that may take it)
+    task_id: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Slice:
@@ -48,7 +50,16 @@ class Slice:
             checkpoint=row["checkpoint"],
             version=int(row["version"]),
             owner=row["owner"],
+            task_id=row.get("task_id"),
         )
+
+    def refusal(self, task_id: str | None) -> str:
+        """Why ``start_slice`` did not let the attempt of ``task_id`` take this slice: it was
+        dispatched again since that copy was sent, or it is done, failed or cancelled (or its
+        job is)."""
+        if task_id is not None and self.task_id != task_id:
+            return f"superseded by task {self.task_id}"
+        return str(self.status)
 
 
 def _bounds(row: dict[str, Any]) -> SliceBounds:
@@ -66,11 +77,15 @@ def start_slice(
     """Take ownership of a slice for this attempt and mark it (and its job) running. Returns
     the slice and whether it was taken.
 
-    Only a pending or running slice of an unfinished job is taken; otherwise the slice is
-    returned as it is (possibly with another attempt's owner) and the caller must stop. Taking
-    ownership from a copy that is still running is deliberate: it is a redelivery or a
-    re-dispatch of a slice whose worker looked dead, and the older copy stops at its next batch
-    (see ``lock_slice_version``).
+    Only a pending or running slice of an unfinished job is taken, and only by its latest
+    dispatch (``task_id``, when given, must be the one the slice row holds); otherwise the
+    slice is returned as it is (possibly with another attempt's owner) and the caller must
+    stop. A copy from an earlier dispatch (queued before a resume or the reconciler's
+    re-dispatch) is never taken: its chord no longer counts, and a slice it ended would leave
+    the new chord one part short, the job running with every slice done. Taking ownership
+    from a copy that is still running is deliberate: it is a redelivery (the same task id) or
+    a re-dispatch of a slice whose worker looked dead, and the older copy stops at its next
+    batch (see ``lock_slice_version``).
     """
     key = params(job_id=job_id, slice_no=slice_no, task_id=task_id)
     with conn.transaction():

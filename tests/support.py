@@ -13,6 +13,7 @@ settings made here and the environment of every process started with them
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,11 @@ def items_of(conn: db.Connection, aggregate_id: str, sku: str) -> list[Any]:
         (aggregate_id, sku),
     )
     return [r["event_id"] for r in rows]
+
+
+def wait_until(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)

@@ -52,10 +52,10 @@ def replay_slice(self: Task, job_id: str, slice_no: int) -> dict[str, Any]:
     progress = SliceProgress(self, job_id, slice_no)
     result = runner.run_slice(_context(), key, slice_no, task_id=self.request.id, progress=progress)
     if not result.ended_the_slice:
-        # A copy that did not end the slice (superseded by a redelivered copy, cancelled, or
-        # the slice was already done) must not count as the slice's part of the job's chord:
-        # the callback would fire before the slice is done. Ignore() stores no result and is
-        # not counted; the message is acknowledged.
+        # A copy that did not end the slice (superseded by a redelivered copy, sent before the
+        # slice was dispatched again, cancelled, or the slice was already done) must not count
+        # as the slice's part of the job's chord: the callback would fire before the slice is
+        # done. Ignore() stores no result and is not counted; the message is acknowledged.
         log.info("slice %s/%s: %s", job_id, slice_no, result.status)
         raise Ignore()
     if result.status == runner.SliceOutcome.FAILED:

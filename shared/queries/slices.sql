@@ -4,14 +4,15 @@
 
 -- name: take_slice
 -- A new attempt owns the slice (a new owner id) if the slice and its job are unfinished
--- (%(active)s); %(task_id)s, when given, is the Celery task running it.
+-- (%(active)s) and, when %(task_id)s is given, it is the slice's latest dispatch (or a redelivery
+-- of it): a copy from before a resume or a re-dispatch belongs to a chord that no longer counts.
 UPDATE replay_slice s
    SET status = %(running)s, owner = gen_random_uuid(), attempts = attempts + 1,
-       heartbeat_at = now(), started_at = coalesce(s.started_at, now()),
-       task_id = coalesce(%(task_id)s, s.task_id)
+       heartbeat_at = now(), started_at = coalesce(s.started_at, now())
   FROM replay_job j
  WHERE s.job_id = %(job_id)s AND s.slice_no = %(slice_no)s AND j.job_id = s.job_id
    AND s.status = ANY(%(active)s) AND j.status = ANY(%(active)s)
+   AND (%(task_id)s::text IS NULL OR s.task_id = %(task_id)s::text)
 RETURNING s.*;
 
 -- name: slice_row

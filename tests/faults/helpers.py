@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from scheduler.coordinator import Coordinator
 from shared import db
 from shared.settings import Settings
@@ -30,14 +27,6 @@ def assert_exact(settings: Settings, handler: str, total: int) -> None:
         )
         markers = count(conn, "SELECT count(*) FROM processed WHERE handler_name = %s", (handler,))
         assert markers == total
-
-
-def wait_until(predicate: Any, timeout: float, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(poll)
 
 
 def running(coordinator: Coordinator, job_id: str, at_least: int = 1) -> bool:

@@ -31,9 +31,9 @@ from shared.scope import SliceBounds
 from shared.settings import Settings
 from shared.sources import kafka as kafka_source
 from tests.faults.conftest import Cluster
-from tests.faults.helpers import running, wait_until
+from tests.faults.helpers import running
 from tests.folds import read_order_summary
-from tests.support import count
+from tests.support import count, wait_until
 
 pytest.importorskip("confluent_kafka", reason="the Kafka extra is not installed")
 # after the skip: the integration suite's Kafka module imports confluent_kafka

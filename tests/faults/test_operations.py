@@ -18,9 +18,9 @@ from shared import db
 from shared.errors import ActiveJobExists
 from shared.settings import Settings
 from tests.faults.conftest import TOTAL, Cluster
-from tests.faults.helpers import assert_exact, running, wait_until
+from tests.faults.helpers import assert_exact, running
 from tests.folds import fold_order_summary, read_order_summary
-from tests.support import ROOT, WORKER_ENV, count, events_where
+from tests.support import ROOT, WORKER_ENV, count, events_where, wait_until
 
 pytestmark = pytest.mark.faults
 

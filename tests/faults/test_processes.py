@@ -17,8 +17,8 @@ from scheduler.coordinator import Coordinator
 from shared import db, dispatch
 from shared.settings import Settings
 from tests.faults.conftest import RESTARTS_ALLOWED, TOTAL, Cluster
-from tests.faults.helpers import assert_exact, running, wait_until
-from tests.support import ROOT, WORKER_ENV, count, flush
+from tests.faults.helpers import assert_exact, running
+from tests.support import ROOT, WORKER_ENV, count, flush, wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -14,9 +14,9 @@ from scheduler.coordinator import Coordinator
 from shared import db, store
 from shared.settings import Settings
 from tests.faults.conftest import Cluster
-from tests.faults.helpers import running, wait_until
+from tests.faults.helpers import running
 from tests.folds import fold_order_summary, read_order_summary
-from tests.support import count, events_where
+from tests.support import count, events_where, wait_until
 
 pytestmark = pytest.mark.faults
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from examples.orders import seed
+from local.workers import WorkerProcess
 from scheduler.coordinator import Coordinator
-from shared import context, live, store
-from shared.celeryconf import LIVE_TASK
+from shared import context, dispatch, live, store
+from shared.celeryconf import LIVE_TASK, SLICE_TASK
 from shared.db import Connection
 from shared.errors import InvalidJobState
 from shared.settings import Settings
 from tests.folds import fold_order_summary, read_order_summary
 from tests.integration.conftest import TOTAL_SEEDED, events_where, flush
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -171,6 +174,42 @@ def test_a_catch_up_is_refused_while_a_full_rebuild_is_unfinished(
     with pytest.raises(InvalidJobState, match=job_id):
         coordinator.submit("slow_noop", slices=2)
     assert conn.execute("SELECT count(*) AS n FROM replay_job").fetchone()["n"] == 1
+
+
+def test_a_copy_sent_before_a_resume_never_takes_its_slice(
+    coordinator: Coordinator,
+    conn: Connection,
+    settings: Settings,
+    workers: list[WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A copy of a slice's task still queued from before a cancel and resume used to take the
+    # slice and complete it for its old chord, which no longer counts; the resumed chord's copy
+    # then found the slice done and was not counted either: the job stayed running with every
+    # slice done (seen in CI). Here the old copy of slice 1 reaches a worker first, for sure.
+    sent: list[list[tuple[int, str]]] = []
+    send_job = dispatch.send_job
+    monkeypatch.setattr(dispatch, "send_job", lambda _app, _s, _j, slices: sent.append(slices))
+    job_id = coordinator.submit("order_summary", slices=2)
+    coordinator.cancel(job_id)
+    coordinator.resume(job_id)
+    (first, resumed) = sent
+    assert dict(first)[1] != dict(resumed)[1]
+
+    stale = dict(first)[1]
+    coordinator.celery.signature(SLICE_TASK, args=(job_id, 1), task_id=stale,
+                                 queue=settings.queue).apply_async()  # fmt: skip
+    wait_until(
+        lambda: any(f"slice {job_id}/1: not taken (superseded" in w.log_path.read_text()
+                    for w in workers if w.log_path is not None),
+        30, "the stale copy to be refused",
+    )  # fmt: skip
+    assert coordinator.get(job_id)["slices"][1]["attempts"] == 0
+
+    send_job(coordinator.celery, settings, uuid.UUID(job_id), resumed)
+    job = coordinator.wait(job_id, timeout=120)
+    assert job["status"] == "completed" and job["processed_count"] == TOTAL_SEEDED
+    assert read_order_summary(conn) == fold_order_summary(events_where(conn))
 
 
 def test_reset_of_one_aggregate_rebuilds_only_that_aggregate(
