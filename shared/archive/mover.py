@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shared import queries
-from shared.archive import segments
+from shared.archive import pgcopy, segments
 from shared.archive.stores import SEGMENTS, Store, check_writable, open_store
 from shared.archive.wanted import SEGMENT_EVENTS
 from shared.db import Connection, sql
@@ -236,7 +236,8 @@ def unarchive(
             table = segments.read(data, segments.Wanted())
             with conn.transaction():
                 with conn.cursor() as cur, cur.copy(QUERIES["import_events"]) as copy:
-                    copy.write(segments.to_csv(table))
+                    for chunk in pgcopy.encode(table, segments.COLUMNS):
+                        copy.write(chunk)
                 conn.execute(QUERIES["drop_segment"], {"segment_id": seg["segment_id"]})
                 conn.execute(QUERIES["bump_generation"])
             store.delete(seg["path"])

@@ -3,15 +3,14 @@ sequence_num)`` order, in row groups whose statistics (aggregate ids, times) let
 only the groups of its slice. A segment holds every column of the event table, ``txid``
 included (a job's frozen scope is a snapshot of transactions, and stays exact across tiers).
 
-Events travel between PostgreSQL and Arrow as CSV through COPY, both ways: no row passes
-through Python objects.
+Events come out of PostgreSQL as CSV through COPY (``from_csv``) and go back in, staged for a
+slice or unarchived, in COPY's binary format (``pgcopy``): no row passes through Python objects.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,15 +89,6 @@ def from_csv(data: bytes) -> pa.Table:
         index = table.schema.get_field_index(name)
         table = table.set_column(index, name, table[name].cast(SCHEMA.field(name).type))
     return table
-
-
-def to_csv(table: pa.Table, columns: Sequence[str] = COLUMNS) -> bytes:
-    """``table``'s ``columns`` as CSV for ``COPY ... FROM STDIN (FORMAT csv)``."""
-    out = io.BytesIO()
-    pacsv.write_csv(
-        table.select(list(columns)), out, write_options=pacsv.WriteOptions(include_header=False)
-    )
-    return out.getvalue()
 
 
 def write(table: pa.Table) -> Written:

@@ -25,7 +25,7 @@ QUERIES = queries.load("archive")
 
 #: what a planning needs of an archived event: its position, time, type and txid
 KEY_COLUMNS = ("event_id", "aggregate_id", "sequence_num", "occurred_at", "event_type", "txid")
-COPY_COUNTS = "COPY replay_archived_counts (aggregate_id, n) FROM STDIN (FORMAT csv)"
+COPY_COUNTS = "COPY replay_archived_counts (aggregate_id, n) FROM STDIN (FORMAT binary)"
 _EVENT = sql.SQL("event")
 
 
@@ -82,7 +82,7 @@ def stage_counts(conn: Connection, wanted: Wanted) -> Staged:
     per aggregate from the segments' aggregate column, in ``pg_temp.replay_archived_counts``
     (dropped at commit): what cutting a scope into slices of exact counts needs. A planning
     that needs more (a catch-up's starts, time slices) stages the keys too (``stage_keys``)."""
-    from shared.archive import segments  # pyarrow: only where there is an archive
+    from shared.archive import pgcopy, segments  # pyarrow: only where there is an archive
 
     generation, listed = _segments(conn, wanted)
     parts = [segments.read(_verified(conn, seg), replace(wanted, columns=("aggregate_id",)))
@@ -97,7 +97,8 @@ def stage_counts(conn: Connection, wanted: Wanted) -> Staged:
     counts = counts.rename_columns(["aggregate_id", "n"])
     conn.execute(QUERIES["create_staged_counts"])
     with conn.cursor() as cur, cur.copy(COPY_COUNTS) as out:
-        out.write(segments.to_csv(counts, ("aggregate_id", "n")))
+        for chunk in pgcopy.encode(counts, ("aggregate_id", "n")):
+            out.write(chunk)
     return Staged(generation, int(pc.sum(counts["n"]).as_py()))
 
 
@@ -143,16 +144,17 @@ def _collated(conn: Connection, wanted: Wanted) -> Wanted:
 
 
 def _copy(conn: Connection, listed: list[Any], wanted: Wanted, table: str) -> int:
-    from shared.archive import segments  # pyarrow: only where there is an archive
+    from shared.archive import pgcopy, segments  # pyarrow: only where there is an archive
 
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in wanted.columns)
-    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(sql.Identifier(table), columns)
     staged = 0
     for seg in listed:
         part = segments.read(_verified(conn, seg), wanted)
         if part.num_rows:
             with conn.cursor() as cur, cur.copy(copy) as out:
-                out.write(segments.to_csv(part, wanted.columns))
+                for chunk in pgcopy.encode(part, wanted.columns):
+                    out.write(chunk)
             staged += part.num_rows
     return staged
 

@@ -127,7 +127,7 @@ SELECT segment_id, url, path, events, sha256
 -- A segment's events back into the event table, with their own txid and times.
 COPY event (event_id, aggregate_id, aggregate_type, event_type, payload, metadata, sequence_num,
             occurred_at, created_at, txid)
-FROM STDIN (FORMAT csv);
+FROM STDIN (FORMAT binary);
 
 -- name: drop_segment
 -- A segment unarchived: its file is deleted after the commit, pending until then.

@@ -308,3 +308,43 @@ def test_an_aggregate_reset_forgets_the_markers_of_its_archived_events(
         assert read_order_summary(conn) == fold_order_summary(mine)
     finally:
         mover.unarchive(conn)
+
+
+def test_the_binary_copy_of_staged_events_reads_back_as_written(conn: Connection) -> None:
+    import pyarrow as pa
+
+    from shared.archive import pgcopy, segments
+
+    when = [datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(2026, 3, 1, 12, 0, 0, 1, tzinfo=UTC)]  # fmt: skip
+    ids = ["0123abcd-4567-89ef-0a1b-2c3d4e5f6a7b", "FEDCBA98-7654-3210-FEDC-BA9876543210"]
+    table = pa.table({
+        "event_id": ids,
+        "aggregate_id": ["order-1", "commande-é\t\"quoted\"\n"],
+        "aggregate_type": ["Order", "Order"],
+        "event_type": ["ItemAdded", "OrderPlaced"],
+        "payload": ['{"note": "a\\nb \\"c\\" é", "n": 1.5}', "[]"],
+        "metadata": pa.array([None, '{"k": null}'], pa.string()),
+        "sequence_num": pa.array([1, 2**53], pa.int64()),
+        "occurred_at": pa.array(when, pa.timestamp("us", tz="UTC")),
+        "created_at": pa.array(when[::-1], pa.timestamp("us", tz="UTC")),
+        "txid": pa.array([3, 2**40], pa.int64()),
+    })  # fmt: skip
+    conn.execute("CREATE TEMPORARY TABLE copied (LIKE event)")
+    conn.execute("ALTER TABLE copied ALTER metadata DROP NOT NULL")
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY copied ({', '.join(segments.COLUMNS)}) FROM STDIN (FORMAT binary)") as out,
+    ):
+        for chunk in pgcopy.encode(table, segments.COLUMNS):
+            out.write(chunk)
+    rows = conn.execute("SELECT *, txid::text AS txid FROM copied ORDER BY sequence_num").fetchall()
+    assert [str(r["event_id"]) for r in rows] == [i.lower() for i in ids]
+    assert [r["aggregate_id"] for r in rows] == table["aggregate_id"].to_pylist()
+    assert [r["payload"] for r in rows] == [{"note": 'a\nb "c" é', "n": 1.5}, []]
+    assert [r["metadata"] for r in rows] == [None, {"k": None}]
+    assert [r["sequence_num"] for r in rows] == [1, 2**53]
+    assert [r["occurred_at"] for r in rows] == when
+    assert [r["created_at"] for r in rows] == when[::-1]
+    assert [r["txid"] for r in rows] == ["3", str(2**40)]
+    conn.execute("DROP TABLE copied")
