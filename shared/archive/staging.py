@@ -12,6 +12,8 @@ relation is the event table alone.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -159,7 +161,47 @@ def _copy(conn: Connection, listed: list[Any], wanted: Wanted, table: str) -> in
     return staged
 
 
+class _Verified:
+    """Segment files this process read and verified, most recent last, up to ``limit`` bytes:
+    a worker's slices of one job read the same segments (each a month of every aggregate), so
+    only its first slice downloads and checks them. Keyed by the archive's generation too: a
+    move between the tiers makes every slice read (and check) its segments again."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._files: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            data = self._files.get(key)
+            if data is not None:
+                self._files.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[Any, ...], data: bytes) -> None:
+        if len(data) > self.limit:
+            return
+        with self._lock:
+            self._files[key] = data
+            while sum(len(d) for d in self._files.values()) > self.limit:
+                self._files.popitem(last=False)
+
+
+#: at most 64 MiB of segment files kept per process
+_VERIFIED = _Verified(64 << 20)
+
+
 def _verified(conn: Connection, seg: Any) -> bytes:
+    key = (seg["segment_id"], seg["sha256"], seg["generation"])
+    data = _VERIFIED.get(key)
+    if data is None:
+        data = _read_verified(conn, seg)
+        _VERIFIED.put(key, data)
+    return data
+
+
+def _read_verified(conn: Connection, seg: Any) -> bytes:
     from shared.archive import segments  # pyarrow: only where there is an archive
 
     name = f"{seg['segment_id']} ({seg['url']}/{seg['path']})"
