@@ -234,8 +234,17 @@ def _ready(project: str, workers: list[str]) -> None:
             time.sleep(0.5)
 
 
+#: stopped first by ``down``: podman-compose removes a scaled service's second container as an
+#: orphan, after Redis, and a worker whose broker is gone waits for it until podman kills it
+APP_SERVICES = ("flower", "scheduler", "live-worker", "worker")
+
+
 def down(project: str = PROJECT) -> None:
     """Everything of the stack removed, and checked: no container, pod, network or volume."""
+    apps = quiet("podman", "ps", "--filter", f"name=^{project}_({'|'.join(APP_SERVICES)})_[0-9]+$",
+                 "--format", "{{.Names}}").stdout.split()  # fmt: skip
+    if apps:  # best effort: down removes whatever this leaves
+        quiet("podman", "stop", "--time", "30", *apps)
     compose(project, "down", "-v", "--remove-orphans")
     left = leftovers(project)
     if left:
