@@ -28,8 +28,10 @@ PG_TYPES = {"event_id": "uuid", "payload": "jsonb", "metadata": "jsonb", "txid":
 HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 #: a field count of -1 ends the data
 TRAILER = b"\xff\xff"
-#: rows encoded at once: bounds the memory of a chunk (and keeps Arrow's 32-bit offsets safe)
+#: rows encoded at once, and their bytes at most (a row alone may be larger): bound the memory
+#: of a chunk, and keep it within the 2 GiB of Arrow's 32-bit offsets
 CHUNK_ROWS = 65_536
+CHUNK_BYTES = 256 << 20
 
 _POSTGRES_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 _UUID_DASHES = [8, 13, 18, 23]
@@ -46,10 +48,27 @@ def encode(table: pa.Table, columns: Sequence[str]) -> Iterator[bytes]:
     in chunks of ``CHUNK_ROWS``, the trailer. Raises ``ValueError`` for a value the column's
     type cannot hold (a null where PostgreSQL has NOT NULL numbers, a malformed uuid)."""
     yield HEADER
-    for start in range(0, table.num_rows, CHUNK_ROWS):
-        part = table.slice(start, CHUNK_ROWS)
+    for start, end in _chunks(table, columns):
+        part = table.slice(start, end - start)
         yield _rows(part.num_rows, [_field(name, part[name]) for name in columns])
     yield TRAILER
+
+
+def _chunks(table: pa.Table, columns: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """Row ranges of at most ``CHUNK_ROWS`` rows and ``CHUNK_BYTES`` bytes (or one row)."""
+    sizes = np.full(table.num_rows, 2 + 8 * len(columns), dtype=np.int64)
+    for name in columns:
+        if _texty(table[name].type):
+            lengths = pc.binary_length(table[name].cast(pa.large_binary())).fill_null(0)
+            sizes += lengths.to_numpy().astype(np.int64)
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < table.num_rows:
+        before = int(ends[start - 1]) if start else 0
+        fits = int(np.searchsorted(ends, before + CHUNK_BYTES, side="right"))
+        end = min(start + CHUNK_ROWS, max(fits, start + 1), table.num_rows)
+        yield start, end
+        start = end
 
 
 def _rows(n: int, fields: list[list[pa.Array]]) -> bytes:
@@ -66,12 +85,23 @@ def _field(name: str, column: pa.ChunkedArray) -> list[pa.Array]:
     kind = PG_TYPES.get(name, "text")
     if kind == "uuid":
         return [_uuid(name, array)]
-    if kind == "timestamptz":
-        micros = array.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if kind == "timestamptz":  # in microseconds whatever the unit (a lossy cast raises)
+        micros = array.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        micros = micros.to_numpy(zero_copy_only=False)
         return [_int8(name, array, micros - _POSTGRES_EPOCH_US)]
     if kind in ("bigint", "xid8"):
         return [_int8(name, array, array.cast(pa.int64()).to_numpy(zero_copy_only=False))]
+    if not _texty(array.type):
+        raise ValueError(f"column {name}: no binary COPY encoding for {array.type} as {kind}")
     return _varlen(array.cast(pa.binary()), b"\x01" if kind == "jsonb" else b"")
+
+
+def _texty(kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` holds text or bytes (plain, large, or as a dictionary)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return any(test(kind) for test in (pa.types.is_string, pa.types.is_large_string,
+                                       pa.types.is_binary, pa.types.is_large_binary))  # fmt: skip
 
 
 def _uuid(name: str, array: pa.Array) -> pa.Array:

@@ -162,10 +162,14 @@ def _copy(conn: Connection, listed: list[Any], wanted: Wanted, table: str) -> in
 
 
 class _Verified:
-    """Segment files this process read and verified, most recent last, up to ``limit`` bytes:
-    a worker's slices of one job read the same segments (each a month of every aggregate), so
-    only its first slice downloads and checks them. Keyed by the archive's generation too: a
-    move between the tiers makes every slice read (and check) its segments again."""
+    """Segment files this process (a worker's, or a planning's) read and verified, most recent
+    last, up to ``limit`` bytes: a worker's slices of one job read the same segments (each a
+    month of every aggregate), so only its first slice downloads and checks them. Keyed by the
+    archive's generation too: a move between the tiers makes every slice read (and check) its
+    segments again. A file kept here is used only while the store still has it at its size
+    (``_still_there``): one deleted or cut short is read again, and found missing or corrupted.
+    A file whose bytes change in place at the same size goes unnoticed by this process until
+    the next move; its copy here is the verified one (the catalogue's SHA-256)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -184,6 +188,7 @@ class _Verified:
             return
         with self._lock:
             self._files[key] = data
+            self._files.move_to_end(key)
             while sum(len(d) for d in self._files.values()) > self.limit:
                 self._files.popitem(last=False)
 
@@ -195,10 +200,20 @@ _VERIFIED = _Verified(64 << 20)
 def _verified(conn: Connection, seg: Any) -> bytes:
     key = (seg["segment_id"], seg["sha256"], seg["generation"])
     data = _VERIFIED.get(key)
-    if data is None:
-        data = _read_verified(conn, seg)
-        _VERIFIED.put(key, data)
+    if data is not None and _still_there(seg, len(data)):
+        return data
+    data = _read_verified(conn, seg)
+    _VERIFIED.put(key, data)
     return data
+
+
+def _still_there(seg: Any, size: int) -> bool:
+    """Whether the store still has the segment's file at ``size`` bytes (one ``stat``, or one
+    HEAD request: not a download)."""
+    try:
+        return open_store(seg["url"]).size(seg["path"]) == size
+    except SourceLost:
+        return False
 
 
 def _read_verified(conn: Connection, seg: Any) -> bytes:

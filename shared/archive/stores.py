@@ -31,6 +31,8 @@ class Store(Protocol):
 
     def get(self, path: str) -> bytes: ...
 
+    def size(self, path: str) -> int: ...
+
     def delete(self, path: str) -> None: ...
 
     def list(self, folder: str) -> list[str]: ...
@@ -68,6 +70,13 @@ class LocalStore:
             except FileNotFoundError:
                 raise SourceLost(f"archive file {self.url}/{path} is missing") from None
 
+    def size(self, path: str) -> int:
+        with _unavailable(self.url, path):
+            try:
+                return (self.root / path).stat().st_size
+            except FileNotFoundError:
+                raise SourceLost(f"archive file {self.url}/{path} is missing") from None
+
     def delete(self, path: str) -> None:
         target = self.root / path
         target.unlink(missing_ok=True)
@@ -100,6 +109,14 @@ class FsspecStore:
             except FileNotFoundError:
                 raise SourceLost(f"archive file {self.url}/{path} is missing") from None
         return data
+
+    def size(self, path: str) -> int:
+        with _unavailable(self.url, path):
+            self.fs.invalidate_cache(self._full(path))  # the store's answer, not a listing's
+            try:
+                return int(self.fs.size(self._full(path)))
+            except FileNotFoundError:
+                raise SourceLost(f"archive file {self.url}/{path} is missing") from None
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

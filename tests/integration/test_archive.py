@@ -348,3 +348,35 @@ def test_the_binary_copy_of_staged_events_reads_back_as_written(conn: Connection
     assert [r["created_at"] for r in rows] == when[::-1]
     assert [r["txid"] for r in rows] == ["3", str(2**40)]
     conn.execute("DROP TABLE copied")
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short"])
+def test_a_kept_segment_is_not_used_once_its_file_is_gone_or_cut_short(
+    conn: Connection, archived: mover.MoveReport, tmp_path: Path, damage: str
+) -> None:
+    from shared.archive import staging
+    from shared.archive.wanted import Wanted
+    from shared.errors import SourceLost
+
+    staged = staging.stage(conn, Wanted())  # this process now keeps every segment it read
+    assert staged.events == archived.events
+    row = conn.execute(
+        "SELECT segment_id, path FROM archive_segment ORDER BY first_time LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    file = tmp_path / "archive" / row["path"]
+    saved = file.read_bytes()
+    try:
+        if damage == "missing":
+            file.unlink()
+        else:
+            file.write_bytes(saved[: len(saved) // 2])
+        with pytest.raises(SourceLost, match=str(row["segment_id"])) as refused:
+            staging.stage(conn, Wanted())
+        assert ("missing" if damage == "missing" else "corrupted") in str(refused.value)
+    finally:
+        file.write_bytes(saved)
+        staging.release(conn, staged)
+    again = staging.stage(conn, Wanted())
+    assert again.events == archived.events
+    staging.release(conn, again)

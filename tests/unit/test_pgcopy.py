@@ -78,3 +78,29 @@ def test_a_null_number_is_refused() -> None:
     table = pa.table({"sequence_num": pa.array([1, None], pa.int64())})
     with pytest.raises(ValueError, match="sequence_num"):
         list(pgcopy.encode(table, ["sequence_num"]))
+
+
+def test_chunks_are_bounded_in_bytes_and_a_large_row_goes_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pgcopy, "CHUNK_BYTES", 100)
+    texts = ["x" * 30, "y" * 30, "z" * 300, "w" * 10, "v" * 10]
+    table = pa.table({"payload": pa.array(texts, pa.large_string())}).slice(0)
+    chunks = list(pgcopy.encode(table, ["payload"]))
+    # rows of 2 + 8 bytes and their text: [x, y] 80 bytes, [z] 310 alone, [w, v] 40
+    assert [len(fields(pgcopy.HEADER + c + pgcopy.TRAILER, 1)) for c in chunks[1:-1]] == [2, 1, 2]
+    rows = fields(b"".join(chunks), 1)
+    assert [r[0] for r in rows] == [b"\x01" + t.encode() for t in texts]
+
+
+def test_times_in_any_unit_are_microseconds_since_2000() -> None:
+    table = pa.table({"occurred_at": pa.array([946_684_800_001], pa.timestamp("ms", tz="UTC")),
+                      "aggregate_id": pa.array(["a"]).dictionary_encode()})  # fmt: skip
+    (row,) = fields(b"".join(pgcopy.encode(table, ["occurred_at", "aggregate_id"])), 2)
+    assert row == [struct.pack(">q", 1000), b"a"]
+
+
+def test_a_column_without_an_encoding_is_named() -> None:
+    table = pa.table({"flag": [True]})
+    with pytest.raises(ValueError, match="flag"):
+        list(pgcopy.encode(table, ["flag"]))
