@@ -107,8 +107,8 @@ def _texty(kind: pa.DataType) -> bool:
 def _uuid(name: str, array: pa.Array) -> pa.Array:
     n = len(array)
     text = array.cast(pa.binary())
-    malformed = text.null_count > 0 or pc.min(pc.binary_length(text)).as_py() != 36
-    if malformed or pc.max(pc.binary_length(text)).as_py() != 36:
+    lengths = pc.min_max(pc.binary_length(text))
+    if text.null_count or lengths["min"].as_py() != 36 or lengths["max"].as_py() != 36:
         raise ValueError(f"column {name}: a value is not a uuid as PostgreSQL writes one")
     chars = np.frombuffer(_data(text), dtype=np.uint8).reshape(n, 36)
     nibbles = _NIBBLE[chars[:, _UUID_HEX]]

@@ -174,6 +174,7 @@ class _Verified:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._files: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: tuple[Any, ...]) -> bytes | None:
@@ -187,10 +188,11 @@ class _Verified:
         if len(data) > self.limit:
             return
         with self._lock:
+            replaced = self._files.pop(key, None)
+            self._bytes += len(data) - (len(replaced) if replaced is not None else 0)
             self._files[key] = data
-            self._files.move_to_end(key)
-            while sum(len(d) for d in self._files.values()) > self.limit:
-                self._files.popitem(last=False)
+            while self._bytes > self.limit:
+                self._bytes -= len(self._files.popitem(last=False)[1])
 
 
 #: at most 64 MiB of segment files kept per process

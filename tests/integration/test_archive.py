@@ -188,6 +188,15 @@ def test_bad_archive_requests_change_nothing(
     assert count(conn, "SELECT count(*) FROM archive_segment") == 0
 
 
+def oldest_segment(conn: Connection, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The catalogue row of the archive's oldest segment, and its file."""
+    row = conn.execute(
+        "SELECT segment_id, path FROM archive_segment ORDER BY first_time LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    return row, tmp_path / "archive" / row["path"]
+
+
 @pytest.mark.parametrize("damage", ["missing", "corrupted"])
 def test_a_damaged_segment_is_named_and_nothing_is_applied_from_it(
     settings: Settings, coordinator: Coordinator, conn: Connection, archived: mover.MoveReport,
@@ -195,11 +204,7 @@ def test_a_damaged_segment_is_named_and_nothing_is_applied_from_it(
 ) -> None:  # fmt: skip
     """Found at planning, the submit is refused; found by a running slice (it stages again
     after a move between the tiers), the slice fails; either way naming the segment."""
-    row = conn.execute(
-        "SELECT segment_id, path FROM archive_segment ORDER BY first_time LIMIT 1"
-    ).fetchone()
-    assert row is not None
-    file = tmp_path / "archive" / row["path"]
+    row, file = oldest_segment(conn, tmp_path)
     saved = file.read_bytes()
 
     def spoil() -> None:
@@ -360,11 +365,7 @@ def test_a_kept_segment_is_not_used_once_its_file_is_gone_or_cut_short(
 
     staged = staging.stage(conn, Wanted())  # this process now keeps every segment it read
     assert staged.events == archived.events
-    row = conn.execute(
-        "SELECT segment_id, path FROM archive_segment ORDER BY first_time LIMIT 1"
-    ).fetchone()
-    assert row is not None
-    file = tmp_path / "archive" / row["path"]
+    row, file = oldest_segment(conn, tmp_path)
     saved = file.read_bytes()
     try:
         if damage == "missing":

@@ -47,3 +47,18 @@ def test_an_aggregate_range_is_applied_only_where_ids_sort_as_bytes(
     data = segments.write(segments.from_csv(chunk(["B", "b", "c", "d"]))).data
     wanted = segments.Wanted(first_aggregate="b", last_aggregate="c", ids_sort_as_bytes=as_bytes)
     assert segments.read(data, wanted)["aggregate_id"].to_pylist() == kept
+
+
+def test_the_kept_segments_stay_within_their_bytes_least_recently_used_out_first() -> None:
+    from shared.archive.staging import _Verified
+
+    kept = _Verified(10)
+    kept.put(("a",), b"1234")
+    kept.put(("b",), b"1234")
+    assert kept.get(("a",)) == b"1234"  # a is now the most recently used
+    kept.put(("c",), b"1234")  # 12 bytes: b goes
+    assert kept.get(("b",)) is None and kept.get(("a",)) and kept.get(("c",))
+    kept.put(("c",), b"12345678")  # replaced: 4 + 8, a goes
+    assert kept.get(("a",)) is None and kept.get(("c",)) == b"12345678"
+    kept.put(("d",), b"12345678901")  # larger than the whole: not kept, nothing evicted
+    assert kept.get(("d",)) is None and kept.get(("c",)) == b"12345678"
